@@ -1,0 +1,96 @@
+//! Which events an endpoint wants.
+
+use serde::{Deserialize, Serialize};
+
+/// An endpoint's filters. An absent list means "everything"; an event must pass both lists.
+///
+/// Event type patterns are exact types (`messenger.postback`), a platform wildcard (`messenger.*`) or
+/// `*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointFilter {
+    pub event_types: Option<Vec<String>>,
+    pub page_ids: Option<Vec<String>>,
+}
+
+/// An event type pattern that no event type can ever match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an event type pattern: use a type such as `messenger.postback`, `messenger.*` or `*`")]
+pub struct InvalidPattern(pub String);
+
+impl EndpointFilter {
+    pub fn matches(&self, event_type: &str, page_id: &str) -> bool {
+        let type_ok = self
+            .event_types
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| pattern_matches(p, event_type)));
+        let page_ok = self
+            .page_ids
+            .as_ref()
+            .is_none_or(|pages| pages.iter().any(|p| p == page_id));
+        type_ok && page_ok
+    }
+
+    /// Checks every pattern's shape, so that a typo is an error at registration, not silence later.
+    pub fn validate(&self) -> Result<(), InvalidPattern> {
+        for p in self.event_types.iter().flatten() {
+            let ok = p == "*"
+                || p.split_once('.').is_some_and(|(platform, kind)| {
+                    !platform.is_empty()
+                        && !kind.is_empty()
+                        && platform.bytes().all(|b| b.is_ascii_lowercase())
+                        && (kind == "*"
+                            || kind
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'))
+                });
+            if !ok {
+                return Err(InvalidPattern(p.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix(".*") {
+        Some(platform) => event_type
+            .strip_prefix(platform)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => pattern == event_type,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(types: Option<&[&str]>, pages: Option<&[&str]>) -> EndpointFilter {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        EndpointFilter { event_types: types.map(owned), page_ids: pages.map(owned) }
+    }
+
+    #[test]
+    fn no_filter_matches_everything() {
+        assert!(filter(None, None).matches("messenger.message", "1"));
+    }
+
+    #[test]
+    fn matches_exact_types_wildcards_and_pages() {
+        let f = filter(Some(&["messenger.postback", "instagram.*"]), Some(&["42"]));
+        assert!(f.matches("messenger.postback", "42"));
+        assert!(f.matches("instagram.message", "42"));
+        assert!(!f.matches("messenger.message", "42"));
+        assert!(!f.matches("messenger.postback", "43"));
+        assert!(!filter(Some(&["insta.*"]), None).matches("instagram.message", "1"));
+    }
+
+    #[test]
+    fn rejects_malformed_patterns() {
+        assert!(filter(Some(&["messenger.*", "*", "page.feed"]), None).validate().is_ok());
+        assert!(filter(Some(&["Messenger"]), None).validate().is_err());
+        assert!(filter(Some(&["messenger."]), None).validate().is_err());
+    }
+}

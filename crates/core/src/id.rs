@@ -1,0 +1,131 @@
+//! Prefixed ids. Each kind of record has its own newtype, so a delivery id can never be passed where
+//! an event id is wanted, and a log line tells what an id names: `ten_`, `key_`, `app_`, `pg_`, `ep_`,
+//! `evt_`, `dlv_`, `att_`, `inb_`.
+//!
+//! The body after the prefix is a ULID: unique without coordination between nodes, and sorted by
+//! creation time, which keeps cursors and indexes cheap.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An id string that does not have the expected prefix or body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a valid {kind} id (expected `{prefix}` followed by 26 characters)")]
+pub struct InvalidId {
+    pub kind: &'static str,
+    pub prefix: &'static str,
+    pub value: String,
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new, unique id.
+            pub fn new() -> Self {
+                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s.strip_prefix($prefix) {
+                    Some(body) if ulid::Ulid::from_string(body).is_ok() => Ok(Self(s.to_owned())),
+                    _ => Err(InvalidId { kind: $kind, prefix: $prefix, value: s.chars().take(64).collect() }),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+prefixed_id!(/// A tenant: a customer of the gateway (a bot developer or an agency).
+    TenantId, "ten_", "tenant");
+prefixed_id!(/// A tenant API key record (not the key itself).
+    ApiKeyId, "key_", "API key");
+prefixed_id!(/// Pagewire's record of a Meta app.
+    AppRecordId, "app_", "app");
+prefixed_id!(/// Pagewire's record of an onboarded Page, Instagram account or WhatsApp account.
+    PageRecordId, "pg_", "page");
+prefixed_id!(/// A customer endpoint: a URL that receives signed events.
+    EndpointId, "ep_", "endpoint");
+prefixed_id!(/// A normalized event; also the `webhook-id` of each of its deliveries.
+    EventId, "evt_", "event");
+prefixed_id!(/// One event on its way to one endpoint.
+    DeliveryId, "dlv_", "delivery");
+prefixed_id!(/// One HTTP attempt of a delivery.
+    AttemptId, "att_", "attempt");
+prefixed_id!(/// One raw webhook POST received from Meta.
+    InboundId, "inb_", "inbound");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_their_prefix_and_round_trip() {
+        let id = EventId::new();
+        assert!(id.as_str().starts_with("evt_"));
+        assert_eq!(id.as_str().len(), 30);
+        assert_eq!(id.as_str().parse::<EventId>(), Ok(id.clone()));
+        let json = serde_json::to_string(&id).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<EventId>(&json).ok(), Some(id));
+    }
+
+    #[test]
+    fn rejects_an_id_of_another_kind() {
+        let delivery = DeliveryId::new();
+        let err = delivery.as_str().parse::<EventId>();
+        assert!(err.is_err());
+        assert!(serde_json::from_str::<TenantId>("\"ten_nope\"").is_err());
+    }
+}

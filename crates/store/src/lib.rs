@@ -1,0 +1,315 @@
+//! `pagewire-store`: everything Pagewire keeps, behind one [`Store`] trait that speaks in use cases
+//! (onboard a Page, ingest a batch of webhooks, lease due deliveries), not tables.
+//!
+//! The embedded backend is SQLite ([`SqliteStore`]): WAL mode, `synchronous = FULL`, one writer
+//! connection and a pool of readers. Secrets are sealed with the [`MasterKey`] on the way in and opened
+//! on the way out, so no caller ever handles ciphertext and no row holds a plaintext secret.
+//!
+//! This crate must not depend on HTTP types: handlers map its errors, it never sees a request.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pagewire_core::{
+    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId,
+    NextStep, PageRecordId, Platform, Secret, TenantId,
+};
+
+mod error;
+mod sqlite;
+
+pub use error::StoreError;
+pub use pagewire_core::MasterKey;
+pub use sqlite::{SqliteStore, SqliteStoreOptions};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: Option<String>,
+    /// The first characters of the key, to tell keys apart in lists.
+    pub prefix: String,
+    pub created_at: i64,
+}
+
+/// A Meta app with its secrets opened. `tenant_id` is `None` for the operator's shared apps.
+#[derive(Debug, Clone)]
+pub struct MetaApp {
+    pub id: AppRecordId,
+    pub app_id: String,
+    pub tenant_id: Option<TenantId>,
+    pub app_secret: Secret,
+    pub verify_token: Secret,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMetaApp {
+    pub app_id: String,
+    pub tenant_id: Option<TenantId>,
+    pub app_secret: Secret,
+    pub verify_token: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub id: PageRecordId,
+    pub page_id: String,
+    pub tenant_id: TenantId,
+    pub app_id: String,
+    pub platform: Platform,
+    pub name: Option<String>,
+    pub has_access_token: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPage {
+    pub page_id: String,
+    pub tenant_id: TenantId,
+    pub app_id: String,
+    pub platform: Platform,
+    pub name: Option<String>,
+    pub access_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub description: Option<String>,
+    pub filter: EndpointFilter,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub description: Option<String>,
+    pub filter: EndpointFilter,
+    pub secret: EndpointSecret,
+}
+
+/// What ingress needs to route and verify without touching the database: every app, Page and
+/// endpoint. Loaded whole; the tables are small next to the event stream.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingData {
+    pub apps: Vec<MetaApp>,
+    pub pages: Vec<Page>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// An entry of a verified POST whose Page no tenant has registered: kept for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnroutableEntry {
+    pub entry: u32,
+    pub page_id: Option<String>,
+}
+
+/// One verified POST and what it became, for [`Store::ingest`].
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub inbound_id: InboundId,
+    pub received_at: i64,
+    pub app_id: Option<String>,
+    pub object: String,
+    pub body: Bytes,
+    pub entries: u32,
+    pub unroutable: Vec<UnroutableEntry>,
+    pub events: Vec<NewEvent>,
+}
+
+/// A normalized event, serialized once, and the endpoints it goes to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub tenant_id: TenantId,
+    pub page_id: String,
+    pub event_type: String,
+    pub dedup_key: String,
+    pub payload: String,
+    pub endpoints: Vec<EndpointId>,
+}
+
+/// What [`Store::ingest`] did with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IngestReceipt {
+    pub events: usize,
+    pub duplicates: usize,
+    pub deliveries: usize,
+}
+
+/// A delivery leased to this worker: everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct LeasedDelivery {
+    pub id: DeliveryId,
+    pub lease_seq: i64,
+    pub event_id: EventId,
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub secret: EndpointSecret,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// The outcome of one attempt and the decision that follows, for [`Store::record_attempts`].
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    pub endpoint_id: EndpointId,
+    pub lease_seq: i64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub next: NextStep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// A stored event, as listed to its tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub event_type: String,
+    pub page_id: String,
+    pub received_at: i64,
+    pub payload: String,
+}
+
+/// A raw POST as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub id: InboundId,
+    pub received_at: i64,
+    pub app_id: Option<String>,
+    pub object: String,
+    pub body: Vec<u8>,
+    pub entries: u32,
+    pub events: u32,
+    pub unroutable: Option<String>,
+}
+
+/// Pagewire's storage, in use cases.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    async fn create_tenant(&self, name: &str, now: i64) -> Result<Tenant>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
+
+    /// Stores a new API key by its hash; the key itself is never stored.
+    async fn create_api_key(
+        &self,
+        tenant_id: &TenantId,
+        name: Option<&str>,
+        key_hash: &str,
+        prefix: &str,
+        now: i64,
+    ) -> Result<ApiKey>;
+    /// The tenant that owns an unrevoked key with this hash.
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>>;
+
+    async fn create_app(&self, app: NewMetaApp, now: i64) -> Result<MetaApp>;
+    /// The tenant's own apps and the shared apps (with `tenant_id == None`).
+    async fn list_apps(&self, tenant_id: Option<&TenantId>) -> Result<Vec<MetaApp>>;
+    async fn get_app(&self, app_id: &str) -> Result<MetaApp>;
+
+    async fn create_page(&self, page: NewPage, now: i64) -> Result<Page>;
+    async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>>;
+
+    async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint>;
+    async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>>;
+
+    /// Everything ingress routes by, secrets opened.
+    async fn load_routing(&self) -> Result<RoutingData>;
+
+    /// Writes a batch of verified POSTs in one transaction: each raw body, its unroutable entries, its
+    /// events (an event whose dedup key the tenant's Page already has is a duplicate and skipped), and
+    /// one pending delivery per new event and endpoint. Returns one receipt per request, in order.
+    async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>>;
+
+    /// Leases up to `limit` due deliveries of enabled endpoints for `lease_ms`, committing the lease
+    /// before returning. A lease that ends unrecorded makes the delivery due again.
+    async fn lease_due(&self, now: i64, limit: u32, lease_ms: i64) -> Result<Vec<LeasedDelivery>>;
+
+    /// Records attempts and applies their next steps, in one transaction. A record whose lease was
+    /// taken over meanwhile is kept in the attempt log but does not change the delivery.
+    async fn record_attempts(&self, records: &[AttemptRecord], now: i64) -> Result<()>;
+
+    async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>>;
+    async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>>;
+    async fn list_deliveries(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<Delivery>>;
+    async fn attempts_of_delivery(&self, tenant_id: &TenantId, delivery_id: &DeliveryId) -> Result<Vec<Attempt>>;
+    async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>>;
+    /// Deliveries not yet delivered or given up.
+    async fn count_pending(&self) -> Result<u64>;
+}

@@ -1,0 +1,712 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time, so every write goes through a single-connection pool (the
+//! ingest writer, the dispatcher and the admin API queue on it instead of failing with `BUSY`), and
+//! reads use a separate pool of read-only connections that WAL lets run beside the writer.
+//! sqlx's SQLite driver costs tens of microseconds per statement, so hot paths write many rows per
+//! statement.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pagewire_core::{
+    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId,
+    MasterKey, NextStep, PageRecordId, Platform, Secret, TenantId,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite};
+
+use crate::{
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, IngestReceipt, IngestRequest, Inbound,
+    LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Result, RoutingData, Store, StoreError,
+    StoredEvent, Tenant,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+const APP_SECRET: &str = "app_secret";
+const VERIFY_TOKEN: &str = "verify_token";
+const PAGE_TOKEN: &str = "page_token";
+const ENDPOINT_SECRET: &str = "endpoint_secret";
+
+/// Rows per multi-row statement: well under SQLite's limit of 32766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// How the SQLite store opens its file.
+#[derive(Debug, Clone)]
+pub struct SqliteStoreOptions {
+    /// Read-only connections beside the one writer.
+    pub readers: u32,
+    /// How long a statement waits for a lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteStoreOptions {
+    fn default() -> Self {
+        Self { readers: 4, busy_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    key: MasterKey,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs the migrations.
+    pub async fn open(path: &Path, key: MasterKey, options: SqliteStoreOptions) -> Result<Self> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(base.clone().create_if_missing(true))
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(Self { writer, readers, key })
+    }
+
+    /// Opens the database at a `sqlite://` URL or a plain path.
+    pub async fn open_url(url: &str, key: MasterKey, options: SqliteStoreOptions) -> Result<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        Self::open(Path::new(path), key, options).await
+    }
+
+    /// Waits for in-flight statements and closes the file cleanly.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    fn open_secret(&self, purpose: &str, sealed: &str) -> Result<Secret> {
+        Ok(Secret::new(self.key.open(purpose, sealed)?))
+    }
+
+    fn app_from_row(&self, row: AppRow) -> Result<MetaApp> {
+        let (id, app_id, tenant_id, secret, token, created_at) = row;
+        Ok(MetaApp {
+            id: parse_id(&id)?,
+            app_id,
+            tenant_id: tenant_id.as_deref().map(parse_id).transpose()?,
+            app_secret: self.open_secret(APP_SECRET, &secret)?,
+            verify_token: self.open_secret(VERIFY_TOKEN, &token)?,
+            created_at,
+        })
+    }
+}
+
+type AppRow = (String, String, Option<String>, String, String, i64);
+type PageRow = (String, String, String, String, String, Option<String>, bool, i64);
+type EndpointRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+    Option<String>,
+    i64,
+    i64,
+);
+type DeliveryRow = (String, String, String, String, String, i64, i64, Option<i64>, Option<String>, i64, i64);
+
+const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at";
+const PAGE_COLUMNS: &str =
+    "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, created_at";
+const ENDPOINT_COLUMNS: &str =
+    "id, tenant_id, url, description, event_types, page_ids, enabled, disabled_reason, created_at, updated_at";
+const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
+                                last_status, last_error, created_at, updated_at";
+
+fn parse_id<T: FromStr<Err = pagewire_core::id::InvalidId>>(s: &str) -> Result<T> {
+    s.parse().map_err(|e: pagewire_core::id::InvalidId| StoreError::Corrupt(e.to_string()))
+}
+
+fn page_from_row(row: PageRow) -> Result<Page> {
+    let (id, page_id, tenant_id, app_id, platform, name, has_token, created_at) = row;
+    Ok(Page {
+        id: parse_id(&id)?,
+        page_id,
+        tenant_id: parse_id(&tenant_id)?,
+        app_id,
+        platform: Platform::parse(&platform)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown platform `{platform}`")))?,
+        name,
+        has_access_token: has_token,
+        created_at,
+    })
+}
+
+fn json_list(value: Option<&Vec<String>>) -> Option<String> {
+    value.map(|v| serde_json::to_string(v).unwrap_or_else(|_| String::from("[]")))
+}
+
+fn parse_json_list(value: Option<String>) -> Result<Option<Vec<String>>> {
+    value
+        .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("endpoint filter: {e}"))))
+        .transpose()
+}
+
+fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
+    let (id, tenant_id, url, description, event_types, page_ids, enabled, disabled_reason, created_at, updated_at) =
+        row;
+    Ok(Endpoint {
+        id: parse_id(&id)?,
+        tenant_id: parse_id(&tenant_id)?,
+        url,
+        description,
+        filter: EndpointFilter { event_types: parse_json_list(event_types)?, page_ids: parse_json_list(page_ids)? },
+        enabled,
+        disabled_reason,
+        created_at,
+        updated_at,
+    })
+}
+
+fn delivery_from_row(row: DeliveryRow) -> Result<Delivery> {
+    let (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, last_status, last_error, created_at, updated_at) =
+        row;
+    Ok(Delivery {
+        id: parse_id(&id)?,
+        event_id: parse_id(&event_id)?,
+        endpoint_id: parse_id(&endpoint_id)?,
+        tenant_id: parse_id(&tenant_id)?,
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status `{status}`")))?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt_at,
+        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+        last_error,
+        created_at,
+        updated_at,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tenant(&self, name: &str, now: i64) -> Result<Tenant> {
+        let id = TenantId::new();
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(id.as_str())
+            .bind(name)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(Tenant { id, name: name.to_owned(), created_at: now })
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY id").fetch_all(&self.readers).await?;
+        rows.into_iter()
+            .map(|(id, name, created_at)| Ok(Tenant { id: parse_id(&id)?, name, created_at }))
+            .collect()
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        let (name, created_at): (String, i64) = sqlx::query_as("SELECT name, created_at FROM tenants WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(Tenant { id: id.clone(), name, created_at })
+    }
+
+    async fn create_api_key(
+        &self,
+        tenant_id: &TenantId,
+        name: Option<&str>,
+        key_hash: &str,
+        prefix: &str,
+        now: i64,
+    ) -> Result<ApiKey> {
+        let id = ApiKeyId::new();
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(tenant_id.as_str())
+        .bind(name)
+        .bind(key_hash)
+        .bind(prefix)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(ApiKey {
+            id,
+            tenant_id: tenant_id.clone(),
+            name: name.map(str::to_owned),
+            prefix: prefix.to_owned(),
+            created_at: now,
+        })
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let row: Option<(String, String, Option<String>, String, i64)> = sqlx::query_as(
+            "SELECT id, tenant_id, name, key_prefix, created_at FROM api_keys \
+             WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(|(id, tenant_id, name, prefix, created_at)| {
+            Ok(ApiKey { id: parse_id(&id)?, tenant_id: parse_id(&tenant_id)?, name, prefix, created_at })
+        })
+        .transpose()
+    }
+
+    async fn create_app(&self, app: NewMetaApp, now: i64) -> Result<MetaApp> {
+        let id = AppRecordId::new();
+        sqlx::query(
+            "INSERT INTO meta_apps (id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(&app.app_id)
+        .bind(app.tenant_id.as_ref().map(TenantId::as_str))
+        .bind(self.key.seal(APP_SECRET, app.app_secret.expose()))
+        .bind(self.key.seal(VERIFY_TOKEN, app.verify_token.expose()))
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(MetaApp {
+            id,
+            app_id: app.app_id,
+            tenant_id: app.tenant_id,
+            app_secret: app.app_secret,
+            verify_token: app.verify_token,
+            created_at: now,
+        })
+    }
+
+    async fn list_apps(&self, tenant_id: Option<&TenantId>) -> Result<Vec<MetaApp>> {
+        let rows: Vec<AppRow> = match tenant_id {
+            Some(tenant) => {
+                sqlx::query_as(&format!(
+                    "SELECT {APP_COLUMNS} FROM meta_apps WHERE tenant_id = ? OR tenant_id IS NULL ORDER BY id"
+                ))
+                .bind(tenant.as_str())
+                .fetch_all(&self.readers)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps ORDER BY id"))
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+        };
+        rows.into_iter().map(|row| self.app_from_row(row)).collect()
+    }
+
+    async fn get_app(&self, app_id: &str) -> Result<MetaApp> {
+        let row: AppRow = sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps WHERE app_id = ?"))
+            .bind(app_id)
+            .fetch_one(&self.readers)
+            .await?;
+        self.app_from_row(row)
+    }
+
+    async fn create_page(&self, page: NewPage, now: i64) -> Result<Page> {
+        let id = PageRecordId::new();
+        let sealed = page.access_token.as_ref().map(|t| self.key.seal(PAGE_TOKEN, t.expose()));
+        sqlx::query(
+            "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(&page.page_id)
+        .bind(page.tenant_id.as_str())
+        .bind(&page.app_id)
+        .bind(page.platform.as_str())
+        .bind(page.name.as_deref())
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(Page {
+            id,
+            page_id: page.page_id,
+            tenant_id: page.tenant_id,
+            app_id: page.app_id,
+            platform: page.platform,
+            name: page.name,
+            has_access_token: page.access_token.is_some(),
+            created_at: now,
+        })
+    }
+
+    async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>> {
+        let rows: Vec<PageRow> =
+            sqlx::query_as(&format!("SELECT {PAGE_COLUMNS} FROM pages WHERE tenant_id = ? ORDER BY id"))
+                .bind(tenant_id.as_str())
+                .fetch_all(&self.readers)
+                .await?;
+        rows.into_iter().map(page_from_row).collect()
+    }
+
+    async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint> {
+        let id = EndpointId::new();
+        sqlx::query(
+            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, secret_sealed, \
+             enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(endpoint.tenant_id.as_str())
+        .bind(&endpoint.url)
+        .bind(endpoint.description.as_deref())
+        .bind(json_list(endpoint.filter.event_types.as_ref()))
+        .bind(json_list(endpoint.filter.page_ids.as_ref()))
+        .bind(self.key.seal(ENDPOINT_SECRET, &endpoint.secret.expose()))
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(Endpoint {
+            id,
+            tenant_id: endpoint.tenant_id,
+            url: endpoint.url,
+            description: endpoint.description,
+            filter: endpoint.filter,
+            enabled: true,
+            disabled_reason: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
+        let rows: Vec<EndpointRow> =
+            sqlx::query_as(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? ORDER BY id"))
+                .bind(tenant_id.as_str())
+                .fetch_all(&self.readers)
+                .await?;
+        rows.into_iter().map(endpoint_from_row).collect()
+    }
+
+    async fn load_routing(&self) -> Result<RoutingData> {
+        let mut conn = self.readers.acquire().await?;
+        let apps: Vec<AppRow> =
+            sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps")).fetch_all(&mut *conn).await?;
+        let pages: Vec<PageRow> =
+            sqlx::query_as(&format!("SELECT {PAGE_COLUMNS} FROM pages")).fetch_all(&mut *conn).await?;
+        let endpoints: Vec<EndpointRow> =
+            sqlx::query_as(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE enabled = 1"))
+                .fetch_all(&mut *conn)
+                .await?;
+        Ok(RoutingData {
+            apps: apps.into_iter().map(|row| self.app_from_row(row)).collect::<Result<_>>()?,
+            pages: pages.into_iter().map(page_from_row).collect::<Result<_>>()?,
+            endpoints: endpoints.into_iter().map(endpoint_from_row).collect::<Result<_>>()?,
+        })
+    }
+
+    async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>> {
+        let mut tx = self.writer.begin().await?;
+
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) ",
+            );
+            insert.push_values(chunk, |mut row, req| {
+                let unroutable = (!req.unroutable.is_empty())
+                    .then(|| serde_json::to_string(&req.unroutable).unwrap_or_default());
+                row.push_bind(req.inbound_id.as_str())
+                    .push_bind(req.received_at)
+                    .push_bind(req.app_id.as_deref())
+                    .push_bind(req.object.as_str())
+                    .push_bind(&req.body[..])
+                    .push_bind(i64::from(req.entries))
+                    .push_bind(i64::try_from(req.events.len()).unwrap_or(i64::MAX))
+                    .push_bind(unroutable);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+
+        // Insert every event of the batch; the unique dedup key drops redeliveries (also within the
+        // batch), and RETURNING tells which ones are new.
+        let events: Vec<(usize, &crate::NewEvent)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
+            .collect();
+        let mut inserted = std::collections::HashSet::with_capacity(events.len());
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) ",
+            );
+            insert.push_values(chunk, |mut row, (i, event)| {
+                let req = &batch[*i];
+                row.push_bind(event.id.as_str())
+                    .push_bind(event.tenant_id.as_str())
+                    .push_bind(event.page_id.as_str())
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(event.dedup_key.as_str())
+                    .push_bind(req.inbound_id.as_str())
+                    .push_bind(req.received_at)
+                    .push_bind(event.payload.as_str());
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING id");
+            let ids: Vec<(String,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            inserted.extend(ids.into_iter().map(|(id,)| id));
+        }
+
+        let mut receipts = vec![IngestReceipt::default(); batch.len()];
+        let mut deliveries = Vec::new();
+        for (i, event) in &events {
+            if inserted.contains(event.id.as_str()) {
+                receipts[*i].events += 1;
+                receipts[*i].deliveries += event.endpoints.len();
+                deliveries.extend(event.endpoints.iter().map(|ep| (DeliveryId::new(), *event, ep)));
+            } else {
+                receipts[*i].duplicates += 1;
+            }
+        }
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
+                 created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, (id, event, endpoint)| {
+                row.push_bind(id.as_str())
+                    .push_bind(event.id.as_str())
+                    .push_bind(endpoint.as_str())
+                    .push_bind(event.tenant_id.as_str())
+                    .push_bind(DeliveryStatus::Pending.as_str())
+                    .push_bind(0_i64)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(receipts)
+    }
+
+    async fn lease_due(&self, now: i64, limit: u32, lease_ms: i64) -> Result<Vec<LeasedDelivery>> {
+        let mut tx = self.writer.begin().await?;
+        let leased: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE deliveries SET next_attempt_at = ?1 + ?2, lease_seq = lease_seq + 1, updated_at = ?1 \
+             WHERE id IN (SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+                          WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
+                          ORDER BY d.next_attempt_at, d.id LIMIT ?3) \
+             RETURNING id, lease_seq",
+        )
+        .bind(now)
+        .bind(lease_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if leased.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT d.id, d.event_id, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, ev.payload, d.attempts \
+             FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
+             WHERE d.id IN (",
+        );
+        let mut ids = select.separated(", ");
+        for (id, _) in &leased {
+            ids.push_bind(id.as_str());
+        }
+        select.push(") ORDER BY d.next_attempt_at, d.id");
+        let rows: Vec<(String, String, String, String, String, String, String, i64)> =
+            select.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+
+        let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+        rows.into_iter()
+            .map(|(id, event_id, endpoint_id, tenant_id, url, secret, payload, attempts)| {
+                let secret = self.key.open(ENDPOINT_SECRET, &secret)?;
+                Ok(LeasedDelivery {
+                    lease_seq: seqs.get(id.as_str()).copied().unwrap_or_default(),
+                    id: parse_id(&id)?,
+                    event_id: parse_id(&event_id)?,
+                    endpoint_id: parse_id(&endpoint_id)?,
+                    tenant_id: parse_id(&tenant_id)?,
+                    url,
+                    secret: EndpointSecret::parse(&secret)
+                        .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?,
+                    payload,
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord], now: i64) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO delivery_attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, \
+                 outcome, error, response_excerpt) ",
+            );
+            insert.push_values(chunk, |mut row, r| {
+                row.push_bind(pagewire_core::AttemptId::new().to_string())
+                    .push_bind(r.delivery_id.as_str())
+                    .push_bind(i64::from(r.attempt))
+                    .push_bind(r.started_at)
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.status_code.map(i64::from))
+                    .push_bind(r.outcome)
+                    .push_bind(r.error.as_deref())
+                    .push_bind(r.response_excerpt.as_deref());
+            });
+            insert.build().execute(&mut *tx).await?;
+
+            let mut update = QueryBuilder::<Sqlite>::new(
+                "WITH v (id, seq, status, next_at, attempts, last_status, last_error) AS (",
+            );
+            update.push_values(chunk, |mut row, r| {
+                let (status, next_at) = match r.next {
+                    NextStep::Done => (DeliveryStatus::Delivered, now),
+                    NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
+                    NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
+                };
+                row.push_bind(r.delivery_id.as_str())
+                    .push_bind(r.lease_seq)
+                    .push_bind(status.as_str())
+                    .push_bind(next_at)
+                    .push_bind(i64::from(r.attempt))
+                    .push_bind(r.status_code.map(i64::from))
+                    .push_bind(r.error.as_deref());
+            });
+            update.push(
+                ") UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempts, \
+                 last_status = v.last_status, last_error = v.last_error, updated_at = ",
+            );
+            update.push_bind(now);
+            update.push(" FROM v WHERE deliveries.id = v.id AND deliveries.lease_seq = v.seq");
+            update.build().execute(&mut *tx).await?;
+        }
+        for r in records.iter().filter(|r| r.next == NextStep::DisableEndpoint) {
+            sqlx::query(
+                "UPDATE endpoints SET enabled = 0, disabled_reason = 'the endpoint answered 410 Gone', updated_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(now)
+            .bind(r.endpoint_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>> {
+        let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
+            "SELECT id, type, page_id, received_at, payload FROM events WHERE tenant_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(tenant_id.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(id, event_type, page_id, received_at, payload)| {
+                Ok(StoredEvent { id: parse_id(&id)?, event_type, page_id, received_at, payload })
+            })
+            .collect()
+    }
+
+    async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? AND event_id = ? ORDER BY id"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(event_id.as_str())
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(delivery_from_row).collect()
+    }
+
+    async fn list_deliveries(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(delivery_from_row).collect()
+    }
+
+    async fn attempts_of_delivery(&self, tenant_id: &TenantId, delivery_id: &DeliveryId) -> Result<Vec<Attempt>> {
+        let rows: Vec<(i64, i64, i64, Option<i64>, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error, a.response_excerpt \
+             FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.tenant_id = ? AND a.delivery_id = ? ORDER BY a.attempt, a.started_at",
+        )
+        .bind(tenant_id.as_str())
+        .bind(delivery_id.as_str())
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt)| Attempt {
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                started_at,
+                duration_ms,
+                status_code: status_code.and_then(|s| u16::try_from(s).ok()),
+                outcome,
+                error,
+                response_excerpt,
+            })
+            .collect())
+    }
+
+    async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>> {
+        let rows: Vec<(String, i64, Option<String>, String, Vec<u8>, i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, received_at, app_id, object, body, entries, events, unroutable_entries FROM inbound \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(id, received_at, app_id, object, body, entries, events, unroutable)| {
+                Ok(Inbound {
+                    id: parse_id::<InboundId>(&id)?,
+                    received_at,
+                    app_id,
+                    object,
+                    body,
+                    entries: u32::try_from(entries).unwrap_or(0),
+                    events: u32::try_from(events).unwrap_or(0),
+                    unroutable,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_pending(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
