@@ -7,6 +7,15 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
+
+/// ULIDs that increase within a millisecond too, so that ids made in order sort in order (events
+/// of one webhook keep the order of its items).
+fn next_ulid() -> ulid::Ulid {
+    static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
+}
 
 /// An id string that does not have the expected prefix or body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,9 +36,9 @@ macro_rules! prefixed_id {
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
-            /// A new, unique id.
+            /// A new, unique id, greater than every id this process made before.
             pub fn new() -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+                Self(format!("{}{}", $prefix, next_ulid()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -119,6 +128,12 @@ mod tests {
         assert_eq!(id.as_str().parse::<EventId>(), Ok(id.clone()));
         let json = serde_json::to_string(&id).unwrap_or_default();
         assert_eq!(serde_json::from_str::<EventId>(&json).ok(), Some(id));
+    }
+
+    #[test]
+    fn ids_made_in_order_sort_in_order() {
+        let ids: Vec<EventId> = (0..1000).map(|_| EventId::new()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

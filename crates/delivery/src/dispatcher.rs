@@ -79,20 +79,38 @@ impl Dispatcher {
             return Ok(0);
         }
         let count = leased.len();
-        let mut sends = JoinSet::new();
+        // Deliveries of one endpoint go one after another, in the order they were leased (the order
+        // of their events); different endpoints are served concurrently, so a slow one delays only
+        // itself.
+        let mut by_endpoint: Vec<Vec<LeasedDelivery>> = Vec::new();
+        let mut slot: std::collections::HashMap<pagewire_core::EndpointId, usize> = std::collections::HashMap::new();
         for delivery in leased {
+            let index = *slot.entry(delivery.endpoint_id.clone()).or_insert_with(|| {
+                by_endpoint.push(Vec::new());
+                by_endpoint.len() - 1
+            });
+            by_endpoint[index].push(delivery);
+        }
+        let mut sends = JoinSet::new();
+        for queue in by_endpoint {
             let sender = self.sender.clone();
             let clock = Arc::clone(&self.clock);
             sends.spawn(async move {
-                let started_at = clock.now_ms();
-                let report = sender.send(&delivery, started_at).await;
-                (delivery, started_at, report)
+                let mut done = Vec::with_capacity(queue.len());
+                for delivery in queue {
+                    let started_at = clock.now_ms();
+                    let report = sender.send(&delivery, started_at).await;
+                    done.push((delivery, started_at, report));
+                }
+                done
             });
         }
         let mut records = Vec::with_capacity(count);
         while let Some(joined) = sends.join_next().await {
             match joined {
-                Ok((delivery, started_at, report)) => records.push(self.decide(delivery, started_at, report)),
+                Ok(done) => records.extend(
+                    done.into_iter().map(|(delivery, started_at, report)| self.decide(delivery, started_at, report)),
+                ),
                 // The lease expires and another round sends it again.
                 Err(e) => tracing::error!(error = %e, "a delivery task failed"),
             }

@@ -16,5 +16,6 @@ mod sender;
 mod ssrf;
 
 pub use dispatcher::{DeliveryConfig, Dispatcher};
+pub use reqwest::Error as ClientError;
 pub use sender::{SendReport, Sender};
 pub use ssrf::{check_destination, is_public_ip, DestinationError};

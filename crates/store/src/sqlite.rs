@@ -510,7 +510,7 @@ impl Store for SqliteStore {
             "UPDATE deliveries SET next_attempt_at = ?1 + ?2, lease_seq = lease_seq + 1, updated_at = ?1 \
              WHERE id IN (SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
                           WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
-                          ORDER BY d.next_attempt_at, d.id LIMIT ?3) \
+                          ORDER BY d.next_attempt_at, d.rowid LIMIT ?3) \
              RETURNING id, lease_seq",
         )
         .bind(now)
@@ -531,7 +531,7 @@ impl Store for SqliteStore {
         for (id, _) in &leased {
             ids.push_bind(id.as_str());
         }
-        select.push(") ORDER BY d.next_attempt_at, d.id");
+        select.push(") ORDER BY d.rowid");
         let rows: Vec<(String, String, String, String, String, String, String, i64)> =
             select.build_query_as().fetch_all(&mut *tx).await?;
         tx.commit().await?;

@@ -1,0 +1,182 @@
+//! The effective configuration: built-in defaults, then a TOML file, then `PAGEWIRE_*` environment
+//! variables, then command-line flags. Validated once at start; secrets never printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use pagewire_core::Secret;
+use pagewire_server::Role;
+use serde::{Deserialize, Serialize};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "pagewire.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Every setting of `pagewire serve`. The top-level names match the environment variables
+/// (`listen` is `PAGEWIRE_LISTEN`); nested ones use `__` (`PAGEWIRE_DELIVERY__CONCURRENCY`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Where the embedded database, the generated master key and the admin token hash live.
+    pub data_dir: PathBuf,
+    /// `sqlite://path` (default: `pagewire.db` in the data dir).
+    pub database_url: Option<Secret>,
+    /// The operator's bearer token. Default: generated on first start, its hash kept in the data dir.
+    pub admin_token: Option<Secret>,
+    /// 32 bytes (64 hex digits or base64) that seal secrets at rest. Default: generated into the
+    /// data dir (mode 0600).
+    pub master_key: Option<Secret>,
+    /// Let endpoints use loopback and private addresses (local development and tests only).
+    pub allow_private_endpoints: bool,
+    pub graph_url: String,
+    pub graph_version: String,
+    /// `all`, `ingress` (HTTP only) or `worker` (delivery only).
+    pub role: Role,
+    pub log_format: LogFormat,
+    pub delivery: DeliverySection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySection {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Whole-request timeout of a delivery, in seconds.
+    pub request_timeout_secs: u64,
+    /// How often due retries are looked for, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        Self { concurrency: 64, request_timeout_secs: 15, poll_interval_ms: 1000 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./pagewire-data"),
+            database_url: None,
+            admin_token: None,
+            master_key: None,
+            allow_private_endpoints: false,
+            graph_url: String::from("https://graph.facebook.com"),
+            graph_version: String::from("v21.0"),
+            role: Role::All,
+            log_format: LogFormat::Text,
+            delivery: DeliverySection::default(),
+        }
+    }
+}
+
+/// Values given as flags; `None` leaves the layers below in force.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_private_endpoints: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Layers defaults, the TOML file, the environment and the flags, then validates.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("the config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
+        }
+        let env = Env::prefixed("PAGEWIRE_").split("__").ignore(&["config"]);
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .context("the configuration is not valid")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.delivery.concurrency == 0 {
+            bail!("delivery.concurrency must be at least 1");
+        }
+        if self.delivery.request_timeout_secs == 0 || self.delivery.request_timeout_secs > 300 {
+            bail!("delivery.request_timeout_secs must be between 1 and 300");
+        }
+        if let Some(token) = &self.admin_token {
+            if token.expose().len() < 16 {
+                bail!("PAGEWIRE_ADMIN_TOKEN must be at least 16 characters");
+            }
+        }
+        if let Some(key) = &self.master_key {
+            pagewire_core::MasterKey::parse(key.expose())
+                .context("PAGEWIRE_MASTER_KEY must be 32 bytes as 64 hex digits or base64")?;
+        }
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("PAGEWIRE_DATABASE_URL must start with sqlite: or postgres://");
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, every secret shown as `[redacted]`.
+    pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("rendering the configuration")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = Config::default();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./pagewire-data"));
+        assert!(!config.allow_private_endpoints);
+    }
+
+    #[test]
+    fn printing_redacts_secrets() -> anyhow::Result<()> {
+        let config = Config {
+            admin_token: Some(Secret::new(String::from("pwadm_supersecretvalue"))),
+            master_key: Some(Secret::new("ab".repeat(32))),
+            database_url: Some(Secret::new(String::from("postgres://u:hunter2@db/pagewire"))),
+            ..Config::default()
+        };
+        let printed = config.to_redacted_toml()?;
+        assert!(!printed.contains("supersecret"));
+        assert!(!printed.contains("abab"));
+        assert!(!printed.contains("hunter2"));
+        assert!(printed.contains("[redacted]"));
+        Ok(())
+    }
+}

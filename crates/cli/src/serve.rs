@@ -1,0 +1,210 @@
+//! `pagewire serve` and `pagewire migrate`: prepare the data directory and run the gateway.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use pagewire_core::{Clock, MasterKey, Secret, SystemClock};
+use pagewire_delivery::DeliveryConfig;
+use pagewire_server::auth::{generate_token, AdminToken, ADMIN_TOKEN_PREFIX};
+use pagewire_server::{Gateway, GatewayConfig, IngestConfig};
+use pagewire_store::{SqliteStore, SqliteStoreOptions, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+const MASTER_KEY_FILE: &str = "master.key";
+const ADMIN_TOKEN_FILE: &str = "admin-token.sha256";
+const DATABASE_FILE: &str = "pagewire.db";
+
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    prepare_data_dir(&config.data_dir)?;
+    let key = master_key(&config)?;
+    let store = open_store(&config, key).await?;
+    store.close().await;
+    println!("the database is up to date");
+    Ok(())
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    prepare_data_dir(&config.data_dir)?;
+    let key = master_key(&config)?;
+    let (admin_token, new_token) = admin_token(&config)?;
+    let store = open_store(&config, key).await?;
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+
+    let gateway_config = GatewayConfig {
+        role: config.role,
+        admin_token,
+        allow_private_endpoints: config.allow_private_endpoints,
+        ingest: IngestConfig::default(),
+        delivery: DeliveryConfig {
+            concurrency: config.delivery.concurrency,
+            request_timeout: Duration::from_secs(config.delivery.request_timeout_secs),
+            poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
+            allow_private: config.allow_private_endpoints,
+            ..DeliveryConfig::default()
+        },
+        routing_refresh: Duration::from_secs(30),
+    };
+    let gateway = Gateway::build(shared, Arc::new(SystemClock) as Arc<dyn Clock>, gateway_config)
+        .await
+        .context("starting the gateway")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another process using it?)", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    if let Some(token) = new_token {
+        print_first_start(&token, &addr.to_string(), &config.data_dir);
+    }
+    tracing::info!(
+        %addr,
+        role = ?config.role,
+        data_dir = %config.data_dir.display(),
+        allow_private_endpoints = config.allow_private_endpoints,
+        "pagewire started"
+    );
+    println!("pagewire listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let result = gateway.serve(listener, shutdown).await;
+    store.close().await;
+    tracing::info!("pagewire stopped");
+    result.context("serving")
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM start a graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    shutdown.cancel();
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    restrict(dir, 0o700)?;
+    tracing::info!(data_dir = %dir.display(), "created the data directory");
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot restrict the permissions of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &Path, _: u32) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Writes a new file readable only by its owner; fails if it exists.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `PAGEWIRE_MASTER_KEY`, else the data dir's key file, else a new key written there.
+fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    if let Some(key) = &config.master_key {
+        return Ok(MasterKey::parse(key.expose())?);
+    }
+    let path = config.data_dir.join(MASTER_KEY_FILE);
+    if path.exists() {
+        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        return MasterKey::parse(&text).with_context(|| format!("{} does not hold a valid master key", path.display()));
+    }
+    let key = MasterKey::generate();
+    write_private(&path, &key.to_base64())?;
+    tracing::info!(path = %path.display(), "generated the master key; back it up: without it stored secrets cannot be read");
+    Ok(key)
+}
+
+/// `PAGEWIRE_ADMIN_TOKEN`, else the hash kept in the data dir, else a new token whose hash is kept
+/// there and which is returned to be shown once.
+fn admin_token(config: &Config) -> anyhow::Result<(AdminToken, Option<String>)> {
+    if let Some(token) = &config.admin_token {
+        return Ok((AdminToken::from_token(token), None));
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    if path.exists() {
+        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let Some(token) = AdminToken::from_hash_hex(&text) else {
+            bail!("{} is damaged: delete it and restart to generate a new admin token", path.display());
+        };
+        return Ok((token, None));
+    }
+    let token = generate_token(ADMIN_TOKEN_PREFIX);
+    let admin = AdminToken::from_token(&Secret::new(token.clone()));
+    write_private(&path, &admin.hash_hex())?;
+    Ok((admin, Some(token)))
+}
+
+fn print_first_start(token: &str, addr: &str, data_dir: &Path) {
+    println!(
+        "
+Pagewire generated its admin token. It is shown only this once; keep it safe:
+
+    {token}
+
+Next, create a tenant with it:
+
+    export PAGEWIRE_ADMIN_TOKEN={token}
+    curl -s -X POST http://{addr}/v1/tenants \\
+      -H \"Authorization: Bearer $PAGEWIRE_ADMIN_TOKEN\" -H 'Content-Type: application/json' \\
+      -d '{{\"name\": \"Acme Bots\"}}'
+
+(Lost it? Delete {} and restart to generate a new one.)
+",
+        data_dir.join(ADMIN_TOKEN_FILE).display()
+    );
+}
+
+async fn open_store(config: &Config, key: MasterKey) -> anyhow::Result<SqliteStore> {
+    let options = SqliteStoreOptions::default();
+    let store = match &config.database_url {
+        None => SqliteStore::open(&config.data_dir.join(DATABASE_FILE), key, options).await,
+        Some(url) if url.expose().starts_with("sqlite:") => SqliteStore::open_url(url.expose(), key, options).await,
+        Some(_) => bail!(
+            "this build of Pagewire stores data in SQLite only; unset PAGEWIRE_DATABASE_URL to use {}",
+            config.data_dir.join(DATABASE_FILE).display()
+        ),
+    };
+    store.context("opening the database")
+}

@@ -1,0 +1,531 @@
+//! The `/v1` admin API: onboarding (tenants, API keys, Meta apps, Pages, endpoints) and what a tenant
+//! needs to see its traffic (events, deliveries, attempts). Handlers are thin: authenticate with an
+//! extractor, validate, call one store use case, map the answer.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use pagewire_core::{
+    Clock, DeliveryId, EndpointFilter, EndpointSecret, EventId, Platform, Secret, TenantId,
+};
+use pagewire_store::{Delivery, Endpoint, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Store, StoreError, Tenant};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::auth::{generate_token, hash_api_key, AuthState, Caller, Operator, TenantContext, API_KEY_PREFIX};
+use crate::error::{ApiError, ApiJson};
+use crate::routing::RoutingCache;
+
+/// What the admin API needs.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub store: Arc<dyn Store>,
+    pub routing: RoutingCache,
+    pub auth: AuthState,
+    pub clock: Arc<dyn Clock>,
+    pub allow_private_endpoints: bool,
+}
+
+impl FromRef<AdminState> for AuthState {
+    fn from_ref(state: &AdminState) -> Self {
+        state.auth.clone()
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants/{tenant_id}/api-keys", post(create_api_key))
+        .route("/v1/apps", post(create_app).get(list_apps))
+        .route("/v1/pages", post(create_page).get(list_pages))
+        .route("/v1/endpoints", post(create_endpoint).get(list_endpoints))
+        .route("/v1/events", get(list_events))
+        .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/{delivery_id}/attempts", get(list_attempts))
+        .with_state(state)
+}
+
+/// A list answer. Lists are newest first; `next_cursor` is reserved for pagination.
+#[derive(Debug, Serialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> From<Vec<T>> for List<T> {
+    fn from(data: Vec<T>) -> Self {
+        Self { data, next_cursor: None }
+    }
+}
+
+fn iso(ms: i64) -> String {
+    pagewire_core::clock::rfc3339_ms(ms)
+}
+
+fn required(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::Validation(format!("`{field}` must not be empty")));
+    }
+    if value.len() > max {
+        return Err(ApiError::Validation(format!("`{field}` must be at most {max} characters")));
+    }
+    Ok(())
+}
+
+/// Meta's ids are decimal digits.
+fn meta_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::Validation(format!("`{field}` must be a Meta id: 1 to 32 decimal digits")));
+    }
+    Ok(())
+}
+
+// ---- tenants and keys (operator) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    id: TenantId,
+    name: String,
+    created_at: String,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(t: Tenant) -> Self {
+        Self { id: t.id, name: t.name, created_at: iso(t.created_at) }
+    }
+}
+
+async fn create_tenant(
+    State(state): State<AdminState>,
+    _: Operator,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, ApiJson<TenantView>), ApiError> {
+    required("name", &body.name, 200)?;
+    let tenant = state.store.create_tenant(body.name.trim(), state.clock.now_ms()).await?;
+    tracing::info!(tenant_id = %tenant.id, "tenant created");
+    Ok((StatusCode::CREATED, ApiJson(tenant.into())))
+}
+
+async fn list_tenants(State(state): State<AdminState>, _: Operator) -> Result<ApiJson<List<TenantView>>, ApiError> {
+    let tenants = state.store.list_tenants().await?;
+    Ok(ApiJson(tenants.into_iter().map(TenantView::from).collect::<Vec<_>>().into()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedApiKey {
+    id: pagewire_core::ApiKeyId,
+    tenant_id: TenantId,
+    name: Option<String>,
+    /// Shown once; only its hash is kept.
+    key: String,
+    created_at: String,
+}
+
+async fn create_api_key(
+    State(state): State<AdminState>,
+    _: Operator,
+    Path(tenant_id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
+    let tenant_id: TenantId = tenant_id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
+    // The body is optional: an empty one asks for an unnamed key.
+    let body: CreateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateApiKey::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
+    };
+    if let Some(name) = &body.name {
+        required("name", name, 200)?;
+    }
+    state.store.get_tenant(&tenant_id).await.map_err(not_found("tenant"))?;
+    let key = generate_token(API_KEY_PREFIX);
+    let record = state
+        .store
+        .create_api_key(&tenant_id, body.name.as_deref(), &hash_api_key(&key), &key[..7], state.clock.now_ms())
+        .await?;
+    tracing::info!(tenant_id = %tenant_id, key_id = %record.id, "API key created");
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedApiKey {
+            id: record.id,
+            tenant_id,
+            name: record.name,
+            key,
+            created_at: iso(record.created_at),
+        }),
+    ))
+}
+
+fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+    move |e| match e {
+        StoreError::NotFound => ApiError::NotFound(what),
+        other => other.into(),
+    }
+}
+
+// ---- Meta apps ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    app_id: String,
+    app_secret: Secret,
+    verify_token: Secret,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppView {
+    id: pagewire_core::AppRecordId,
+    app_id: String,
+    /// The owning tenant; null for the operator's shared apps.
+    tenant_id: Option<TenantId>,
+    shared: bool,
+    created_at: String,
+}
+
+impl From<MetaApp> for AppView {
+    fn from(app: MetaApp) -> Self {
+        Self {
+            id: app.id,
+            app_id: app.app_id,
+            shared: app.tenant_id.is_none(),
+            tenant_id: app.tenant_id,
+            created_at: iso(app.created_at),
+        }
+    }
+}
+
+/// With a tenant key: the tenant's own app. With the admin token: a shared app, to which many tenants'
+/// Pages subscribe.
+async fn create_app(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateApp>,
+) -> Result<(StatusCode, ApiJson<AppView>), ApiError> {
+    meta_id("app_id", &body.app_id)?;
+    required("app_secret", body.app_secret.expose(), 256)?;
+    required("verify_token", body.verify_token.expose(), 256)?;
+    let tenant_id = match caller {
+        Caller::Operator => None,
+        Caller::Tenant(id) => Some(id),
+    };
+    let app = state
+        .store
+        .create_app(
+            NewMetaApp {
+                app_id: body.app_id,
+                tenant_id,
+                app_secret: body.app_secret,
+                verify_token: body.verify_token,
+            },
+            state.clock.now_ms(),
+        )
+        .await?;
+    state.routing.reload().await?;
+    tracing::info!(app_id = %app.app_id, shared = app.tenant_id.is_none(), "Meta app registered");
+    Ok((StatusCode::CREATED, ApiJson(app.into())))
+}
+
+async fn list_apps(State(state): State<AdminState>, caller: Caller) -> Result<ApiJson<List<AppView>>, ApiError> {
+    let apps = match &caller {
+        Caller::Operator => state.store.list_apps(None).await?,
+        Caller::Tenant(id) => state.store.list_apps(Some(id)).await?,
+    };
+    Ok(ApiJson(apps.into_iter().map(AppView::from).collect::<Vec<_>>().into()))
+}
+
+// ---- Pages ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePage {
+    page_id: String,
+    app_id: String,
+    access_token: Option<Secret>,
+    platform: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PageView {
+    id: pagewire_core::PageRecordId,
+    page_id: String,
+    tenant_id: TenantId,
+    app_id: String,
+    platform: Platform,
+    name: Option<String>,
+    has_access_token: bool,
+    created_at: String,
+}
+
+impl From<Page> for PageView {
+    fn from(p: Page) -> Self {
+        Self {
+            id: p.id,
+            page_id: p.page_id,
+            tenant_id: p.tenant_id,
+            app_id: p.app_id,
+            platform: p.platform,
+            name: p.name,
+            has_access_token: p.has_access_token,
+            created_at: iso(p.created_at),
+        }
+    }
+}
+
+async fn create_page(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+    ApiJson(body): ApiJson<CreatePage>,
+) -> Result<(StatusCode, ApiJson<PageView>), ApiError> {
+    meta_id("page_id", &body.page_id)?;
+    meta_id("app_id", &body.app_id)?;
+    if let Some(token) = &body.access_token {
+        required("access_token", token.expose(), 1024)?;
+    }
+    if let Some(name) = &body.name {
+        required("name", name, 200)?;
+    }
+    let platform = match body.platform.as_deref() {
+        None => Platform::Messenger,
+        Some(p) => Platform::parse(p).filter(|p| *p != Platform::Page).ok_or_else(|| {
+            ApiError::Validation(String::from("`platform` must be one of messenger, instagram, whatsapp"))
+        })?,
+    };
+    // A Page is onboarded under the tenant's own app or a shared one, never another tenant's.
+    let app = state.store.get_app(&body.app_id).await.map_err(not_found("Meta app"))?;
+    if app.tenant_id.as_ref().is_some_and(|owner| *owner != tenant.tenant_id) {
+        return Err(ApiError::NotFound("Meta app"));
+    }
+    let page = state
+        .store
+        .create_page(
+            NewPage {
+                page_id: body.page_id,
+                tenant_id: tenant.tenant_id,
+                app_id: body.app_id,
+                platform,
+                name: body.name,
+                access_token: body.access_token,
+            },
+            state.clock.now_ms(),
+        )
+        .await?;
+    state.routing.reload().await?;
+    tracing::info!(tenant_id = %page.tenant_id, page_id = %page.page_id, app_id = %page.app_id, "Page onboarded");
+    Ok((StatusCode::CREATED, ApiJson(page.into())))
+}
+
+async fn list_pages(State(state): State<AdminState>, tenant: TenantContext) -> Result<ApiJson<List<PageView>>, ApiError> {
+    let pages = state.store.list_pages(&tenant.tenant_id).await?;
+    Ok(ApiJson(pages.into_iter().map(PageView::from).collect::<Vec<_>>().into()))
+}
+
+// ---- endpoints ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    url: String,
+    event_types: Option<Vec<String>>,
+    page_ids: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    id: pagewire_core::EndpointId,
+    tenant_id: TenantId,
+    url: String,
+    description: Option<String>,
+    event_types: Option<Vec<String>>,
+    page_ids: Option<Vec<String>>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    created_at: String,
+    updated_at: String,
+    /// The signing secret: present only in the answer to the creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+impl From<Endpoint> for EndpointView {
+    fn from(e: Endpoint) -> Self {
+        Self {
+            id: e.id,
+            tenant_id: e.tenant_id,
+            url: e.url,
+            description: e.description,
+            event_types: e.filter.event_types,
+            page_ids: e.filter.page_ids,
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            created_at: iso(e.created_at),
+            updated_at: iso(e.updated_at),
+            secret: None,
+        }
+    }
+}
+
+async fn create_endpoint(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+    ApiJson(body): ApiJson<CreateEndpoint>,
+) -> Result<(StatusCode, ApiJson<EndpointView>), ApiError> {
+    required("url", &body.url, 2048)?;
+    pagewire_delivery::check_destination(&body.url, state.allow_private_endpoints)
+        .map_err(|e| ApiError::Validation(format!("`url`: {e}")))?;
+    if let Some(description) = &body.description {
+        required("description", description, 500)?;
+    }
+    for page_id in body.page_ids.iter().flatten() {
+        meta_id("page_ids[]", page_id)?;
+    }
+    let filter = EndpointFilter { event_types: body.event_types, page_ids: body.page_ids };
+    filter.validate().map_err(|e| ApiError::Validation(format!("`event_types`: {e}")))?;
+    let secret = EndpointSecret::generate();
+    let shown = secret.expose();
+    let endpoint = state
+        .store
+        .create_endpoint(
+            NewEndpoint { tenant_id: tenant.tenant_id, url: body.url, description: body.description, filter, secret },
+            state.clock.now_ms(),
+        )
+        .await?;
+    state.routing.reload().await?;
+    tracing::info!(tenant_id = %endpoint.tenant_id, endpoint_id = %endpoint.id, "endpoint created");
+    let mut view = EndpointView::from(endpoint);
+    view.secret = Some(shown);
+    Ok((StatusCode::CREATED, ApiJson(view)))
+}
+
+async fn list_endpoints(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+) -> Result<ApiJson<List<EndpointView>>, ApiError> {
+    let endpoints = state.store.list_endpoints(&tenant.tenant_id).await?;
+    Ok(ApiJson(endpoints.into_iter().map(EndpointView::from).collect::<Vec<_>>().into()))
+}
+
+// ---- events and deliveries ----
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    event_id: Option<String>,
+}
+
+impl ListQuery {
+    fn limit(&self) -> u32 {
+        self.limit.unwrap_or(50).clamp(1, 500)
+    }
+}
+
+async fn list_events(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+    Query(query): Query<ListQuery>,
+) -> Result<ApiJson<List<Box<RawValue>>>, ApiError> {
+    let events = state.store.list_events(&tenant.tenant_id, query.limit()).await?;
+    let data = events
+        .into_iter()
+        .map(|e| RawValue::from_string(e.payload).map_err(ApiError::internal))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ApiJson(data.into()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    id: DeliveryId,
+    event_id: EventId,
+    endpoint_id: pagewire_core::EndpointId,
+    status: &'static str,
+    attempts: u32,
+    next_attempt_at: Option<String>,
+    last_status: Option<u16>,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        let pending = d.status == pagewire_store::DeliveryStatus::Pending;
+        Self {
+            id: d.id,
+            event_id: d.event_id,
+            endpoint_id: d.endpoint_id,
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            next_attempt_at: pending.then(|| iso(d.next_attempt_at)),
+            last_status: d.last_status,
+            last_error: d.last_error,
+            created_at: iso(d.created_at),
+            updated_at: iso(d.updated_at),
+        }
+    }
+}
+
+async fn list_deliveries(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+    Query(query): Query<ListQuery>,
+) -> Result<ApiJson<List<DeliveryView>>, ApiError> {
+    let deliveries = match &query.event_id {
+        Some(id) => {
+            let event_id: EventId = id.parse().map_err(|e| ApiError::Validation(format!("`event_id`: {e}")))?;
+            state.store.deliveries_of_event(&tenant.tenant_id, &event_id).await?
+        }
+        None => state.store.list_deliveries(&tenant.tenant_id, query.limit()).await?,
+    };
+    Ok(ApiJson(deliveries.into_iter().map(DeliveryView::from).collect::<Vec<_>>().into()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    attempt: u32,
+    started_at: String,
+    duration_ms: i64,
+    status_code: Option<u16>,
+    outcome: String,
+    error: Option<String>,
+    response_excerpt: Option<String>,
+}
+
+async fn list_attempts(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+    Path(delivery_id): Path<String>,
+) -> Result<ApiJson<List<AttemptView>>, ApiError> {
+    let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("delivery"))?;
+    let attempts = state.store.attempts_of_delivery(&tenant.tenant_id, &delivery_id).await?;
+    let data = attempts
+        .into_iter()
+        .map(|a| AttemptView {
+            attempt: a.attempt,
+            started_at: iso(a.started_at),
+            duration_ms: a.duration_ms,
+            status_code: a.status_code,
+            outcome: a.outcome,
+            error: a.error,
+            response_excerpt: a.response_excerpt,
+        })
+        .collect::<Vec<_>>();
+    Ok(ApiJson(data.into()))
+}

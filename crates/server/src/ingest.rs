@@ -1,0 +1,119 @@
+//! The ingest writer: the one task that writes what ingress accepts.
+//!
+//! Requests hand it an [`IngestRequest`] over a channel and wait. It takes everything pending (up to a
+//! bound), writes it all in one transaction, commits once, answers every waiter, and wakes the
+//! dispatcher. Under load one fsync serves hundreds of webhooks (group commit); a request is
+//! acknowledged to Meta only after the commit that holds it.
+
+use std::sync::Arc;
+
+use pagewire_core::Clock;
+use pagewire_store::{IngestReceipt, IngestRequest, Store, StoreError};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+
+/// Bounds of one group commit.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestConfig {
+    /// Requests waiting for the writer before new ones wait to be queued.
+    pub queue: usize,
+    /// Most requests in one transaction.
+    pub max_requests: usize,
+    /// Most events in one transaction (a batch always takes at least one request).
+    pub max_events: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { queue: 4096, max_requests: 512, max_events: 20_000 }
+    }
+}
+
+/// Why a request could not be written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    #[error("the ingest writer has stopped")]
+    Stopped,
+    #[error("writing the batch failed: {0}")]
+    Store(Arc<StoreError>),
+}
+
+type Reply = oneshot::Sender<Result<IngestReceipt, IngestError>>;
+
+/// The handle requests use to submit work. Cloning is cheap; the writer stops when every handle is
+/// dropped, after writing what was submitted.
+#[derive(Debug, Clone)]
+pub struct IngestWriter {
+    tx: mpsc::Sender<(IngestRequest, Reply)>,
+}
+
+impl IngestWriter {
+    /// Starts the writer task. `wake` is notified after every commit that created deliveries.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        config: IngestConfig,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let task = tokio::spawn(run(rx, store, clock, wake, config));
+        (Self { tx }, task)
+    }
+
+    /// Writes `request` and waits for its commit.
+    pub async fn submit(&self, request: IngestRequest) -> Result<IngestReceipt, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((request, reply)).await.map_err(|_| IngestError::Stopped)?;
+        answer.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<(IngestRequest, Reply)>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    config: IngestConfig,
+) {
+    let mut requests = Vec::with_capacity(config.max_requests);
+    let mut replies = Vec::with_capacity(config.max_requests);
+    while let Some((first, reply)) = rx.recv().await {
+        let mut events = first.events.len();
+        requests.push(first);
+        replies.push(reply);
+        while requests.len() < config.max_requests && events < config.max_events {
+            match rx.try_recv() {
+                Ok((request, reply)) => {
+                    events += request.events.len();
+                    requests.push(request);
+                    replies.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+
+        let result = store.ingest(&requests, clock.now_ms()).await;
+        match result {
+            Ok(receipts) => {
+                let deliveries: usize = receipts.iter().map(|r| r.deliveries).sum();
+                tracing::debug!(requests = requests.len(), events, deliveries, "ingest batch committed");
+                for (reply, receipt) in replies.drain(..).zip(receipts) {
+                    // A waiter that went away (client disconnected) still had its data committed.
+                    let _ = reply.send(Ok(receipt));
+                }
+                if deliveries > 0 {
+                    wake.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, requests = requests.len(), "ingest batch failed; nothing was acknowledged");
+                let err = Arc::new(err);
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(IngestError::Store(Arc::clone(&err))));
+                }
+            }
+        }
+        requests.clear();
+    }
+    tracing::debug!("ingest writer stopped");
+}

@@ -1,0 +1,256 @@
+//! The Meta side: the verification handshake and the webhook POSTs.
+//!
+//! A POST is taken as raw bytes (the signature covers exactly what Meta sent), parsed once lightly to
+//! find its Pages, verified with the app secret those Pages are onboarded under, normalized into one
+//! event per item, handed to the ingest writer, and acknowledged only after the writer's commit.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use pagewire_core::{Clock, EventId, InboundId};
+use pagewire_meta::{Envelope, SignatureError, SignatureHeader, VerifiedEnvelope};
+use pagewire_store::{IngestRequest, NewEvent, UnroutableEntry};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::ingest::{IngestError, IngestWriter};
+use crate::routing::{AppRoute, Routing, RoutingCache};
+
+/// Meta sends up to about 3 MB; anything beyond this is refused with 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the ingress router needs, and nothing more (no admin or auth state).
+#[derive(Debug, Clone)]
+pub struct IngressState {
+    pub routing: RoutingCache,
+    pub writer: IngestWriter,
+    pub clock: Arc<dyn Clock>,
+    pub unverifiable: Arc<Unverifiable>,
+}
+
+/// POSTs that named no registered Page and so could not be verified: counted, and logged at most
+/// once per interval so that a flood cannot flood the log.
+#[derive(Debug, Default)]
+pub struct Unverifiable {
+    count: AtomicU64,
+    last_logged_ms: AtomicI64,
+}
+
+const UNVERIFIABLE_LOG_INTERVAL_MS: i64 = 10_000;
+
+impl Unverifiable {
+    fn note(&self, now_ms: i64, object: &str, entries: usize) {
+        let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.last_logged_ms.load(Ordering::Relaxed);
+        if now_ms - last >= UNVERIFIABLE_LOG_INTERVAL_MS
+            && self
+                .last_logged_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                total,
+                object,
+                entries,
+                "acknowledged a webhook for Pages no tenant has onboarded; nothing was stored"
+            );
+        }
+    }
+
+    /// How many such POSTs this process has acknowledged.
+    pub fn total(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+pub fn router(state: IngressState) -> Router {
+    Router::new()
+        .route("/webhooks/meta", get(handshake).post(receive))
+        .route("/webhooks/meta/{app_id}", get(handshake_for_app).post(receive_for_app))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct HandshakeQuery {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// Meta's subscription check: `hub.mode=subscribe` and a verify token of a registered app answer the
+/// challenge; anything else is 403.
+async fn handshake(State(state): State<IngressState>, query: Result<Query<HandshakeQuery>, QueryRejection>) -> Response {
+    let routing = state.routing.snapshot();
+    answer_handshake(query.ok().map(|q| q.0), |token| routing.apps().any(|app| app.verify_token_matches(token)))
+}
+
+async fn handshake_for_app(
+    State(state): State<IngressState>,
+    Path(app_id): Path<String>,
+    query: Result<Query<HandshakeQuery>, QueryRejection>,
+) -> Response {
+    let routing = state.routing.snapshot();
+    answer_handshake(query.ok().map(|q| q.0), |token| {
+        routing.app(&app_id).is_some_and(|app| app.verify_token_matches(token))
+    })
+}
+
+fn answer_handshake(query: Option<HandshakeQuery>, token_ok: impl FnOnce(&str) -> bool) -> Response {
+    let Some(HandshakeQuery { mode: Some(mode), verify_token: Some(token), challenge: Some(challenge) }) = query else {
+        return (StatusCode::FORBIDDEN, "forbidden").into_response();
+    };
+    if mode == "subscribe" && token_ok(&token) {
+        tracing::info!("answered Meta's verification handshake");
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], challenge).into_response()
+    } else {
+        tracing::warn!(mode, "refused a verification handshake");
+        (StatusCode::FORBIDDEN, "forbidden").into_response()
+    }
+}
+
+fn signature_header(headers: &HeaderMap) -> Result<SignatureHeader, ApiError> {
+    let sha256 = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
+    SignatureHeader::parse(sha256, headers.contains_key("x-hub-signature")).map_err(reject_signature)
+}
+
+fn reject_signature(err: SignatureError) -> ApiError {
+    tracing::warn!(reason = %err, "rejected a webhook: bad signature");
+    ApiError::Signature(err)
+}
+
+/// `POST /webhooks/meta`: the app is found through the Pages the entries name.
+async fn receive(
+    State(state): State<IngressState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<&'static str, ApiError> {
+    let body = body?;
+    let signature = signature_header(&headers)?;
+    let envelope = Envelope::parse(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let routing = state.routing.snapshot();
+
+    // The apps the named Pages are onboarded under, in order of appearance. A POST comes from one
+    // app, so this is almost always one; trying each keeps Pages of several apps in one body working.
+    let mut candidates: Vec<&Arc<AppRoute>> = Vec::new();
+    for entry in envelope.entries() {
+        let app = entry.id().and_then(|id| routing.page(id)).and_then(|page| routing.app(&page.app_id));
+        if let Some(app) = app {
+            if !candidates.iter().any(|c| c.app_id == app.app_id) {
+                candidates.push(app);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        // Unverifiable, so nothing is stored; a non-2xx would only make Meta retry for hours and put
+        // the app's subscription at risk.
+        state.unverifiable.note(state.clock.now_ms(), envelope.object(), envelope.entries().len());
+        return Ok("EVENT_RECEIVED");
+    }
+    let mut verified = None;
+    for app in candidates {
+        if let Ok(proof) = signature.verify(app.app_secret(), &body) {
+            verified = Some((app, proof));
+            break;
+        }
+    }
+    let (app, proof) = verified.ok_or_else(|| reject_signature(SignatureError::Mismatch))?;
+    let envelope = envelope
+        .into_verified(proof)
+        .map_err(|_| reject_signature(SignatureError::Mismatch))?;
+    accept(&state, &routing, app, envelope, body.clone()).await
+}
+
+/// `POST /webhooks/meta/{app_id}`: the app is named by the URL, so the body is verified before it is
+/// parsed.
+async fn receive_for_app(
+    State(state): State<IngressState>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<&'static str, ApiError> {
+    let body = body?;
+    let signature = signature_header(&headers)?;
+    let routing = state.routing.snapshot();
+    let app = routing.app(&app_id).ok_or(ApiError::NotFound("Meta app"))?;
+    let proof = signature.verify(app.app_secret(), &body).map_err(reject_signature)?;
+    let envelope = VerifiedEnvelope::parse(proof).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    accept(&state, &routing, app, envelope, body.clone()).await
+}
+
+/// Normalizes a verified POST, routes each event to its tenant, and waits for the commit.
+async fn accept(
+    state: &IngressState,
+    routing: &Routing,
+    app: &AppRoute,
+    envelope: VerifiedEnvelope<'_>,
+    body: Bytes,
+) -> Result<&'static str, ApiError> {
+    let received_at = state.clock.now_ms();
+    let inbound_id = InboundId::new();
+
+    // An entry is routed when its Page is onboarded under the app that signed the POST.
+    let routed = |entry_id: Option<&str>| {
+        entry_id.and_then(|id| routing.page(id)).filter(|page| page.app_id == app.app_id)
+    };
+    let unroutable: Vec<UnroutableEntry> = envelope
+        .envelope()
+        .entries()
+        .iter()
+        .filter(|entry| routed(entry.id()).is_none())
+        .map(|entry| UnroutableEntry { entry: entry.index(), page_id: entry.id().map(str::to_owned) })
+        .collect();
+
+    let items = envelope.normalize();
+    let mut events = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(page) = routed(item.entry_id.as_deref()) else { continue };
+        let endpoints = routing.endpoints_for(&page.tenant_id, &item.event_type, &item.page_id);
+        let id = EventId::new();
+        let (event_type, page_id, dedup_key) = (item.event_type.clone(), item.page_id.clone(), item.dedup_key.clone());
+        let payload = item.into_event(id.clone(), page.tenant_id.clone(), inbound_id.clone(), received_at).to_json();
+        events.push(NewEvent { id, tenant_id: page.tenant_id.clone(), page_id, event_type, dedup_key, payload, endpoints });
+    }
+    if !unroutable.is_empty() {
+        tracing::warn!(%inbound_id, app_id = %app.app_id, entries = unroutable.len(), "kept entries for Pages no tenant has onboarded");
+    }
+
+    let request = IngestRequest {
+        inbound_id: inbound_id.clone(),
+        received_at,
+        app_id: Some(app.app_id.clone()),
+        object: envelope.envelope().object().to_owned(),
+        entries: u32::try_from(envelope.envelope().entries().len()).unwrap_or(u32::MAX),
+        body,
+        unroutable,
+        events,
+    };
+    match state.writer.submit(request).await {
+        Ok(receipt) => {
+            tracing::info!(
+                %inbound_id,
+                app_id = %app.app_id,
+                events = receipt.events,
+                duplicates = receipt.duplicates,
+                deliveries = receipt.deliveries,
+                "webhook accepted"
+            );
+            Ok("EVENT_RECEIVED")
+        }
+        Err(IngestError::Stopped) => Err(ApiError::Unavailable),
+        Err(IngestError::Store(err)) => match err.as_ref() {
+            pagewire_store::StoreError::Unavailable(_) => Err(ApiError::Unavailable),
+            _ => Err(ApiError::Internal(Box::new(IngestError::Store(err)))),
+        },
+    }
+}

@@ -1,0 +1,164 @@
+//! `pagewire-server`: Pagewire's HTTP side and the wiring of one gateway process.
+//!
+//! - [`ingress`]: Meta's handshake and webhook POSTs (raw bytes in, verified, normalized, committed).
+//! - [`ingest`]: the ingest writer, which group-commits what ingress accepts.
+//! - [`admin`]: the `/v1` admin API; [`auth`]: who is calling; [`error`]: problem+json answers.
+//! - [`routing`]: the in-memory routing snapshot that keeps the database off the ingress path.
+//!
+//! [`Gateway`] assembles them with the dispatcher for one process. Nothing depends on this crate but
+//! the `pagewire` binary and the test kit.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod ingest;
+pub mod ingress;
+pub mod routing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use pagewire_core::Clock;
+use pagewire_delivery::{DeliveryConfig, Dispatcher};
+use pagewire_store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use ingest::IngestConfig;
+
+/// What this process does: everything, only the HTTP side, or only delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    All,
+    /// Ingress and the admin API, no dispatcher.
+    Ingress,
+    /// The dispatcher (and a health check), no ingress or admin API.
+    Worker,
+}
+
+impl Role {
+    fn serves_http_api(self) -> bool {
+        matches!(self, Self::All | Self::Ingress)
+    }
+
+    fn delivers(self) -> bool {
+        matches!(self, Self::All | Self::Worker)
+    }
+}
+
+/// How the gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub role: Role,
+    pub admin_token: auth::AdminToken,
+    pub allow_private_endpoints: bool,
+    pub ingest: IngestConfig,
+    pub delivery: DeliveryConfig,
+    /// How often the routing snapshot is re-read, to see changes made through other nodes.
+    pub routing_refresh: Duration,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("loading the routing tables failed")]
+    Store(#[from] StoreError),
+    #[error("building the HTTP client failed")]
+    Client(#[from] pagewire_delivery::ClientError),
+    #[error("serving HTTP failed")]
+    Io(#[from] std::io::Error),
+}
+
+
+/// One gateway process: its router, ingest writer and dispatcher.
+#[derive(Debug)]
+pub struct Gateway {
+    router: Router,
+    dispatcher: Dispatcher,
+    routing: routing::RoutingCache,
+    writer_task: JoinHandle<()>,
+    config: GatewayConfig,
+}
+
+impl Gateway {
+    /// Loads the routing tables and starts the ingest writer.
+    pub async fn build(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: GatewayConfig) -> Result<Self, GatewayError> {
+        let routing = routing::RoutingCache::load(Arc::clone(&store)).await?;
+        let dispatcher = Dispatcher::new(Arc::clone(&store), Arc::clone(&clock), config.delivery.clone())?;
+        let (writer, writer_task) =
+            ingest::IngestWriter::spawn(Arc::clone(&store), Arc::clone(&clock), dispatcher.waker(), config.ingest);
+
+        let mut router = Router::new().route("/healthz", get(|| async { "ok" }));
+        if config.role.serves_http_api() {
+            let ingress = ingress::IngressState {
+                routing: routing.clone(),
+                writer,
+                clock: Arc::clone(&clock),
+                unverifiable: Arc::default(),
+            };
+            let admin = admin::AdminState {
+                store: Arc::clone(&store),
+                routing: routing.clone(),
+                auth: auth::AuthState::new(Arc::clone(&store), config.admin_token),
+                clock,
+                allow_private_endpoints: config.allow_private_endpoints,
+            };
+            router = router.merge(ingress::router(ingress)).merge(admin::router(admin));
+        }
+        let router = router
+            .fallback(|| async { error::ApiError::NotFound("this route") })
+            .layer(tower_http::trace::TraceLayer::new_for_http());
+        Ok(Self { router, dispatcher, routing, writer_task, config })
+    }
+
+    /// The HTTP application, for serving or for `oneshot` tests.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The dispatcher, to drive delivery by hand in tests and tools.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: in-flight requests finish, the ingest writer
+    /// commits what it was given, the dispatcher finishes its round.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        let Self { router, dispatcher, routing, writer_task, config } = self;
+        let dispatcher_task = config.role.delivers().then(|| tokio::spawn(dispatcher.run(shutdown.clone())));
+        let refresh_task = tokio::spawn(refresh_routing(routing, config.routing_refresh, shutdown.clone()));
+
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        // The router held the last handles of the ingest writer; it now drains and stops.
+        if let Err(e) = writer_task.await {
+            tracing::error!(error = %e, "the ingest writer failed");
+        }
+        if let Some(task) = dispatcher_task {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the dispatcher failed");
+            }
+        }
+        refresh_task.abort();
+        served.map_err(GatewayError::Io)
+    }
+}
+
+async fn refresh_routing(routing: routing::RoutingCache, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = routing.reload().await {
+            tracing::warn!(error = %e, "refreshing the routing tables failed; keeping the last ones");
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The walking path end to end: signed Meta webhooks into a real gateway on 127.0.0.1 with its own
+//! SQLite file, normalized events out to a recording receiver that checks Standard Webhooks
+//! signatures with the `standardwebhooks` crate. Delivery is driven by the test, never waited for.
+
+use std::time::Duration;
+
+use pagewire_testkit::simulator::signature;
+use pagewire_testkit::{meta_json, Kind, MetaBody, Receiver, TestApp};
+use serde_json::{json, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+const APP_ID: &str = "1517776481860352";
+const APP_SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const PAGE_A: &str = "104872345678901";
+const PAGE_B: &str = "208765432109876";
+const PSID: &str = "6543210987654321";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A tenant with its own app, two Pages and one endpoint pointing at a fresh receiver.
+async fn onboarded(app: &TestApp) -> Result<(pagewire_testkit::Tenant, Receiver, String), Box<dyn std::error::Error + Send + Sync>> {
+    let tenant = app.create_tenant("Acme Bots").await?;
+    app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
+    app.create_page(&tenant, PAGE_A, APP_ID).await?;
+    app.create_page(&tenant, PAGE_B, APP_ID).await?;
+    let receiver = Receiver::start().await?;
+    let (_, secret) = app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    Ok((tenant, receiver, secret))
+}
+
+fn five_item_batch(now: i64) -> MetaBody {
+    MetaBody::page()
+        .messaging(
+            PAGE_A,
+            now,
+            vec![
+                Kind::Message.item(PAGE_A, PSID, now, "Hi 😀 äöå", 1),
+                Kind::PostbackWithReferral.item(PAGE_A, PSID, now + 1, "GET_STARTED", 2),
+            ],
+        )
+        .messaging(
+            PAGE_B,
+            now,
+            vec![
+                Kind::QuickReply.item(PAGE_B, PSID, now + 2, "CONFIRM_YES", 3),
+                Kind::Read.item(PAGE_B, PSID, now + 3, "", 4),
+            ],
+        )
+        .standby(
+            PAGE_A,
+            now,
+            vec![json!({
+                "sender": {"id": PSID},
+                "recipient": {"id": PAGE_A},
+                "timestamp": now + 4,
+                "postback": {"title": "Talk to a human"}
+            })],
+        )
+}
+
+#[tokio::test]
+async fn delivers_a_signed_batch_as_five_verified_events_in_order() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (tenant, receiver, secret) = onboarded(&app).await?;
+    let now = 1_747_231_892_100;
+    let batch = five_item_batch(now);
+    let body = batch.to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains(r"\u00e4\u00f6\u00e5"), "the simulator escapes like Meta");
+
+    let (status, _) = app.send_signed(APP_SECRET, body).await?;
+    assert_eq!(status, 200);
+    assert_eq!(app.deliver_due().await?, 5);
+
+    let received = receiver.wait_for(5, WAIT).await;
+    assert_eq!(received.len(), 5);
+    for request in &received {
+        request.verify(&secret)?;
+        assert_eq!(request.header("content-type"), Some("application/json"));
+    }
+    let events: Vec<Value> = received.iter().map(|r| r.json()).collect();
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        ["messenger.message", "messenger.postback", "messenger.quick_reply", "messenger.read", "messenger.postback"]
+    );
+    let sent = batch.to_value();
+    for (i, (event, request)) in events.iter().zip(&received).enumerate() {
+        assert_eq!(request.header("webhook-id"), event["id"].as_str(), "webhook-id is the event id");
+        assert!(event["id"].as_str().is_some_and(|id| id.starts_with("evt_")));
+        assert_eq!(event["version"], 1);
+        assert_eq!(event["platform"], "messenger");
+        assert_eq!(event["tenant_id"], tenant.id.as_str());
+        assert_eq!(event["sender_id"], PSID);
+        assert_eq!(event["direction"], "inbound");
+        assert_eq!(event["timestamp_ms"], now + i64::try_from(i)?);
+        assert!(event["received_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(event["source"]["inbound_id"].as_str().is_some_and(|id| id.starts_with("inb_")));
+        let (entry, item, field) = [(0, 0, "messaging"), (0, 1, "messaging"), (1, 0, "messaging"), (1, 1, "messaging"), (2, 0, "standby")][i];
+        assert_eq!(event["source"]["entry"], entry);
+        assert_eq!(event["source"]["item"], item);
+        assert_eq!(event["source"]["field"], field);
+        assert_eq!(event["raw"], sent["entry"][entry][field][item], "raw is the item as sent");
+    }
+    assert_eq!(events[0]["page_id"], PAGE_A);
+    assert_eq!(events[0]["data"]["text"], "Hi 😀 äöå");
+    assert_eq!(events[0]["conversation_id"], format!("{PAGE_A}:{PSID}"));
+    assert_eq!(events[1]["data"]["payload"], "GET_STARTED");
+    assert_eq!(events[1]["data"]["referral"]["ref"], "summer_sale");
+    assert_eq!(events[2]["page_id"], PAGE_B);
+    assert_eq!(events[2]["data"]["payload"], "CONFIRM_YES");
+    assert_eq!(events[3]["data"]["watermark"], now + 3 - 1000);
+    assert_eq!(events[4]["standby"], true);
+    assert_eq!(events[4]["data"]["payload"], Value::Null);
+    assert!(events[..4].iter().all(|e| e["standby"] == false));
+
+    // The raw bytes are kept as sent: the escaped text, not a re-encoding.
+    let raw_text = std::str::from_utf8(&received[0].body)?;
+    assert!(raw_text.contains(r"Hi \ud83d\ude00 \u00e4\u00f6\u00e5"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn rejects_wrong_missing_and_sha1_only_signatures_and_stores_nothing() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (_, receiver, _) = onboarded(&app).await?;
+    let body = five_item_batch(1_747_231_892_100).to_bytes();
+
+    let wrong = signature("not-the-app-secret", &body);
+    let (status, answer) = app.post_webhook("/webhooks/meta", body.clone(), Some(&wrong)).await?;
+    assert_eq!(status, 401);
+    assert!(answer.contains("invalid_signature"));
+    assert_eq!(app.post_webhook("/webhooks/meta", body.clone(), None).await?.0, 401);
+    assert_eq!(app.post_webhook("/webhooks/meta", body.clone(), Some("sha256=nothex")).await?.0, 401);
+    let sha1_only = app
+        .client
+        .post(app.url("/webhooks/meta"))
+        .header("x-hub-signature", "sha1=0123456789abcdef0123456789abcdef01234567")
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(sha1_only.status().as_u16(), 401);
+    let per_app = format!("/webhooks/meta/{APP_ID}");
+    assert_eq!(app.post_webhook(&per_app, body, Some(&wrong)).await?.0, 401);
+
+    assert!(app.store.list_inbound(10).await?.is_empty(), "nothing stored");
+    assert_eq!(app.deliver_due().await?, 0, "nothing to deliver");
+    assert!(receiver.received().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn rejects_a_body_signed_over_re_encoded_json() -> TestResult {
+    let app = TestApp::spawn().await?;
+    onboarded(&app).await?;
+    let batch = MetaBody::page().messaging(PAGE_A, 1, vec![Kind::Message.item(PAGE_A, PSID, 1, "äöå", 1)]);
+    let sent = batch.to_bytes();
+    let re_encoded = serde_json::to_vec(&batch.to_value())?;
+    assert!(String::from_utf8_lossy(&re_encoded).contains("äöå"));
+    let (status, _) = app.post_webhook("/webhooks/meta", sent.clone(), Some(&signature(APP_SECRET, &re_encoded))).await?;
+    assert_eq!(status, 401);
+    // The same bytes signed as Meta signs them pass.
+    assert_eq!(app.post_webhook("/webhooks/meta", sent.clone(), Some(&signature(APP_SECRET, &sent))).await?.0, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn routes_a_shared_app_post_to_each_tenant_only() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let shared_secret = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+    let shared = app.create_app(None, APP_ID, shared_secret).await?;
+    assert_eq!(shared["shared"], true);
+    let acme = app.create_tenant("Acme").await?;
+    let globex = app.create_tenant("Globex").await?;
+    app.create_page(&acme, PAGE_A, APP_ID).await?;
+    app.create_page(&globex, PAGE_B, APP_ID).await?;
+    let acme_hook = Receiver::start().await?;
+    let globex_hook = Receiver::start().await?;
+    let (_, acme_secret) = app.create_endpoint(&acme, json!({"url": acme_hook.url()})).await?;
+    let (_, globex_secret) = app.create_endpoint(&globex, json!({"url": globex_hook.url()})).await?;
+
+    let body = MetaBody::page()
+        .messaging(PAGE_A, 1, vec![Kind::Message.item(PAGE_A, PSID, 1, "for acme", 1)])
+        .messaging(PAGE_B, 1, vec![Kind::Message.item(PAGE_B, PSID, 2, "for globex", 2), Kind::Read.item(PAGE_B, PSID, 3, "", 3)])
+        .to_bytes();
+    assert_eq!(app.send_signed(shared_secret, body).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 3);
+
+    let to_acme = acme_hook.wait_for(1, WAIT).await;
+    let to_globex = globex_hook.wait_for(2, WAIT).await;
+    assert_eq!(to_acme.len(), 1);
+    assert_eq!(to_globex.len(), 2);
+    assert_eq!(to_acme[0].json()["tenant_id"], acme.id.as_str());
+    assert_eq!(to_acme[0].json()["data"]["text"], "for acme");
+    assert!(to_globex.iter().all(|r| r.json()["tenant_id"] == globex.id.as_str() && r.json()["page_id"] == PAGE_B));
+    to_acme[0].verify(&acme_secret)?;
+    for r in &to_globex {
+        r.verify(&globex_secret)?;
+        assert!(r.verify(&acme_secret).is_err(), "each tenant's secret signs only its own");
+    }
+
+    // Neither tenant sees the other's events through the API.
+    let (_, acme_events) = app.api("GET", "/v1/events", &acme.api_key, None).await?;
+    let (_, globex_events) = app.api("GET", "/v1/events", &globex.api_key, None).await?;
+    assert_eq!(acme_events["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(globex_events["data"].as_array().map(Vec::len), Some(2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn delivers_a_redelivered_body_only_once() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (tenant, receiver, _) = onboarded(&app).await?;
+    let body = five_item_batch(1_747_231_892_100).to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body.clone()).await?.0, 200);
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 5);
+    assert_eq!(receiver.wait_for(5, WAIT).await.len(), 5);
+    let (_, events) = app.api("GET", "/v1/events", &tenant.api_key, None).await?;
+    assert_eq!(events["data"].as_array().map(Vec::len), Some(5));
+    // Both POSTs are kept as received.
+    assert_eq!(app.store.list_inbound(10).await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (tenant, receiver, secret) = onboarded(&app).await?;
+    receiver.respond_with([500]);
+    let body = MetaBody::page().messaging(PAGE_A, 1, vec![Kind::Postback.item(PAGE_A, PSID, 1, "TRACK_ORDER", 1)]).to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+
+    assert_eq!(app.deliver_due().await?, 1);
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(app.deliver_due().await?, 0, "the retry is not due yet");
+
+    app.clock.advance(Duration::from_secs(60));
+    assert_eq!(app.deliver_due().await?, 1);
+    let received = receiver.wait_for(2, WAIT).await;
+    assert_eq!(received.iter().map(|r| r.answered).collect::<Vec<_>>(), [500, 200]);
+    assert_eq!(received[0].header("webhook-id"), received[1].header("webhook-id"), "same id on retry");
+    received[1].verify_signature_only(&secret)?;
+
+    let (_, deliveries) = app.api("GET", "/v1/deliveries", &tenant.api_key, None).await?;
+    let delivery = &deliveries["data"][0];
+    assert_eq!(delivery["status"], "delivered");
+    assert_eq!(delivery["attempts"], 2);
+    let id = delivery["id"].as_str().ok_or("no delivery id")?;
+    let (_, attempts) = app.api("GET", &format!("/v1/deliveries/{id}/attempts"), &tenant.api_key, None).await?;
+    let attempts = attempts["data"].as_array().ok_or("no attempts")?;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["status_code"], 500);
+    assert_eq!(attempts[0]["outcome"], "rejected");
+    assert_eq!(attempts[1]["status_code"], 200);
+    assert_eq!(attempts[1]["outcome"], "delivered");
+    assert!(attempts.iter().all(|a| a["duration_ms"].as_i64().is_some()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn answers_the_handshake_with_the_right_token_only() -> TestResult {
+    let app = TestApp::spawn().await?;
+    onboarded(&app).await?;
+    let handshake = |path: &str, token: &str| {
+        app.client
+            .get(app.url(path))
+            .query(&[("hub.mode", "subscribe"), ("hub.verify_token", token), ("hub.challenge", "1158201444")])
+            .send()
+    };
+    let right = format!("verify-{APP_ID}");
+    let ok = handshake("/webhooks/meta", &right).await?;
+    assert_eq!(ok.status().as_u16(), 200);
+    assert!(ok.headers()["content-type"].to_str()?.starts_with("text/plain"));
+    assert_eq!(ok.text().await?, "1158201444");
+    let per_app = handshake(&format!("/webhooks/meta/{APP_ID}"), &right).await?;
+    assert_eq!(per_app.text().await?, "1158201444");
+
+    assert_eq!(handshake("/webhooks/meta", "wrong").await?.status().as_u16(), 403);
+    assert_eq!(handshake("/webhooks/meta/999", &right).await?.status().as_u16(), 403);
+    let no_query = app.client.get(app.url("/webhooks/meta")).send().await?;
+    assert_eq!(no_query.status().as_u16(), 403);
+    Ok(())
+}
+
+#[tokio::test]
+async fn acknowledges_unknown_pages_and_keeps_verified_ones_for_the_operator() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (_, receiver, _) = onboarded(&app).await?;
+    let stranger = "999888777666555";
+
+    // Only unknown Pages: cannot be verified, acknowledged, nothing stored.
+    let unknown = MetaBody::page().messaging(stranger, 1, vec![Kind::Message.item(stranger, PSID, 1, "hi", 1)]).to_bytes();
+    assert_eq!(app.send_signed("whatever", unknown).await?.0, 200);
+    assert!(app.store.list_inbound(10).await?.is_empty());
+
+    // A verified POST with a known and an unknown Page: the known one is delivered, the other kept.
+    let mixed = MetaBody::page()
+        .messaging(PAGE_A, 1, vec![Kind::Message.item(PAGE_A, PSID, 1, "known", 1)])
+        .messaging(stranger, 1, vec![Kind::Message.item(stranger, PSID, 2, "unknown", 2)])
+        .to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, mixed).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 1);
+    assert_eq!(receiver.wait_for(1, WAIT).await[0].json()["data"]["text"], "known");
+    let inbound = app.store.list_inbound(10).await?;
+    assert_eq!(inbound.len(), 1);
+    let unroutable: Value = serde_json::from_str(inbound[0].unroutable.as_deref().ok_or("no unroutable record")?)?;
+    assert_eq!(unroutable, json!([{"entry": 1, "page_id": stranger}]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn answers_400_for_signed_bodies_that_are_not_json_and_413_beyond_4_mib() -> TestResult {
+    let app = TestApp::spawn().await?;
+    onboarded(&app).await?;
+    let per_app = format!("/webhooks/meta/{APP_ID}");
+    let garbage = b"{\"object\": \"page\", \"entry\": [".to_vec();
+    let (status, answer) = app.post_webhook(&per_app, garbage.clone(), Some(&signature(APP_SECRET, &garbage))).await?;
+    assert_eq!(status, 400);
+    assert!(answer.contains("invalid_json"));
+    let (status, _) = app.post_webhook("/webhooks/meta", garbage.clone(), Some(&signature(APP_SECRET, &garbage))).await?;
+    assert_eq!(status, 400);
+
+    let mut huge = meta_json(&json!({"object": "page", "entry": []}));
+    huge.extend(std::iter::repeat_n(b' ', 4 * 1024 * 1024));
+    let (status, _) = app.post_webhook(&per_app, huge.clone(), Some(&signature(APP_SECRET, &huge))).await?;
+    assert_eq!(status, 413);
+    assert!(app.store.list_inbound(10).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn keeps_tenants_apart_and_answers_problem_json() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (acme, _, _) = onboarded(&app).await?;
+    let globex = app.create_tenant("Globex").await?;
+
+    // Another tenant's app cannot carry your Page, and the Page stays with its first owner.
+    let (status, problem) = app
+        .api("POST", "/v1/pages", &globex.api_key, Some(json!({"page_id": "301", "app_id": APP_ID})))
+        .await?;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
+    app.create_app(Some(&globex), "2222", "globex-secret").await?;
+    let (status, problem) = app
+        .api("POST", "/v1/pages", &globex.api_key, Some(json!({"page_id": PAGE_A, "app_id": "2222"})))
+        .await?;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("conflict")));
+
+    let (_, pages) = app.api("GET", "/v1/pages", &globex.api_key, None).await?;
+    assert_eq!(pages["data"], json!([]));
+    let (_, endpoints) = app.api("GET", "/v1/endpoints", &globex.api_key, None).await?;
+    assert_eq!(endpoints["data"], json!([]));
+    let (_, endpoints) = app.api("GET", "/v1/endpoints", &acme.api_key, None).await?;
+    assert_eq!(endpoints["data"].as_array().map(Vec::len), Some(1));
+    assert!(endpoints["data"][0].get("secret").is_none(), "the secret is shown only at creation");
+
+    // Roles and credentials.
+    let (status, problem) = app.api("POST", "/v1/tenants", &acme.api_key, Some(json!({"name": "x"}))).await?;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")));
+    let (status, problem) = app.api("GET", "/v1/pages", "pw_not_a_key", None).await?;
+    assert_eq!((status, problem["code"].as_str()), (401, Some("unauthorized")));
+    let response = app.client.get(app.url("/v1/tenants")).send().await?;
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    // Validation.
+    let (status, problem) = app.api("POST", "/v1/endpoints", &acme.api_key, Some(json!({"url": "ftp://x"}))).await?;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
+    let (status, problem) = app
+        .api("POST", "/v1/endpoints", &acme.api_key, Some(json!({"url": "https://example.com", "event_types": ["Messenger"]})))
+        .await?;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
+    let (status, problem) = app.api("POST", "/v1/tenants", pagewire_testkit::app::ADMIN_TOKEN, Some(json!({"nam": "x"}))).await?;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn refuses_private_endpoint_urls_unless_allowed() -> TestResult {
+    let app = TestApp::builder().refuse_private_endpoints().spawn().await?;
+    let tenant = app.create_tenant("Acme").await?;
+    for url in ["http://127.0.0.1:9000/hook", "http://localhost/hook", "http://169.254.169.254/", "http://10.0.0.8/"] {
+        let (status, problem) = app.api("POST", "/v1/endpoints", &tenant.api_key, Some(json!({"url": url}))).await?;
+        assert_eq!(status, 422, "{url}");
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("publicly reachable")));
+    }
+    let (status, _) = app.api("POST", "/v1/endpoints", &tenant.api_key, Some(json!({"url": "https://hooks.example.com/meta"}))).await?;
+    assert_eq!(status, 201);
+    Ok(())
+}
+
+#[tokio::test]
+async fn keeps_secrets_sealed_and_api_keys_hashed_at_rest() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (tenant, _, endpoint_secret) = onboarded(&app).await?;
+    let dir = app.data_dir().to_owned();
+    let _temp = app.shutdown().await?;
+    let mut bytes = std::fs::read(dir.join("pagewire.db"))?;
+    if let Ok(wal) = std::fs::read(dir.join("pagewire.db-wal")) {
+        bytes.extend(wal);
+    }
+    let haystack = String::from_utf8_lossy(&bytes);
+    for secret in [APP_SECRET, "EAAG-test-page-token", &endpoint_secret, &tenant.api_key, &format!("verify-{APP_ID}")] {
+        assert!(!haystack.contains(secret), "{secret} is stored in the clear");
+    }
+    Ok(())
+}

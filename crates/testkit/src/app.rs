@@ -1,0 +1,244 @@
+//! `TestApp`: a whole gateway on 127.0.0.1:0 with its own SQLite file, driven by tests.
+//!
+//! By default the dispatcher does not run on its own: tests call [`TestApp::deliver_due`] to run
+//! delivery rounds and move [`TestApp::clock`] to make retries come due, so nothing waits on time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagewire_core::{Clock, ManualClock, MasterKey, RetryPolicy, Secret};
+use pagewire_delivery::{DeliveryConfig, Dispatcher};
+use pagewire_server::auth::AdminToken;
+use pagewire_server::{Gateway, GatewayConfig, IngestConfig, Role};
+use pagewire_store::{SqliteStore, SqliteStoreOptions, Store};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "pwadm_test_operator_token";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Builds a [`TestApp`].
+#[derive(Debug, Default)]
+pub struct TestAppBuilder {
+    data_dir: Option<PathBuf>,
+    master_key: Option<MasterKey>,
+    background_delivery: bool,
+    refuse_private_endpoints: bool,
+    retry: Option<RetryPolicy>,
+}
+
+impl TestAppBuilder {
+    /// Uses this directory (and its database) instead of a fresh temporary one.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    pub fn master_key(mut self, key: MasterKey) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// Runs the dispatcher loop in the background, as `pagewire serve` does.
+    pub fn background_delivery(mut self) -> Self {
+        self.background_delivery = true;
+        self
+    }
+
+    /// Refuses loopback and private endpoint URLs, as production does (test apps allow them, since
+    /// the receivers run on 127.0.0.1).
+    pub fn refuse_private_endpoints(mut self) -> Self {
+        self.refuse_private_endpoints = true;
+        self
+    }
+
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    pub async fn spawn(self) -> Result<TestApp, BoxError> {
+        let (temp, dir) = match self.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let temp = tempfile::tempdir()?;
+                let dir = temp.path().to_owned();
+                (Some(temp), dir)
+            }
+        };
+        let key = self.master_key.unwrap_or_else(|| test_master_key());
+        let store = SqliteStore::open(&dir.join("pagewire.db"), key, SqliteStoreOptions::default()).await?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let clock = ManualClock::starting_now();
+        let config = GatewayConfig {
+            role: if self.background_delivery { Role::All } else { Role::Ingress },
+            admin_token: AdminToken::from_token(&Secret::new(ADMIN_TOKEN.to_owned())),
+            allow_private_endpoints: !self.refuse_private_endpoints,
+            ingest: IngestConfig::default(),
+            delivery: DeliveryConfig {
+                allow_private: !self.refuse_private_endpoints,
+                request_timeout: Duration::from_secs(10),
+                poll_interval: Duration::from_millis(50),
+                retry: self.retry.unwrap_or_default(),
+                ..DeliveryConfig::default()
+            },
+            routing_refresh: Duration::from_secs(3600),
+        };
+        let gateway = Gateway::build(Arc::clone(&store), Arc::new(clock.clone()) as Arc<dyn Clock>, config).await?;
+        let dispatcher = gateway.dispatcher().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gateway.serve(listener, shutdown.clone()));
+        Ok(TestApp {
+            base_url: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            store,
+            clock,
+            dispatcher,
+            shutdown,
+            task: Some(task),
+            data_dir: dir,
+            _temp: temp,
+        })
+    }
+}
+
+/// The same key for every test app, so that a second app on the same directory opens the secrets.
+fn test_master_key() -> MasterKey {
+    MasterKey::parse(&"7e".repeat(32)).unwrap_or_else(|_| MasterKey::generate())
+}
+
+/// A tenant created through the API, with its key.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub api_key: String,
+}
+
+/// A running gateway for one test.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub clock: ManualClock,
+    dispatcher: Dispatcher,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), pagewire_server::GatewayError>>>,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// A gateway on a fresh temporary directory, delivering only when driven.
+    pub async fn spawn() -> Result<Self, BoxError> {
+        Self::builder().spawn().await
+    }
+
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Runs delivery rounds until nothing is due at the clock's current time; returns how many
+    /// attempts were made.
+    pub async fn deliver_due(&self) -> Result<usize, BoxError> {
+        Ok(self.dispatcher.drain().await?)
+    }
+
+    /// Stops serving, lets the ingest writer drain, and keeps the data directory.
+    pub async fn shutdown(mut self) -> Result<Option<tempfile::TempDir>, BoxError> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(self._temp.take())
+    }
+
+    /// Calls the admin API and returns the status and JSON answer.
+    pub async fn api(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Result<(u16, Value), BoxError> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? };
+        Ok((status, json))
+    }
+
+    /// Calls the admin API and fails unless the answer is 2xx.
+    async fn api_ok(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Result<Value, BoxError> {
+        let (status, json) = self.api(method, path, token, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{method} {path} answered {status}: {json}").into());
+        }
+        Ok(json)
+    }
+
+    /// Creates a tenant and an API key for it.
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant, BoxError> {
+        let tenant = self.api_ok("POST", "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": name}))).await?;
+        let id = tenant["id"].as_str().ok_or("no tenant id")?.to_owned();
+        let key = self
+            .api_ok("POST", &format!("/v1/tenants/{id}/api-keys"), ADMIN_TOKEN, Some(json!({"name": "test"})))
+            .await?;
+        Ok(Tenant { id, api_key: key["key"].as_str().ok_or("no key")?.to_owned() })
+    }
+
+    /// Registers a Meta app: the tenant's own with `Some(tenant)`, a shared one with `None`.
+    pub async fn create_app(&self, tenant: Option<&Tenant>, app_id: &str, app_secret: &str) -> Result<Value, BoxError> {
+        let token = tenant.map_or(ADMIN_TOKEN, |t| t.api_key.as_str());
+        let body = json!({"app_id": app_id, "app_secret": app_secret, "verify_token": format!("verify-{app_id}")});
+        self.api_ok("POST", "/v1/apps", token, Some(body)).await
+    }
+
+    pub async fn create_page(&self, tenant: &Tenant, page_id: &str, app_id: &str) -> Result<Value, BoxError> {
+        let body = json!({"page_id": page_id, "app_id": app_id, "access_token": "EAAG-test-page-token"});
+        self.api_ok("POST", "/v1/pages", &tenant.api_key, Some(body)).await
+    }
+
+    /// Registers an endpoint and returns its id and `whsec_` secret.
+    pub async fn create_endpoint(&self, tenant: &Tenant, body: Value) -> Result<(String, String), BoxError> {
+        let endpoint = self.api_ok("POST", "/v1/endpoints", &tenant.api_key, Some(body)).await?;
+        Ok((
+            endpoint["id"].as_str().ok_or("no endpoint id")?.to_owned(),
+            endpoint["secret"].as_str().ok_or("no endpoint secret")?.to_owned(),
+        ))
+    }
+
+    /// Posts a webhook body to `path` with the given `X-Hub-Signature-256` (or none).
+    pub async fn post_webhook(&self, path: &str, body: Vec<u8>, signature: Option<&str>) -> Result<(u16, String), BoxError> {
+        let mut request = self.client.post(self.url(path)).header("content-type", "application/json").body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = request.send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// Posts a webhook body to `/webhooks/meta`, signed with `app_secret` as Meta signs it.
+    pub async fn send_signed(&self, app_secret: &str, body: Vec<u8>) -> Result<(u16, String), BoxError> {
+        let signature = crate::simulator::signature(app_secret, &body);
+        self.post_webhook("/webhooks/meta", body, Some(&signature)).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
