@@ -14,15 +14,11 @@ fn throughput() {
     let body = format!(r#"{{"object":"page","entry":[{{"id":"104881234567890","time":1747231892600,"messaging":[{}]}}]}}"#, items.join(","));
     let secret = b"secret";
     let sig = sign(secret, body.as_bytes());
-    let rounds = 200;
-    let start = Instant::now();
-    let mut n = 0;
-    for _ in 0..rounds {
-        let header = SignatureHeader::parse(Some(sig.as_bytes()), false).expect("ok");
-        let proof = header.verify(secret, body.as_bytes()).expect("ok");
-        let env = Envelope::parse(body.as_bytes()).expect("ok").into_verified(proof).expect("ok");
-        n += env.normalize().len();
-    }
-    let el = start.elapsed();
-    println!("body {} KiB, {} items, {:.0} items/s, {:.2} us/item", body.len() / 1024, n, n as f64 / el.as_secs_f64(), el.as_secs_f64() * 1e6 / n as f64);
+    let rounds = 1000;
+    let header = SignatureHeader::parse(Some(sig.as_bytes()), false).expect("ok");
+    let proof = header.verify(secret, body.as_bytes()).expect("ok");
+    let env = Envelope::parse(body.as_bytes()).expect("ok").into_verified(proof).expect("ok");
+    let t = Instant::now();
+    for _ in 0..rounds { std::hint::black_box(env.normalize()); }
+    println!("normal  {:.3} us/item", t.elapsed().as_secs_f64() * 1e6 / (rounds * 1000) as f64);
 }
