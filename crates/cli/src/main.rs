@@ -5,6 +5,7 @@
 //! trying Pagewire without Facebook.
 
 mod config;
+mod receive;
 mod serve;
 mod simulate;
 
@@ -37,6 +38,8 @@ enum Command {
     },
     /// Play Meta: build a realistic webhook, sign it with the app secret, post it.
     Simulate(simulate::SimulateArgs),
+    /// Run a local endpoint that prints the events it receives and checks their signatures.
+    Receive(receive::ReceiveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,5 +129,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Simulate(args) => runtime.block_on(simulate::run(args)),
+        Command::Receive(args) => runtime.block_on(receive::run(args)),
     }
 }

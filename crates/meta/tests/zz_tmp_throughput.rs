@@ -14,7 +14,7 @@ fn throughput() {
     let body = format!(r#"{{"object":"page","entry":[{{"id":"104881234567890","time":1747231892600,"messaging":[{}]}}]}}"#, items.join(","));
     let secret = b"secret";
     let sig = sign(secret, body.as_bytes());
-    let rounds = 1000;
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1000);
     let header = SignatureHeader::parse(Some(sig.as_bytes()), false).expect("ok");
     let proof = header.verify(secret, body.as_bytes()).expect("ok");
     let env = Envelope::parse(body.as_bytes()).expect("ok").into_verified(proof).expect("ok");
