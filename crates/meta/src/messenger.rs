@@ -275,8 +275,8 @@ pub(crate) fn normalize<'a>(slot: Slot<'_, 'a>) -> Item<'a> {
     let conversation_id = person
         .as_deref()
         .filter(|_| !page_id.is_empty())
-        .map(|person| format!("{page_id}:{person}"));
-    let dedup = kind.dedup.resolve(kind.event_type, sender_id.as_deref());
+        .map(|person| [page_id.as_str(), ":", person].concat());
+    let dedup = kind.dedup.resolve(sender_id.as_deref());
 
     slot.into_item(Parts {
         event_type: kind.event_type.to_owned(),
@@ -304,7 +304,7 @@ struct Kind {
 /// The natural identity an item type has, if any.
 #[derive(Debug)]
 enum NaturalKey {
-    /// `{type}:{mid}`.
+    /// `{type}:{mid}`, built by [`NaturalKey::mid`].
     Mid(Option<String>),
     /// `{prefix}:{sender}:{watermark}`: reads and deliveries have no mid of their own.
     Watermark(&'static str, Option<i64>),
@@ -312,11 +312,21 @@ enum NaturalKey {
 }
 
 impl NaturalKey {
-    fn resolve(self, event_type: &str, sender: Option<&str>) -> Dedup {
+    fn mid(event_type: &str, mid: Option<&str>) -> Self {
+        Self::Mid(mid.map(|mid| [event_type, ":", mid].concat()))
+    }
+
+    fn resolve(self, sender: Option<&str>) -> Dedup {
         match (self, sender) {
-            (Self::Mid(Some(mid)), _) => Dedup::Natural(format!("{event_type}:{mid}")),
+            (Self::Mid(Some(key)), _) => Dedup::Natural(key),
             (Self::Watermark(prefix, Some(watermark)), Some(sender)) => {
-                Dedup::Natural(format!("{prefix}:{sender}:{watermark}"))
+                let mut key = String::with_capacity(prefix.len() + sender.len() + 22);
+                key.push_str(prefix);
+                key.push(':');
+                key.push_str(sender);
+                key.push(':');
+                key.push_str(&watermark.to_string());
+                Dedup::Natural(key)
             }
             _ => Dedup::Hash,
         }
@@ -377,37 +387,43 @@ fn message(message: MessageWire<'_>) -> Kind {
     let text = wire::string_value(message.text);
 
     if wire::is_true(message.is_echo) {
+        let event_type = "messenger.message_echo";
+        let dedup = NaturalKey::mid(event_type, mid.as_deref());
         let data = wire::record([
-            ("mid", wire::opt_string(mid.clone())),
+            ("mid", wire::opt_string(mid)),
             ("text", text),
             ("attachments", attachments(message.attachments)),
             ("app_id", wire::id_value(message.app_id)),
             ("metadata", wire::string_value(message.metadata)),
         ]);
         return Kind {
-            event_type: "messenger.message_echo",
+            event_type,
             direction: Direction::Outbound,
             data,
-            dedup: NaturalKey::Mid(mid),
+            dedup,
         };
     }
 
     // Quick replies arrive as messages, not postbacks; their routing string goes to `payload`.
     if let Some(quick_reply) = wire::object::<QuickReplyWire<'_>>(message.quick_reply) {
+        let event_type = "messenger.quick_reply";
+        let dedup = NaturalKey::mid(event_type, mid.as_deref());
         let data = wire::record([
-            ("mid", wire::opt_string(mid.clone())),
+            ("mid", wire::opt_string(mid)),
             ("text", text),
             ("payload", wire::string_value(quick_reply.payload)),
         ]);
-        return Kind::inbound("messenger.quick_reply", data, NaturalKey::Mid(mid));
+        return Kind::inbound(event_type, data, dedup);
     }
 
     let reply_to = wire::object::<ReplyToWire<'_>>(message.reply_to)
         .map_or(Value::Null, |reply_to| {
             wire::record([("mid", wire::id_value(reply_to.mid))])
         });
+    let event_type = "messenger.message";
+    let dedup = NaturalKey::mid(event_type, mid.as_deref());
     let data = wire::record([
-        ("mid", wire::opt_string(mid.clone())),
+        ("mid", wire::opt_string(mid)),
         ("text", text),
         ("attachments", attachments(message.attachments)),
         ("reply_to", reply_to),
@@ -415,7 +431,7 @@ fn message(message: MessageWire<'_>) -> Kind {
         ("referral", wire::as_sent(message.referral)),
         ("commands", wire::as_sent(message.commands)),
     ]);
-    Kind::inbound("messenger.message", data, NaturalKey::Mid(mid))
+    Kind::inbound(event_type, data, dedup)
 }
 
 /// `[{type, url, title, payload}]`, one per attachment as sent (an empty array when there are none).
@@ -442,15 +458,17 @@ fn attachment(raw: &RawValue) -> Value {
 }
 
 fn postback(postback: PostbackWire<'_>) -> Kind {
+    let event_type = "messenger.postback";
     let mid = wire::id(postback.mid);
+    let dedup = NaturalKey::mid(event_type, mid.as_deref());
     let data = wire::record([
-        ("mid", wire::opt_string(mid.clone())),
+        ("mid", wire::opt_string(mid)),
         ("title", wire::string_value(postback.title)),
         // Absent in the standby copy another app receives.
         ("payload", wire::string_value(postback.payload)),
         ("referral", wire::as_sent(postback.referral)),
     ]);
-    Kind::inbound("messenger.postback", data, NaturalKey::Mid(mid))
+    Kind::inbound(event_type, data, dedup)
 }
 
 fn referral(referral: ReferralWire<'_>) -> Kind {

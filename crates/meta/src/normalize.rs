@@ -274,7 +274,7 @@ impl<'a> Slot<'_, 'a> {
 }
 
 fn hash_key(raw: &RawValue) -> String {
-    format!("h:{}", hex::encode(Sha256::digest(raw.get().as_bytes())))
+    ["h:", &hex::encode(Sha256::digest(raw.get().as_bytes()))].concat()
 }
 
 /// `<platform>.unknown`, for items of objects (or shapes) that have no reader yet. `data.kind` names
@@ -309,7 +309,7 @@ fn unrecognized<'a>(platform: Platform, slot: Slot<'_, 'a>) -> Item<'a> {
         ),
     };
     slot.into_item(Parts {
-        event_type: format!("{}.unknown", platform.as_str()),
+        event_type: [platform.as_str(), ".unknown"].concat(),
         platform,
         page_id: slot.page_id_or(None),
         conversation_id: None,

@@ -20,7 +20,7 @@ pub(crate) fn normalize_change<'a>(slot: Slot<'_, 'a>) -> Item<'a> {
     let field = wire::string(change.field);
     // The type names metrics and endpoint filters, so only a plain field name makes it in.
     let event_type = match field.as_deref() {
-        Some(name) if is_field_name(name) => format!("page.{name}"),
+        Some(name) if is_field_name(name) => ["page.", name].concat(),
         _ => String::from("page.unknown"),
     };
     let data = wire::record([

@@ -147,12 +147,12 @@ pub(crate) fn array(raw: Option<&RawValue>) -> Option<Vec<&RawValue>> {
 /// Builds a `data` object from its fields. Every field is always present (null when absent), so
 /// consumers see one stable shape per event type.
 pub(crate) fn record<const N: usize>(fields: [(&str, Value); N]) -> Value {
-    Value::Object(
-        fields
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect::<Map<String, Value>>(),
-    )
+    // Inserting one by one beats `collect`, which sorts through a scratch buffer first.
+    let mut map = Map::new();
+    for (key, value) in fields {
+        map.insert(key.to_owned(), value);
+    }
+    Value::Object(map)
 }
 
 /// The first key of a JSON object that is not in `skip`, in document order.
