@@ -61,7 +61,11 @@ pub struct DeliverySection {
 
 impl Default for DeliverySection {
     fn default() -> Self {
-        Self { concurrency: 64, request_timeout_secs: 15, poll_interval_ms: 1000 }
+        Self {
+            concurrency: 64,
+            request_timeout_secs: 15,
+            poll_interval_ms: 1000,
+        }
     }
 }
 

@@ -93,7 +93,9 @@ impl ServeArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -123,7 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(config.log_format);
             runtime.block_on(serve::migrate(config))
         }
-        Command::Config { command: ConfigCommand::Print(args) } => {
+        Command::Config {
+            command: ConfigCommand::Print(args),
+        } => {
             let config = Config::load(cli.config.as_deref(), &args.overrides())?;
             print!("{}", config.to_redacted_toml()?);
             Ok(())

@@ -37,7 +37,11 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     println!(
         "receiving on http://{} ({}); press Ctrl-C to stop",
         listener.local_addr()?,
-        if secret.is_some() { "checking signatures" } else { "not checking signatures: pass --secret" }
+        if secret.is_some() {
+            "checking signatures"
+        } else {
+            "not checking signatures: pass --secret"
+        }
     );
     let app = Router::new().fallback(receive).with_state(Arc::new(secret));
     axum::serve(listener, app)
@@ -53,7 +57,13 @@ async fn receive(State(secret): State<Arc<Option<EndpointSecret>>>, headers: Hea
     let id = header("webhook-id");
     let verdict = match secret.as_ref() {
         None => "signature not checked",
-        Some(secret) => match check(secret, id, header("webhook-timestamp"), header("webhook-signature"), &body) {
+        Some(secret) => match check(
+            secret,
+            id,
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+            &body,
+        ) {
             Ok(()) => "signature verified",
             Err(reason) => reason,
         },
@@ -74,7 +84,13 @@ async fn receive(State(secret): State<Arc<Option<EndpointSecret>>>, headers: Hea
     }
 }
 
-fn check(secret: &EndpointSecret, id: &str, timestamp: &str, signatures: &str, body: &[u8]) -> Result<(), &'static str> {
+fn check(
+    secret: &EndpointSecret,
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+) -> Result<(), &'static str> {
     let timestamp: i64 = timestamp.parse().map_err(|_| "REJECTED: no webhook-timestamp")?;
     let now = pagewire_core::Clock::now_ms(&pagewire_core::SystemClock) / 1000;
     if (now - timestamp).abs() > TOLERANCE_SECS {

@@ -134,7 +134,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     Ok(())
@@ -166,7 +168,10 @@ fn admin_token(config: &Config) -> anyhow::Result<(AdminToken, Option<String>)> 
     if path.exists() {
         let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let Some(token) = AdminToken::from_hash_hex(&text) else {
-            bail!("{} is damaged: delete it and restart to generate a new admin token", path.display());
+            bail!(
+                "{} is damaged: delete it and restart to generate a new admin token",
+                path.display()
+            );
         };
         return Ok((token, None));
     }

@@ -46,7 +46,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let text = args.text.clone().unwrap_or_else(|| default_text(kind).to_owned());
     let now = pagewire_core::Clock::now_ms(&pagewire_core::SystemClock);
     let items = (0..args.count)
-        .map(|seq| kind.item(&args.page_id, &args.sender, now + i64::try_from(seq).unwrap_or(0), &text, seq))
+        .map(|seq| {
+            kind.item(
+                &args.page_id,
+                &args.sender,
+                now + i64::try_from(seq).unwrap_or(0),
+                &text,
+                seq,
+            )
+        })
         .collect();
     let body = if args.standby {
         MetaBody::page().standby(&args.page_id, now, items)
@@ -65,7 +73,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("could not reach {} — is `pagewire serve` running?", args.url))?;
     let status = response.status();
     let answer = response.text().await.unwrap_or_default();
-    println!("POST {} ({} {}, {size} bytes) → {status} {answer}", args.url, args.count, kind.name());
+    println!(
+        "POST {} ({} {}, {size} bytes) → {status} {answer}",
+        args.url,
+        args.count,
+        kind.name()
+    );
     if !status.is_success() {
         bail!("the gateway refused the webhook: {status}");
     }

@@ -25,7 +25,11 @@ struct Running {
 }
 
 impl Running {
-    fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    fn start(
+        cwd: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut command = Command::new(BIN);
         command
             .current_dir(cwd)
@@ -51,12 +55,20 @@ impl Running {
                 }
             }
         });
-        let mut running = Self { child, lines, printed: Vec::new(), base_url: String::new() };
+        let mut running = Self {
+            child,
+            lines,
+            printed: Vec::new(),
+            base_url: String::new(),
+        };
         let deadline = Instant::now() + STARTUP;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = running.lines.recv_timeout(left).map_err(|_| {
-                format!("pagewire did not report listening within {STARTUP:?}; it printed {:?}", running.printed)
+                format!(
+                    "pagewire did not report listening within {STARTUP:?}; it printed {:?}",
+                    running.printed
+                )
             })?;
             if let Some(url) = line.strip_prefix("pagewire listening on ") {
                 running.base_url = url.trim().to_owned();
@@ -73,7 +85,10 @@ impl Running {
 
     /// SIGTERM, then waits for a clean exit.
     fn stop(mut self) -> Result<std::process::ExitStatus, Box<dyn std::error::Error + Send + Sync>> {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
         assert!(status.success());
         let deadline = Instant::now() + STARTUP;
         loop {
@@ -103,7 +118,13 @@ impl Drop for Running {
     }
 }
 
-async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
     let mut request = client.request(method.clone(), url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
@@ -128,7 +149,10 @@ async fn serve_with_zero_configuration_prepares_the_data_dir_and_shows_the_token
         .find(|l| l.starts_with("pwadm_"))
         .ok_or_else(|| format!("no admin token printed: {:?}", first.printed))?
         .to_owned();
-    assert!(first.printed.iter().any(|l| l.contains("/v1/tenants")), "says what to do next");
+    assert!(
+        first.printed.iter().any(|l| l.contains("/v1/tenants")),
+        "says what to do next"
+    );
     let data = cwd.path().join("pagewire-data");
     assert!(data.join("pagewire.db").is_file());
     assert!(data.join("admin-token.sha256").is_file());
@@ -157,25 +181,68 @@ async fn serve_with_zero_configuration_prepares_the_data_dir_and_shows_the_token
 #[tokio::test]
 async fn delivers_everything_acknowledged_before_a_crash() -> TestResult {
     let cwd = tempfile::tempdir()?;
-    let envs = [("PAGEWIRE_ADMIN_TOKEN", ADMIN), ("PAGEWIRE_ALLOW_PRIVATE_ENDPOINTS", "true")];
+    let envs = [
+        ("PAGEWIRE_ADMIN_TOKEN", ADMIN),
+        ("PAGEWIRE_ALLOW_PRIVATE_ENDPOINTS", "true"),
+    ];
     // The first node only ingests, so nothing can be delivered before it dies.
     let ingress = Running::start(cwd.path(), &["--role", "ingress"], &envs)?;
     let client = reqwest::Client::new();
     let post = reqwest::Method::POST;
-    let tenant = call(&client, post.clone(), &ingress.url("/v1/tenants"), ADMIN, Some(json!({"name": "Acme"}))).await?;
+    let tenant = call(
+        &client,
+        post.clone(),
+        &ingress.url("/v1/tenants"),
+        ADMIN,
+        Some(json!({"name": "Acme"})),
+    )
+    .await?;
     let tenant_id = tenant["id"].as_str().ok_or("no id")?;
-    let key = call(&client, post.clone(), &ingress.url(&format!("/v1/tenants/{tenant_id}/api-keys")), ADMIN, Some(json!({}))).await?;
+    let key = call(
+        &client,
+        post.clone(),
+        &ingress.url(&format!("/v1/tenants/{tenant_id}/api-keys")),
+        ADMIN,
+        Some(json!({})),
+    )
+    .await?;
     let key = key["key"].as_str().ok_or("no key")?;
     let secret = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
-    call(&client, post.clone(), &ingress.url("/v1/apps"), key, Some(json!({"app_id": "42", "app_secret": secret, "verify_token": "v"}))).await?;
-    call(&client, post.clone(), &ingress.url("/v1/pages"), key, Some(json!({"page_id": "1001", "app_id": "42"}))).await?;
+    call(
+        &client,
+        post.clone(),
+        &ingress.url("/v1/apps"),
+        key,
+        Some(json!({"app_id": "42", "app_secret": secret, "verify_token": "v"})),
+    )
+    .await?;
+    call(
+        &client,
+        post.clone(),
+        &ingress.url("/v1/pages"),
+        key,
+        Some(json!({"page_id": "1001", "app_id": "42"})),
+    )
+    .await?;
     let receiver = Receiver::start().await?;
-    let endpoint = call(&client, post, &ingress.url("/v1/endpoints"), key, Some(json!({"url": receiver.url()}))).await?;
+    let endpoint = call(
+        &client,
+        post,
+        &ingress.url("/v1/endpoints"),
+        key,
+        Some(json!({"url": receiver.url()})),
+    )
+    .await?;
     let endpoint_secret = endpoint["secret"].as_str().ok_or("no secret")?.to_owned();
 
     let now = 1_747_231_892_100;
-    for (n, kind) in [Kind::Message, Kind::Postback, Kind::QuickReply].into_iter().enumerate() {
-        let body = MetaBody::page().messaging("1001", now, vec![kind.item("1001", "77", now, "hi äöå", n as u64)]).to_bytes();
+    for (n, kind) in [Kind::Message, Kind::Postback, Kind::QuickReply]
+        .into_iter()
+        .enumerate()
+    {
+        let body = MetaBody::page()
+            .messaging("1001", now, vec![kind.item("1001", "77", now, "hi äöå", n as u64)])
+            .to_bytes();
         let response = pagewire_testkit::post_signed(&client, &ingress.url("/webhooks/meta"), secret, body).await?;
         assert_eq!(response.status().as_u16(), 200);
     }
@@ -185,7 +252,14 @@ async fn delivers_everything_acknowledged_before_a_crash() -> TestResult {
     let node = Running::start(cwd.path(), &[], &envs)?;
     let received = receiver.wait_for(3, STARTUP).await;
     let types: Vec<Value> = received.iter().map(|r| r.json()["type"].clone()).collect();
-    assert_eq!(types, [json!("messenger.message"), json!("messenger.postback"), json!("messenger.quick_reply")]);
+    assert_eq!(
+        types,
+        [
+            json!("messenger.message"),
+            json!("messenger.postback"),
+            json!("messenger.quick_reply")
+        ]
+    );
     for request in &received {
         request.verify(&endpoint_secret)?;
     }
@@ -196,7 +270,10 @@ async fn delivers_everything_acknowledged_before_a_crash() -> TestResult {
 #[test]
 fn config_print_shows_the_layers_and_redacts_secrets() -> TestResult {
     let cwd = tempfile::tempdir()?;
-    std::fs::write(cwd.path().join("custom.toml"), "data_dir = \"/var/lib/pagewire\"\n[delivery]\nconcurrency = 7\n")?;
+    std::fs::write(
+        cwd.path().join("custom.toml"),
+        "data_dir = \"/var/lib/pagewire\"\n[delivery]\nconcurrency = 7\n",
+    )?;
     let output = Command::new(BIN)
         .current_dir(cwd.path())
         .args(["--config", "custom.toml", "config", "print", "--role", "worker"])
@@ -213,10 +290,17 @@ fn config_print_shows_the_layers_and_redacts_secrets() -> TestResult {
     assert!(printed.contains("admin_token = \"[redacted]\""), "{printed}");
     assert!(!printed.contains("do_not_print_me") && !printed.contains("abab"));
 
-    let bad = Command::new(BIN).current_dir(cwd.path()).args(["config", "print"]).env("PAGEWIRE_LISTEN", "nowhere").output()?;
+    let bad = Command::new(BIN)
+        .current_dir(cwd.path())
+        .args(["config", "print"])
+        .env("PAGEWIRE_LISTEN", "nowhere")
+        .output()?;
     assert!(!bad.status.success());
     let complaint = String::from_utf8_lossy(&bad.stderr);
-    assert!(complaint.starts_with("error: the configuration is not valid") && complaint.contains("LISTEN"), "{complaint}");
+    assert!(
+        complaint.starts_with("error: the configuration is not valid") && complaint.contains("LISTEN"),
+        "{complaint}"
+    );
     Ok(())
 }
 
@@ -231,7 +315,19 @@ async fn simulate_sends_a_signed_webhook_that_reaches_the_endpoint() -> TestResu
 
     let url = app.url("/webhooks/meta");
     let output = tokio::process::Command::new(BIN)
-        .args(["simulate", "--app-secret", "sim-secret", "--page-id", "1001", "--kind", "postback", "--text", "TRACK_ORDER", "--url", &url])
+        .args([
+            "simulate",
+            "--app-secret",
+            "sim-secret",
+            "--page-id",
+            "1001",
+            "--kind",
+            "postback",
+            "--text",
+            "TRACK_ORDER",
+            "--url",
+            &url,
+        ])
         .output()
         .await?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -62,7 +62,10 @@ impl MasterKey {
     pub fn seal(&self, purpose: &str, plaintext: &str) -> String {
         let cipher = Aes256Gcm::new(&self.0);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let payload = Payload { msg: plaintext.as_bytes(), aad: purpose.as_bytes() };
+        let payload = Payload {
+            msg: plaintext.as_bytes(),
+            aad: purpose.as_bytes(),
+        };
         // AES-GCM encryption fails only for inputs beyond 64 GiB.
         let ciphertext = cipher.encrypt(&nonce, payload).unwrap_or_default();
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
@@ -80,7 +83,13 @@ impl MasterKey {
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
         let cipher = Aes256Gcm::new(&self.0);
         let plain = cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: purpose.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: purpose.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Unseal)?;
         String::from_utf8(plain).map_err(|_| CryptoError::Unseal)
     }
@@ -97,7 +106,10 @@ mod tests {
         assert!(!sealed.contains("s3cr3t"));
         assert_eq!(key.open("app_secret", &sealed).as_deref(), Ok("s3cr3t"));
         assert_eq!(key.open("page_token", &sealed), Err(CryptoError::Unseal));
-        assert_eq!(MasterKey::generate().open("app_secret", &sealed), Err(CryptoError::Unseal));
+        assert_eq!(
+            MasterKey::generate().open("app_secret", &sealed),
+            Err(CryptoError::Unseal)
+        );
     }
 
     #[test]

@@ -69,7 +69,10 @@ mod tests {
 
     fn filter(types: Option<&[&str]>, pages: Option<&[&str]>) -> EndpointFilter {
         let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
-        EndpointFilter { event_types: types.map(owned), page_ids: pages.map(owned) }
+        EndpointFilter {
+            event_types: types.map(owned),
+            page_ids: pages.map(owned),
+        }
     }
 
     #[test]
@@ -89,7 +92,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_patterns() {
-        assert!(filter(Some(&["messenger.*", "*", "page.feed"]), None).validate().is_ok());
+        assert!(filter(Some(&["messenger.*", "*", "page.feed"]), None)
+            .validate()
+            .is_ok());
         assert!(filter(Some(&["Messenger"]), None).validate().is_err());
         assert!(filter(Some(&["messenger."]), None).validate().is_err());
     }

@@ -115,9 +115,10 @@ impl RetryPolicy {
             return NextStep::GiveUp;
         };
         let wait = match outcome {
-            DeliveryOutcome::Rejected { retry_after: Some(after), .. } => {
-                (*after).clamp(Duration::from_secs(1), self.max_retry_after)
-            }
+            DeliveryOutcome::Rejected {
+                retry_after: Some(after),
+                ..
+            } => (*after).clamp(Duration::from_secs(1), self.max_retry_after),
             _ => {
                 let spread = self.jitter.clamp(0.0, 1.0) * (2.0 * jitter_sample.clamp(0.0, 1.0) - 1.0);
                 base.mul_f64(1.0 + spread)
@@ -136,29 +137,47 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn failed() -> DeliveryOutcome {
-        DeliveryOutcome::Rejected { status: 503, retry_after: None }
+        DeliveryOutcome::Rejected {
+            status: 503,
+            retry_after: None,
+        }
     }
 
     #[test]
     fn delivered_is_done_and_gone_disables() {
         let p = RetryPolicy::default();
-        assert_eq!(p.next_step(1, &DeliveryOutcome::Delivered { status: 204 }, NOW, 0.5), NextStep::Done);
-        assert_eq!(p.next_step(3, &DeliveryOutcome::Gone, NOW, 0.5), NextStep::DisableEndpoint);
+        assert_eq!(
+            p.next_step(1, &DeliveryOutcome::Delivered { status: 204 }, NOW, 0.5),
+            NextStep::Done
+        );
+        assert_eq!(
+            p.next_step(3, &DeliveryOutcome::Gone, NOW, 0.5),
+            NextStep::DisableEndpoint
+        );
     }
 
     #[test]
     fn first_retry_comes_after_five_seconds_without_jitter_at_the_midpoint() {
         let p = RetryPolicy::default();
         assert_eq!(p.next_step(1, &failed(), NOW, 0.5), NextStep::RetryAt(NOW + 5_000));
-        assert_eq!(p.next_step(1, &DeliveryOutcome::Timeout, NOW, 0.0), NextStep::RetryAt(NOW + 4_000));
+        assert_eq!(
+            p.next_step(1, &DeliveryOutcome::Timeout, NOW, 0.0),
+            NextStep::RetryAt(NOW + 4_000)
+        );
     }
 
     #[test]
     fn retries_503_honouring_retry_after_within_bounds() {
         let p = RetryPolicy::default();
-        let after = |s| DeliveryOutcome::Rejected { status: 429, retry_after: Some(Duration::from_secs(s)) };
+        let after = |s| DeliveryOutcome::Rejected {
+            status: 429,
+            retry_after: Some(Duration::from_secs(s)),
+        };
         assert_eq!(p.next_step(1, &after(120), NOW, 0.9), NextStep::RetryAt(NOW + 120_000));
-        assert_eq!(p.next_step(1, &after(86_400), NOW, 0.9), NextStep::RetryAt(NOW + 3_600_000));
+        assert_eq!(
+            p.next_step(1, &after(86_400), NOW, 0.9),
+            NextStep::RetryAt(NOW + 3_600_000)
+        );
     }
 
     #[test]
@@ -167,7 +186,10 @@ mod tests {
         let total: Duration = p.schedule.iter().sum();
         assert!(total > Duration::from_secs(60 * 3600) && total < Duration::from_secs(84 * 3600));
         assert_eq!(p.next_step(p.max_attempts(), &failed(), NOW, 0.5), NextStep::GiveUp);
-        assert!(matches!(p.next_step(p.max_attempts() - 1, &failed(), NOW, 0.5), NextStep::RetryAt(_)));
+        assert!(matches!(
+            p.next_step(p.max_attempts() - 1, &failed(), NOW, 0.5),
+            NextStep::RetryAt(_)
+        ));
     }
 
     proptest! {

@@ -61,7 +61,13 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: DeliveryConfig) -> Result<Self, reqwest::Error> {
         let sender = Sender::new(config.request_timeout, config.allow_private, config.excerpt_limit)?;
-        Ok(Self { store, sender, clock, config: Arc::new(config), wake: Arc::new(Notify::new()) })
+        Ok(Self {
+            store,
+            sender,
+            clock,
+            config: Arc::new(config),
+            wake: Arc::new(Notify::new()),
+        })
     }
 
     /// The handle ingress uses to wake the dispatcher after a commit.
@@ -109,7 +115,8 @@ impl Dispatcher {
         while let Some(joined) = sends.join_next().await {
             match joined {
                 Ok(done) => records.extend(
-                    done.into_iter().map(|(delivery, started_at, report)| self.decide(delivery, started_at, report)),
+                    done.into_iter()
+                        .map(|(delivery, started_at, report)| self.decide(delivery, started_at, report)),
                 ),
                 // The lease expires and another round sends it again.
                 Err(e) => tracing::error!(error = %e, "a delivery task failed"),
@@ -133,7 +140,10 @@ impl Dispatcher {
 
     fn decide(&self, delivery: LeasedDelivery, started_at: i64, report: SendReport) -> AttemptRecord {
         let attempt = delivery.attempts.saturating_add(1);
-        let next = self.config.retry.next_step(attempt, &report.outcome, self.clock.now_ms(), rand::random::<f64>());
+        let next = self
+            .config
+            .retry
+            .next_step(attempt, &report.outcome, self.clock.now_ms(), rand::random::<f64>());
         tracing::info!(
             delivery_id = %delivery.id,
             event_id = %delivery.event_id,

@@ -42,7 +42,11 @@ impl Sender {
         if !allow_private {
             builder = builder.dns_resolver(ssrf::resolver());
         }
-        Ok(Self { client: builder.build()?, allow_private, excerpt_limit })
+        Ok(Self {
+            client: builder.build()?,
+            allow_private,
+            excerpt_limit,
+        })
     }
 
     /// Signs (Standard Webhooks) and sends one delivery.
@@ -59,7 +63,9 @@ impl Sender {
             };
         }
         let timestamp = now_ms.div_euclid(1000);
-        let signature = delivery.secret.sign(delivery.event_id.as_str(), timestamp, delivery.payload.as_bytes());
+        let signature = delivery
+            .secret
+            .sign(delivery.event_id.as_str(), timestamp, delivery.payload.as_bytes());
         let request = self
             .client
             .post(&delivery.url)
@@ -86,7 +92,10 @@ impl Sender {
                 } else if code == 410 {
                     DeliveryOutcome::Gone
                 } else {
-                    DeliveryOutcome::Rejected { status: code, retry_after }
+                    DeliveryOutcome::Rejected {
+                        status: code,
+                        retry_after,
+                    }
                 };
                 SendReport {
                     error: (!status.is_success()).then(|| format!("the endpoint answered {status}")),

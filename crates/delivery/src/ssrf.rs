@@ -143,7 +143,13 @@ mod tests {
 
     #[test]
     fn refuses_other_schemes_and_garbage() {
-        assert_eq!(check_destination("ftp://example.com/", false).err(), Some(DestinationError::Scheme));
-        assert!(matches!(check_destination("not a url", true), Err(DestinationError::Invalid(_))));
+        assert_eq!(
+            check_destination("ftp://example.com/", false).err(),
+            Some(DestinationError::Scheme)
+        );
+        assert!(matches!(
+            check_destination("not a url", true),
+            Err(DestinationError::Invalid(_))
+        ));
     }
 }

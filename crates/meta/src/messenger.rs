@@ -2,8 +2,8 @@
 //! `object: "page"`.
 //!
 //! Each item is `{sender, recipient, timestamp}` plus one event key (`message`, `postback`, …). The
-//! item is read once into a [`MessagingItem`] that keeps every value as a slice of the body; only the
-//! event key's object is then read into its small view, and only the fields of `data` are decoded.
+//! item is read in one pass into a [`MessagingItem`]: the parties and the event key's object land in
+//! small views whose values stay slices of the body, and only the fields of `data` are decoded.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,81 +15,80 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::normalize::{Dedup, Item, Parts, Slot};
-use crate::wire::{self, wire_object, Key};
+use crate::wire::{self, wire_object, Key, Lenient};
 
-/// The event keys of a Messenger item. Meta sends one per item; should an item carry several, the
-/// first in [`EventKey::ALL`] decides its type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EventKey {
-    Message,
-    Postback,
-    Referral,
-    Reaction,
-    Read,
-    Delivery,
-    MessageEdit,
-    Optin,
-    AccountLinking,
-    PassThreadControl,
-    TakeThreadControl,
-    RequestThreadControl,
-    AppRoles,
-    PolicyEnforcement,
-}
-
-const EVENT_KEY_COUNT: usize = 14;
-
-impl EventKey {
-    const ALL: [Self; EVENT_KEY_COUNT] = [
-        Self::Message,
-        Self::Postback,
-        Self::Referral,
-        Self::Reaction,
-        Self::Read,
-        Self::Delivery,
-        Self::MessageEdit,
-        Self::Optin,
-        Self::AccountLinking,
-        Self::PassThreadControl,
-        Self::TakeThreadControl,
-        Self::RequestThreadControl,
-        Self::AppRoles,
-        Self::PolicyEnforcement,
-    ];
-
-    fn parse(key: &str) -> Option<Self> {
-        Some(match key {
-            "message" => Self::Message,
-            "postback" => Self::Postback,
-            "referral" => Self::Referral,
-            "reaction" => Self::Reaction,
-            "read" => Self::Read,
-            "delivery" => Self::Delivery,
-            "message_edit" => Self::MessageEdit,
-            "optin" => Self::Optin,
-            "account_linking" => Self::AccountLinking,
-            "pass_thread_control" => Self::PassThreadControl,
-            "take_thread_control" => Self::TakeThreadControl,
-            "request_thread_control" => Self::RequestThreadControl,
-            "app_roles" => Self::AppRoles,
-            // Older versions of Meta's reference spell it with a hyphen.
-            "policy_enforcement" | "policy-enforcement" => Self::PolicyEnforcement,
-            _ => return None,
-        })
-    }
-}
-
-/// A messaging item, read in one pass: its envelope fields and event keys as slices of the body.
+/// A messaging item, read in one pass: `sender` and `recipient` into their views, the first event
+/// key with an object value into its view, everything else skipped.
 #[derive(Debug, Default)]
 pub(crate) struct MessagingItem<'a> {
-    sender: Option<&'a RawValue>,
-    recipient: Option<&'a RawValue>,
+    sender: Option<Party<'a>>,
+    recipient: Option<Party<'a>>,
     timestamp: Option<&'a RawValue>,
-    /// The first value of each event key, indexed by `EventKey as usize`.
-    events: [Option<&'a RawValue>; EVENT_KEY_COUNT],
+    event: Option<Event<'a>>,
     /// The first key other than `sender`, `recipient` and `timestamp`: what an item we cannot read
     /// says it is.
     pub(crate) first_key: Option<Cow<'a, str>>,
+}
+
+/// The event key of an item with its object. Meta sends one per item; should an item carry
+/// several, the first (in document order) whose value is an object decides its type.
+#[derive(Debug)]
+enum Event<'a> {
+    Message(MessageWire<'a>),
+    Postback(PostbackWire<'a>),
+    Referral(ReferralWire<'a>),
+    Reaction(ReactionWire<'a>),
+    Read(WatermarkWire<'a>),
+    Delivery(WatermarkWire<'a>),
+    MessageEdit(MessageEditWire<'a>),
+    Optin(OptinWire<'a>),
+    AccountLinking(AccountLinkingWire<'a>),
+    PassThreadControl(ThreadControlWire<'a>),
+    TakeThreadControl(ThreadControlWire<'a>),
+    RequestThreadControl(ThreadControlWire<'a>),
+    /// `{"<app id>": ["primary_receiver"], …}`: no fixed keys, so kept as sent.
+    AppRoles(&'a RawValue),
+    PolicyEnforcement(PolicyEnforcementWire<'a>),
+}
+
+impl<'a> Event<'a> {
+    /// Reads the value of `key` from `map` as an event when `key` is an event key and the value
+    /// an object; skips the value otherwise.
+    fn next_value<'de: 'a, A: MapAccess<'de>>(
+        key: &str,
+        map: &mut A,
+    ) -> Result<Option<Self>, A::Error> {
+        fn view<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+            map: &mut A,
+        ) -> Result<Option<T>, A::Error> {
+            map.next_value::<Lenient<T>>().map(|view| view.0)
+        }
+
+        Ok(match key {
+            "message" => view(map)?.map(Self::Message),
+            "postback" => view(map)?.map(Self::Postback),
+            "referral" => view(map)?.map(Self::Referral),
+            "reaction" => view(map)?.map(Self::Reaction),
+            "read" => view(map)?.map(Self::Read),
+            "delivery" => view(map)?.map(Self::Delivery),
+            "message_edit" => view(map)?.map(Self::MessageEdit),
+            "optin" => view(map)?.map(Self::Optin),
+            "account_linking" => view(map)?.map(Self::AccountLinking),
+            "pass_thread_control" => view(map)?.map(Self::PassThreadControl),
+            "take_thread_control" => view(map)?.map(Self::TakeThreadControl),
+            "request_thread_control" => view(map)?.map(Self::RequestThreadControl),
+            "app_roles" => map
+                .next_value::<Option<&'a RawValue>>()?
+                .filter(|roles| roles.get().starts_with('{'))
+                .map(Self::AppRoles),
+            // Older versions of Meta's reference spell it with a hyphen.
+            "policy_enforcement" | "policy-enforcement" => view(map)?.map(Self::PolicyEnforcement),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+                None
+            }
+        })
+    }
 }
 
 impl<'a> MessagingItem<'a> {
@@ -103,22 +102,16 @@ impl<'a> MessagingItem<'a> {
 
     /// `sender.id`, else `sender.user_ref` (chat-plugin users).
     pub(crate) fn sender_id(&self) -> Option<String> {
-        party_id(self.sender)
+        self.sender.as_ref().and_then(Party::id)
     }
 
     /// `recipient.id`, else `recipient.user_ref`.
     pub(crate) fn recipient_id(&self) -> Option<String> {
-        party_id(self.recipient)
+        self.recipient.as_ref().and_then(Party::id)
     }
 
     pub(crate) fn timestamp_ms(&self) -> Option<i64> {
         wire::integer(self.timestamp).map(wire::millis)
-    }
-
-    fn event(&self) -> Option<(EventKey, &'a RawValue)> {
-        EventKey::ALL
-            .into_iter()
-            .find_map(|key| self.events[key as usize].map(|body| (key, body)))
     }
 }
 
@@ -138,19 +131,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessagingItem<'a> {
                 while let Some(Key(key)) = map.next_key::<Key<'a>>()? {
                     // A repeated key replaces the earlier one instead of failing the item.
                     match key.as_ref() {
-                        "sender" => item.sender = map.next_value()?,
-                        "recipient" => item.recipient = map.next_value()?,
+                        "sender" => item.sender = map.next_value::<Lenient<Party<'a>>>()?.0,
+                        "recipient" => item.recipient = map.next_value::<Lenient<Party<'a>>>()?.0,
                         "timestamp" => item.timestamp = map.next_value()?,
                         other => {
-                            match EventKey::parse(other) {
-                                Some(event) => {
-                                    if let Some(body) = map.next_value::<Option<&'a RawValue>>()? {
-                                        item.events[event as usize].get_or_insert(body);
-                                    }
-                                }
-                                None => {
-                                    map.next_value::<IgnoredAny>()?;
-                                }
+                            if item.event.is_none() {
+                                item.event = Event::next_value(other, &mut map)?;
+                            } else {
+                                map.next_value::<IgnoredAny>()?;
                             }
                             if item.first_key.is_none() {
                                 item.first_key = Some(key);
@@ -251,9 +239,10 @@ wire_object!(ThreadControlWire {
 
 wire_object!(PolicyEnforcementWire { action, reason });
 
-fn party_id(raw: Option<&RawValue>) -> Option<String> {
-    let party: Party<'_> = wire::object(raw)?;
-    wire::id(party.id).or_else(|| wire::id(party.user_ref))
+impl Party<'_> {
+    fn id(&self) -> Option<String> {
+        wire::id(self.id).or_else(|| wire::id(self.user_ref))
+    }
 }
 
 /// Normalizes one messaging or standby item.
@@ -261,10 +250,11 @@ pub(crate) fn normalize<'a>(slot: Slot<'_, 'a>) -> Item<'a> {
     let item = MessagingItem::parse(slot.raw);
     let sender_id = item.sender_id();
     let recipient_id = item.recipient_id();
+    let timestamp_ms = item.timestamp_ms().or_else(|| slot.entry_time_ms());
+    let first_key = item.first_key.as_deref();
     let kind = item
-        .event()
-        .and_then(|(key, body)| Kind::from_event(key, body))
-        .unwrap_or_else(|| Kind::unknown(item.first_key.as_deref()));
+        .event
+        .map_or_else(|| Kind::unknown(first_key), Kind::from_event);
 
     // An echo is sent by the Page, so its counterpart is the recipient.
     let (page_side, person) = match kind.direction {
@@ -286,7 +276,7 @@ pub(crate) fn normalize<'a>(slot: Slot<'_, 'a>) -> Item<'a> {
         sender_id,
         recipient_id,
         direction: kind.direction,
-        timestamp_ms: item.timestamp_ms().or_else(|| slot.entry_time_ms()),
+        timestamp_ms,
         data: kind.data,
         dedup,
     })
@@ -343,31 +333,22 @@ impl Kind {
         }
     }
 
-    /// Reads the event key's object; `None` when it is not an object (the item is then unknown).
-    fn from_event(key: EventKey, body: &RawValue) -> Option<Self> {
-        match key {
-            EventKey::Message => Some(message(wire::object(Some(body))?)),
-            EventKey::Postback => Some(postback(wire::object(Some(body))?)),
-            EventKey::Referral => Some(referral(wire::object(Some(body))?)),
-            EventKey::Reaction => Some(reaction(wire::object(Some(body))?)),
-            EventKey::Read => Some(read(wire::object(Some(body))?)),
-            EventKey::Delivery => Some(delivery(wire::object(Some(body))?)),
-            EventKey::MessageEdit => Some(message_edit(wire::object(Some(body))?)),
-            EventKey::Optin => Some(optin(wire::object(Some(body))?)),
-            EventKey::AccountLinking => Some(account_linking(wire::object(Some(body))?)),
-            EventKey::PassThreadControl => Some(thread_control(
-                "messenger.pass_thread_control",
-                wire::object(Some(body))?,
-            )),
-            EventKey::TakeThreadControl => Some(thread_control(
-                "messenger.take_thread_control",
-                wire::object(Some(body))?,
-            )),
-            EventKey::RequestThreadControl => {
-                Some(request_thread_control(wire::object(Some(body))?))
-            }
-            EventKey::AppRoles => app_roles(body),
-            EventKey::PolicyEnforcement => Some(policy_enforcement(wire::object(Some(body))?)),
+    fn from_event(event: Event<'_>) -> Self {
+        match event {
+            Event::Message(wire) => message(wire),
+            Event::Postback(wire) => postback(wire),
+            Event::Referral(wire) => referral(wire),
+            Event::Reaction(wire) => reaction(wire),
+            Event::Read(wire) => read(wire),
+            Event::Delivery(wire) => delivery(wire),
+            Event::MessageEdit(wire) => message_edit(wire),
+            Event::Optin(wire) => optin(wire),
+            Event::AccountLinking(wire) => account_linking(wire),
+            Event::PassThreadControl(wire) => thread_control("messenger.pass_thread_control", wire),
+            Event::TakeThreadControl(wire) => thread_control("messenger.take_thread_control", wire),
+            Event::RequestThreadControl(wire) => request_thread_control(wire),
+            Event::AppRoles(roles) => app_roles(roles),
+            Event::PolicyEnforcement(wire) => policy_enforcement(wire),
         }
     }
 
@@ -608,13 +589,9 @@ fn request_thread_control(control: ThreadControlWire<'_>) -> Kind {
     Kind::inbound("messenger.request_thread_control", data, NaturalKey::None)
 }
 
-/// `app_roles` maps app ids to role lists (`{"123456789": ["primary_receiver"]}`): kept as sent.
-fn app_roles(body: &RawValue) -> Option<Kind> {
-    if !body.get().starts_with('{') {
-        return None;
-    }
-    let data = wire::record([("roles", wire::as_sent(Some(body)))]);
-    Some(Kind::inbound("messenger.app_roles", data, NaturalKey::None))
+fn app_roles(roles: &RawValue) -> Kind {
+    let data = wire::record([("roles", wire::as_sent(Some(roles)))]);
+    Kind::inbound("messenger.app_roles", data, NaturalKey::None)
 }
 
 fn policy_enforcement(policy: PolicyEnforcementWire<'_>) -> Kind {

@@ -9,9 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use pagewire_core::{
-    Clock, DeliveryId, EndpointFilter, EndpointSecret, EventId, Platform, Secret, TenantId,
-};
+use pagewire_core::{Clock, DeliveryId, EndpointFilter, EndpointSecret, EventId, Platform, Secret, TenantId};
 use pagewire_store::{Delivery, Endpoint, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -58,7 +56,10 @@ pub struct List<T> {
 
 impl<T> From<Vec<T>> for List<T> {
     fn from(data: Vec<T>) -> Self {
-        Self { data, next_cursor: None }
+        Self {
+            data,
+            next_cursor: None,
+        }
     }
 }
 
@@ -71,7 +72,9 @@ fn required(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
         return Err(ApiError::Validation(format!("`{field}` must not be empty")));
     }
     if value.len() > max {
-        return Err(ApiError::Validation(format!("`{field}` must be at most {max} characters")));
+        return Err(ApiError::Validation(format!(
+            "`{field}` must be at most {max} characters"
+        )));
     }
     Ok(())
 }
@@ -79,7 +82,9 @@ fn required(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 /// Meta's ids are decimal digits.
 fn meta_id(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::Validation(format!("`{field}` must be a Meta id: 1 to 32 decimal digits")));
+        return Err(ApiError::Validation(format!(
+            "`{field}` must be a Meta id: 1 to 32 decimal digits"
+        )));
     }
     Ok(())
 }
@@ -101,7 +106,11 @@ pub struct TenantView {
 
 impl From<Tenant> for TenantView {
     fn from(t: Tenant) -> Self {
-        Self { id: t.id, name: t.name, created_at: iso(t.created_at) }
+        Self {
+            id: t.id,
+            name: t.name,
+            created_at: iso(t.created_at),
+        }
     }
 }
 
@@ -111,14 +120,19 @@ async fn create_tenant(
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, ApiJson<TenantView>), ApiError> {
     required("name", &body.name, 200)?;
-    let tenant = state.store.create_tenant(body.name.trim(), state.clock.now_ms()).await?;
+    let tenant = state
+        .store
+        .create_tenant(body.name.trim(), state.clock.now_ms())
+        .await?;
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     Ok((StatusCode::CREATED, ApiJson(tenant.into())))
 }
 
 async fn list_tenants(State(state): State<AdminState>, _: Operator) -> Result<ApiJson<List<TenantView>>, ApiError> {
     let tenants = state.store.list_tenants().await?;
-    Ok(ApiJson(tenants.into_iter().map(TenantView::from).collect::<Vec<_>>().into()))
+    Ok(ApiJson(
+        tenants.into_iter().map(TenantView::from).collect::<Vec<_>>().into(),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,7 +171,13 @@ async fn create_api_key(
     let key = generate_token(API_KEY_PREFIX);
     let record = state
         .store
-        .create_api_key(&tenant_id, body.name.as_deref(), &hash_api_key(&key), &key[..7], state.clock.now_ms())
+        .create_api_key(
+            &tenant_id,
+            body.name.as_deref(),
+            &hash_api_key(&key),
+            &key[..7],
+            state.clock.now_ms(),
+        )
         .await?;
     tracing::info!(tenant_id = %tenant_id, key_id = %record.id, "API key created");
     Ok((
@@ -332,9 +352,14 @@ async fn create_page(
     Ok((StatusCode::CREATED, ApiJson(page.into())))
 }
 
-async fn list_pages(State(state): State<AdminState>, tenant: TenantContext) -> Result<ApiJson<List<PageView>>, ApiError> {
+async fn list_pages(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+) -> Result<ApiJson<List<PageView>>, ApiError> {
     let pages = state.store.list_pages(&tenant.tenant_id).await?;
-    Ok(ApiJson(pages.into_iter().map(PageView::from).collect::<Vec<_>>().into()))
+    Ok(ApiJson(
+        pages.into_iter().map(PageView::from).collect::<Vec<_>>().into(),
+    ))
 }
 
 // ---- endpoints ----
@@ -397,14 +422,25 @@ async fn create_endpoint(
     for page_id in body.page_ids.iter().flatten() {
         meta_id("page_ids[]", page_id)?;
     }
-    let filter = EndpointFilter { event_types: body.event_types, page_ids: body.page_ids };
-    filter.validate().map_err(|e| ApiError::Validation(format!("`event_types`: {e}")))?;
+    let filter = EndpointFilter {
+        event_types: body.event_types,
+        page_ids: body.page_ids,
+    };
+    filter
+        .validate()
+        .map_err(|e| ApiError::Validation(format!("`event_types`: {e}")))?;
     let secret = EndpointSecret::generate();
     let shown = secret.expose();
     let endpoint = state
         .store
         .create_endpoint(
-            NewEndpoint { tenant_id: tenant.tenant_id, url: body.url, description: body.description, filter, secret },
+            NewEndpoint {
+                tenant_id: tenant.tenant_id,
+                url: body.url,
+                description: body.description,
+                filter,
+                secret,
+            },
             state.clock.now_ms(),
         )
         .await?;
@@ -420,7 +456,9 @@ async fn list_endpoints(
     tenant: TenantContext,
 ) -> Result<ApiJson<List<EndpointView>>, ApiError> {
     let endpoints = state.store.list_endpoints(&tenant.tenant_id).await?;
-    Ok(ApiJson(endpoints.into_iter().map(EndpointView::from).collect::<Vec<_>>().into()))
+    Ok(ApiJson(
+        endpoints.into_iter().map(EndpointView::from).collect::<Vec<_>>().into(),
+    ))
 }
 
 // ---- events and deliveries ----
@@ -489,12 +527,20 @@ async fn list_deliveries(
 ) -> Result<ApiJson<List<DeliveryView>>, ApiError> {
     let deliveries = match &query.event_id {
         Some(id) => {
-            let event_id: EventId = id.parse().map_err(|e| ApiError::Validation(format!("`event_id`: {e}")))?;
+            let event_id: EventId = id
+                .parse()
+                .map_err(|e| ApiError::Validation(format!("`event_id`: {e}")))?;
             state.store.deliveries_of_event(&tenant.tenant_id, &event_id).await?
         }
         None => state.store.list_deliveries(&tenant.tenant_id, query.limit()).await?,
     };
-    Ok(ApiJson(deliveries.into_iter().map(DeliveryView::from).collect::<Vec<_>>().into()))
+    Ok(ApiJson(
+        deliveries
+            .into_iter()
+            .map(DeliveryView::from)
+            .collect::<Vec<_>>()
+            .into(),
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -514,7 +560,10 @@ async fn list_attempts(
     Path(delivery_id): Path<String>,
 ) -> Result<ApiJson<List<AttemptView>>, ApiError> {
     let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("delivery"))?;
-    let attempts = state.store.attempts_of_delivery(&tenant.tenant_id, &delivery_id).await?;
+    let attempts = state
+        .store
+        .attempts_of_delivery(&tenant.tenant_id, &delivery_id)
+        .await?;
     let data = attempts
         .into_iter()
         .map(|a| AttemptView {

@@ -77,7 +77,11 @@ pub fn hash_api_key(key: &str) -> String {
 
 /// A new random secret with `prefix`: 32 alphanumeric characters, about 190 bits.
 pub fn generate_token(prefix: &str) -> String {
-    let body: String = rand::thread_rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
+    let body: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
     format!("{prefix}{body}")
 }
 
@@ -91,7 +95,10 @@ pub enum Caller {
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl<S> FromRequestParts<S> for Caller

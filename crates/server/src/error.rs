@@ -124,7 +124,14 @@ impl IntoResponse for ApiError {
             error_id: error_id.as_deref(),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))], body)
+        (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
+            body,
+        )
             .into_response()
     }
 }
@@ -143,9 +150,7 @@ impl From<StoreError> for ApiError {
 /// Says which value is taken, in the API's words rather than the schema's.
 fn conflict_message(constraint: &str) -> String {
     match constraint {
-        c if c.contains("meta_apps") && c.contains("app_id") => {
-            String::from("this Meta app is already registered")
-        }
+        c if c.contains("meta_apps") && c.contains("app_id") => String::from("this Meta app is already registered"),
         c if c.contains("pages") && c.contains("page_id") => String::from("this Page is already onboarded"),
         c if c.contains("FOREIGN KEY") => String::from("a referenced resource does not exist"),
         _ => String::from("the resource already exists"),

@@ -25,7 +25,11 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { queue: 4096, max_requests: 512, max_events: 20_000 }
+        Self {
+            queue: 4096,
+            max_requests: 512,
+            max_events: 20_000,
+        }
     }
 }
 

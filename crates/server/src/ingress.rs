@@ -90,9 +90,14 @@ struct HandshakeQuery {
 
 /// Meta's subscription check: `hub.mode=subscribe` and a verify token of a registered app answer the
 /// challenge; anything else is 403.
-async fn handshake(State(state): State<IngressState>, query: Result<Query<HandshakeQuery>, QueryRejection>) -> Response {
+async fn handshake(
+    State(state): State<IngressState>,
+    query: Result<Query<HandshakeQuery>, QueryRejection>,
+) -> Response {
     let routing = state.routing.snapshot();
-    answer_handshake(query.ok().map(|q| q.0), |token| routing.apps().any(|app| app.verify_token_matches(token)))
+    answer_handshake(query.ok().map(|q| q.0), |token| {
+        routing.apps().any(|app| app.verify_token_matches(token))
+    })
 }
 
 async fn handshake_for_app(
@@ -107,7 +112,12 @@ async fn handshake_for_app(
 }
 
 fn answer_handshake(query: Option<HandshakeQuery>, token_ok: impl FnOnce(&str) -> bool) -> Response {
-    let Some(HandshakeQuery { mode: Some(mode), verify_token: Some(token), challenge: Some(challenge) }) = query else {
+    let Some(HandshakeQuery {
+        mode: Some(mode),
+        verify_token: Some(token),
+        challenge: Some(challenge),
+    }) = query
+    else {
         return (StatusCode::FORBIDDEN, "forbidden").into_response();
     };
     if mode == "subscribe" && token_ok(&token) {
@@ -144,7 +154,10 @@ async fn receive(
     // app, so this is almost always one; trying each keeps Pages of several apps in one body working.
     let mut candidates: Vec<&Arc<AppRoute>> = Vec::new();
     for entry in envelope.entries() {
-        let app = entry.id().and_then(|id| routing.page(id)).and_then(|page| routing.app(&page.app_id));
+        let app = entry
+            .id()
+            .and_then(|id| routing.page(id))
+            .and_then(|page| routing.app(&page.app_id));
         if let Some(app) = app {
             if !candidates.iter().any(|c| c.app_id == app.app_id) {
                 candidates.push(app);
@@ -154,7 +167,9 @@ async fn receive(
     if candidates.is_empty() {
         // Unverifiable, so nothing is stored; a non-2xx would only make Meta retry for hours and put
         // the app's subscription at risk.
-        state.unverifiable.note(state.clock.now_ms(), envelope.object(), envelope.entries().len());
+        state
+            .unverifiable
+            .note(state.clock.now_ms(), envelope.object(), envelope.entries().len());
         return Ok("EVENT_RECEIVED");
     }
     let mut verified = None;
@@ -201,25 +216,42 @@ async fn accept(
 
     // An entry is routed when its Page is onboarded under the app that signed the POST.
     let routed = |entry_id: Option<&str>| {
-        entry_id.and_then(|id| routing.page(id)).filter(|page| page.app_id == app.app_id)
+        entry_id
+            .and_then(|id| routing.page(id))
+            .filter(|page| page.app_id == app.app_id)
     };
     let unroutable: Vec<UnroutableEntry> = envelope
         .envelope()
         .entries()
         .iter()
         .filter(|entry| routed(entry.id()).is_none())
-        .map(|entry| UnroutableEntry { entry: entry.index(), page_id: entry.id().map(str::to_owned) })
+        .map(|entry| UnroutableEntry {
+            entry: entry.index(),
+            page_id: entry.id().map(str::to_owned),
+        })
         .collect();
 
     let items = envelope.normalize();
     let mut events = Vec::with_capacity(items.len());
     for item in items {
-        let Some(page) = routed(item.entry_id.as_deref()) else { continue };
+        let Some(page) = routed(item.entry_id.as_deref()) else {
+            continue;
+        };
         let endpoints = routing.endpoints_for(&page.tenant_id, &item.event_type, &item.page_id);
         let id = EventId::new();
         let (event_type, page_id, dedup_key) = (item.event_type.clone(), item.page_id.clone(), item.dedup_key.clone());
-        let payload = item.into_event(id.clone(), page.tenant_id.clone(), inbound_id.clone(), received_at).to_json();
-        events.push(NewEvent { id, tenant_id: page.tenant_id.clone(), page_id, event_type, dedup_key, payload, endpoints });
+        let payload = item
+            .into_event(id.clone(), page.tenant_id.clone(), inbound_id.clone(), received_at)
+            .to_json();
+        events.push(NewEvent {
+            id,
+            tenant_id: page.tenant_id.clone(),
+            page_id,
+            event_type,
+            dedup_key,
+            payload,
+            endpoints,
+        });
     }
     if !unroutable.is_empty() {
         tracing::warn!(%inbound_id, app_id = %app.app_id, entries = unroutable.len(), "kept entries for Pages no tenant has onboarded");

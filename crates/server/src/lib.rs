@@ -74,7 +74,6 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-
 /// One gateway process: its router, ingest writer and dispatcher.
 #[derive(Debug)]
 pub struct Gateway {
@@ -87,11 +86,19 @@ pub struct Gateway {
 
 impl Gateway {
     /// Loads the routing tables and starts the ingest writer.
-    pub async fn build(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: GatewayConfig) -> Result<Self, GatewayError> {
+    pub async fn build(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: GatewayConfig,
+    ) -> Result<Self, GatewayError> {
         let routing = routing::RoutingCache::load(Arc::clone(&store)).await?;
         let dispatcher = Dispatcher::new(Arc::clone(&store), Arc::clone(&clock), config.delivery.clone())?;
-        let (writer, writer_task) =
-            ingest::IngestWriter::spawn(Arc::clone(&store), Arc::clone(&clock), dispatcher.waker(), config.ingest);
+        let (writer, writer_task) = ingest::IngestWriter::spawn(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            dispatcher.waker(),
+            config.ingest,
+        );
 
         let mut router = Router::new().route("/healthz", get(|| async { "ok" }));
         if config.role.serves_http_api() {
@@ -113,7 +120,13 @@ impl Gateway {
         let router = router
             .fallback(|| async { error::ApiError::NotFound("this route") })
             .layer(tower_http::trace::TraceLayer::new_for_http());
-        Ok(Self { router, dispatcher, routing, writer_task, config })
+        Ok(Self {
+            router,
+            dispatcher,
+            routing,
+            writer_task,
+            config,
+        })
     }
 
     /// The HTTP application, for serving or for `oneshot` tests.
@@ -129,8 +142,17 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then drains: in-flight requests finish, the ingest writer
     /// commits what it was given, the dispatcher finishes its round.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
-        let Self { router, dispatcher, routing, writer_task, config } = self;
-        let dispatcher_task = config.role.delivers().then(|| tokio::spawn(dispatcher.run(shutdown.clone())));
+        let Self {
+            router,
+            dispatcher,
+            routing,
+            writer_task,
+            config,
+        } = self;
+        let dispatcher_task = config
+            .role
+            .delivers()
+            .then(|| tokio::spawn(dispatcher.run(shutdown.clone())));
         let refresh_task = tokio::spawn(refresh_routing(routing, config.routing_refresh, shutdown.clone()));
 
         let served = axum::serve(listener, router)

@@ -70,11 +70,23 @@ impl Routing {
         let pages = data
             .pages
             .into_iter()
-            .map(|p| (p.page_id, PageRoute { tenant_id: p.tenant_id, app_id: p.app_id, platform: p.platform }))
+            .map(|p| {
+                (
+                    p.page_id,
+                    PageRoute {
+                        tenant_id: p.tenant_id,
+                        app_id: p.app_id,
+                        platform: p.platform,
+                    },
+                )
+            })
             .collect();
         let mut endpoints: HashMap<TenantId, Vec<EndpointRoute>> = HashMap::new();
         for ep in data.endpoints.into_iter().filter(|e| e.enabled) {
-            endpoints.entry(ep.tenant_id).or_default().push(EndpointRoute { id: ep.id, filter: ep.filter });
+            endpoints.entry(ep.tenant_id).or_default().push(EndpointRoute {
+                id: ep.id,
+                filter: ep.filter,
+            });
         }
         Self { apps, pages, endpoints }
     }
@@ -115,7 +127,10 @@ pub struct RoutingCache {
 impl RoutingCache {
     pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
         let routing = Routing::from_data(store.load_routing().await?);
-        Ok(Self { store, current: Arc::new(RwLock::new(Arc::new(routing))) })
+        Ok(Self {
+            store,
+            current: Arc::new(RwLock::new(Arc::new(routing))),
+        })
     }
 
     /// The current snapshot; hold it for the length of one request.

@@ -18,7 +18,9 @@ const PSID: &str = "6543210987654321";
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A tenant with its own app, two Pages and one endpoint pointing at a fresh receiver.
-async fn onboarded(app: &TestApp) -> Result<(pagewire_testkit::Tenant, Receiver, String), Box<dyn std::error::Error + Send + Sync>> {
+async fn onboarded(
+    app: &TestApp,
+) -> Result<(pagewire_testkit::Tenant, Receiver, String), Box<dyn std::error::Error + Send + Sync>> {
     let tenant = app.create_tenant("Acme Bots").await?;
     app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
     app.create_page(&tenant, PAGE_A, APP_ID).await?;
@@ -65,7 +67,10 @@ async fn delivers_a_signed_batch_as_five_verified_events_in_order() -> TestResul
     let now = 1_747_231_892_100;
     let batch = five_item_batch(now);
     let body = batch.to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains(r"\u00e4\u00f6\u00e5"), "the simulator escapes like Meta");
+    assert!(
+        String::from_utf8_lossy(&body).contains(r"\u00e4\u00f6\u00e5"),
+        "the simulator escapes like Meta"
+    );
 
     let (status, _) = app.send_signed(APP_SECRET, body).await?;
     assert_eq!(status, 200);
@@ -81,11 +86,21 @@ async fn delivers_a_signed_batch_as_five_verified_events_in_order() -> TestResul
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(
         types,
-        ["messenger.message", "messenger.postback", "messenger.quick_reply", "messenger.read", "messenger.postback"]
+        [
+            "messenger.message",
+            "messenger.postback",
+            "messenger.quick_reply",
+            "messenger.read",
+            "messenger.postback"
+        ]
     );
     let sent = batch.to_value();
     for (i, (event, request)) in events.iter().zip(&received).enumerate() {
-        assert_eq!(request.header("webhook-id"), event["id"].as_str(), "webhook-id is the event id");
+        assert_eq!(
+            request.header("webhook-id"),
+            event["id"].as_str(),
+            "webhook-id is the event id"
+        );
         assert!(event["id"].as_str().is_some_and(|id| id.starts_with("evt_")));
         assert_eq!(event["version"], 1);
         assert_eq!(event["platform"], "messenger");
@@ -94,12 +109,23 @@ async fn delivers_a_signed_batch_as_five_verified_events_in_order() -> TestResul
         assert_eq!(event["direction"], "inbound");
         assert_eq!(event["timestamp_ms"], now + i64::try_from(i)?);
         assert!(event["received_at"].as_str().is_some_and(|t| t.ends_with('Z')));
-        assert!(event["source"]["inbound_id"].as_str().is_some_and(|id| id.starts_with("inb_")));
-        let (entry, item, field) = [(0, 0, "messaging"), (0, 1, "messaging"), (1, 0, "messaging"), (1, 1, "messaging"), (2, 0, "standby")][i];
+        assert!(event["source"]["inbound_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("inb_")));
+        let (entry, item, field) = [
+            (0, 0, "messaging"),
+            (0, 1, "messaging"),
+            (1, 0, "messaging"),
+            (1, 1, "messaging"),
+            (2, 0, "standby"),
+        ][i];
         assert_eq!(event["source"]["entry"], entry);
         assert_eq!(event["source"]["item"], item);
         assert_eq!(event["source"]["field"], field);
-        assert_eq!(event["raw"], sent["entry"][entry][field][item], "raw is the item as sent");
+        assert_eq!(
+            event["raw"], sent["entry"][entry][field][item],
+            "raw is the item as sent"
+        );
     }
     assert_eq!(events[0]["page_id"], PAGE_A);
     assert_eq!(events[0]["data"]["text"], "Hi 😀 äöå");
@@ -130,7 +156,12 @@ async fn rejects_wrong_missing_and_sha1_only_signatures_and_stores_nothing() -> 
     assert_eq!(status, 401);
     assert!(answer.contains("invalid_signature"));
     assert_eq!(app.post_webhook("/webhooks/meta", body.clone(), None).await?.0, 401);
-    assert_eq!(app.post_webhook("/webhooks/meta", body.clone(), Some("sha256=nothex")).await?.0, 401);
+    assert_eq!(
+        app.post_webhook("/webhooks/meta", body.clone(), Some("sha256=nothex"))
+            .await?
+            .0,
+        401
+    );
     let sha1_only = app
         .client
         .post(app.url("/webhooks/meta"))
@@ -156,10 +187,21 @@ async fn rejects_a_body_signed_over_re_encoded_json() -> TestResult {
     let sent = batch.to_bytes();
     let re_encoded = serde_json::to_vec(&batch.to_value())?;
     assert!(String::from_utf8_lossy(&re_encoded).contains("äöå"));
-    let (status, _) = app.post_webhook("/webhooks/meta", sent.clone(), Some(&signature(APP_SECRET, &re_encoded))).await?;
+    let (status, _) = app
+        .post_webhook(
+            "/webhooks/meta",
+            sent.clone(),
+            Some(&signature(APP_SECRET, &re_encoded)),
+        )
+        .await?;
     assert_eq!(status, 401);
     // The same bytes signed as Meta signs them pass.
-    assert_eq!(app.post_webhook("/webhooks/meta", sent.clone(), Some(&signature(APP_SECRET, &sent))).await?.0, 200);
+    assert_eq!(
+        app.post_webhook("/webhooks/meta", sent.clone(), Some(&signature(APP_SECRET, &sent)))
+            .await?
+            .0,
+        200
+    );
     Ok(())
 }
 
@@ -180,7 +222,14 @@ async fn routes_a_shared_app_post_to_each_tenant_only() -> TestResult {
 
     let body = MetaBody::page()
         .messaging(PAGE_A, 1, vec![Kind::Message.item(PAGE_A, PSID, 1, "for acme", 1)])
-        .messaging(PAGE_B, 1, vec![Kind::Message.item(PAGE_B, PSID, 2, "for globex", 2), Kind::Read.item(PAGE_B, PSID, 3, "", 3)])
+        .messaging(
+            PAGE_B,
+            1,
+            vec![
+                Kind::Message.item(PAGE_B, PSID, 2, "for globex", 2),
+                Kind::Read.item(PAGE_B, PSID, 3, "", 3),
+            ],
+        )
         .to_bytes();
     assert_eq!(app.send_signed(shared_secret, body).await?.0, 200);
     assert_eq!(app.deliver_due().await?, 3);
@@ -191,11 +240,16 @@ async fn routes_a_shared_app_post_to_each_tenant_only() -> TestResult {
     assert_eq!(to_globex.len(), 2);
     assert_eq!(to_acme[0].json()["tenant_id"], acme.id.as_str());
     assert_eq!(to_acme[0].json()["data"]["text"], "for acme");
-    assert!(to_globex.iter().all(|r| r.json()["tenant_id"] == globex.id.as_str() && r.json()["page_id"] == PAGE_B));
+    assert!(to_globex
+        .iter()
+        .all(|r| r.json()["tenant_id"] == globex.id.as_str() && r.json()["page_id"] == PAGE_B));
     to_acme[0].verify(&acme_secret)?;
     for r in &to_globex {
         r.verify(&globex_secret)?;
-        assert!(r.verify(&acme_secret).is_err(), "each tenant's secret signs only its own");
+        assert!(
+            r.verify(&acme_secret).is_err(),
+            "each tenant's secret signs only its own"
+        );
     }
 
     // Neither tenant sees the other's events through the API.
@@ -227,7 +281,9 @@ async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
     let app = TestApp::spawn().await?;
     let (tenant, receiver, secret) = onboarded(&app).await?;
     receiver.respond_with([500]);
-    let body = MetaBody::page().messaging(PAGE_A, 1, vec![Kind::Postback.item(PAGE_A, PSID, 1, "TRACK_ORDER", 1)]).to_bytes();
+    let body = MetaBody::page()
+        .messaging(PAGE_A, 1, vec![Kind::Postback.item(PAGE_A, PSID, 1, "TRACK_ORDER", 1)])
+        .to_bytes();
     assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
 
     assert_eq!(app.deliver_due().await?, 1);
@@ -238,7 +294,11 @@ async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
     assert_eq!(app.deliver_due().await?, 1);
     let received = receiver.wait_for(2, WAIT).await;
     assert_eq!(received.iter().map(|r| r.answered).collect::<Vec<_>>(), [500, 200]);
-    assert_eq!(received[0].header("webhook-id"), received[1].header("webhook-id"), "same id on retry");
+    assert_eq!(
+        received[0].header("webhook-id"),
+        received[1].header("webhook-id"),
+        "same id on retry"
+    );
     received[1].verify_signature_only(&secret)?;
 
     let (_, deliveries) = app.api("GET", "/v1/deliveries", &tenant.api_key, None).await?;
@@ -246,7 +306,9 @@ async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
     assert_eq!(delivery["status"], "delivered");
     assert_eq!(delivery["attempts"], 2);
     let id = delivery["id"].as_str().ok_or("no delivery id")?;
-    let (_, attempts) = app.api("GET", &format!("/v1/deliveries/{id}/attempts"), &tenant.api_key, None).await?;
+    let (_, attempts) = app
+        .api("GET", &format!("/v1/deliveries/{id}/attempts"), &tenant.api_key, None)
+        .await?;
     let attempts = attempts["data"].as_array().ok_or("no attempts")?;
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0]["status_code"], 500);
@@ -264,7 +326,11 @@ async fn answers_the_handshake_with_the_right_token_only() -> TestResult {
     let handshake = |path: &str, token: &str| {
         app.client
             .get(app.url(path))
-            .query(&[("hub.mode", "subscribe"), ("hub.verify_token", token), ("hub.challenge", "1158201444")])
+            .query(&[
+                ("hub.mode", "subscribe"),
+                ("hub.verify_token", token),
+                ("hub.challenge", "1158201444"),
+            ])
             .send()
     };
     let right = format!("verify-{APP_ID}");
@@ -289,7 +355,9 @@ async fn acknowledges_unknown_pages_and_keeps_verified_ones_for_the_operator() -
     let stranger = "999888777666555";
 
     // Only unknown Pages: cannot be verified, acknowledged, nothing stored.
-    let unknown = MetaBody::page().messaging(stranger, 1, vec![Kind::Message.item(stranger, PSID, 1, "hi", 1)]).to_bytes();
+    let unknown = MetaBody::page()
+        .messaging(stranger, 1, vec![Kind::Message.item(stranger, PSID, 1, "hi", 1)])
+        .to_bytes();
     assert_eq!(app.send_signed("whatever", unknown).await?.0, 200);
     assert!(app.store.list_inbound(10).await?.is_empty());
 
@@ -314,15 +382,25 @@ async fn answers_400_for_signed_bodies_that_are_not_json_and_413_beyond_4_mib() 
     onboarded(&app).await?;
     let per_app = format!("/webhooks/meta/{APP_ID}");
     let garbage = b"{\"object\": \"page\", \"entry\": [".to_vec();
-    let (status, answer) = app.post_webhook(&per_app, garbage.clone(), Some(&signature(APP_SECRET, &garbage))).await?;
+    let (status, answer) = app
+        .post_webhook(&per_app, garbage.clone(), Some(&signature(APP_SECRET, &garbage)))
+        .await?;
     assert_eq!(status, 400);
     assert!(answer.contains("invalid_json"));
-    let (status, _) = app.post_webhook("/webhooks/meta", garbage.clone(), Some(&signature(APP_SECRET, &garbage))).await?;
+    let (status, _) = app
+        .post_webhook(
+            "/webhooks/meta",
+            garbage.clone(),
+            Some(&signature(APP_SECRET, &garbage)),
+        )
+        .await?;
     assert_eq!(status, 400);
 
     let mut huge = meta_json(&json!({"object": "page", "entry": []}));
     huge.extend(std::iter::repeat_n(b' ', 4 * 1024 * 1024));
-    let (status, _) = app.post_webhook(&per_app, huge.clone(), Some(&signature(APP_SECRET, &huge))).await?;
+    let (status, _) = app
+        .post_webhook(&per_app, huge.clone(), Some(&signature(APP_SECRET, &huge)))
+        .await?;
     assert_eq!(status, 413);
     assert!(app.store.list_inbound(10).await?.is_empty());
     Ok(())
@@ -336,12 +414,22 @@ async fn keeps_tenants_apart_and_answers_problem_json() -> TestResult {
 
     // Another tenant's app cannot carry your Page, and the Page stays with its first owner.
     let (status, problem) = app
-        .api("POST", "/v1/pages", &globex.api_key, Some(json!({"page_id": "301", "app_id": APP_ID})))
+        .api(
+            "POST",
+            "/v1/pages",
+            &globex.api_key,
+            Some(json!({"page_id": "301", "app_id": APP_ID})),
+        )
         .await?;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
     app.create_app(Some(&globex), "2222", "globex-secret").await?;
     let (status, problem) = app
-        .api("POST", "/v1/pages", &globex.api_key, Some(json!({"page_id": PAGE_A, "app_id": "2222"})))
+        .api(
+            "POST",
+            "/v1/pages",
+            &globex.api_key,
+            Some(json!({"page_id": PAGE_A, "app_id": "2222"})),
+        )
         .await?;
     assert_eq!((status, problem["code"].as_str()), (409, Some("conflict")));
 
@@ -351,10 +439,15 @@ async fn keeps_tenants_apart_and_answers_problem_json() -> TestResult {
     assert_eq!(endpoints["data"], json!([]));
     let (_, endpoints) = app.api("GET", "/v1/endpoints", &acme.api_key, None).await?;
     assert_eq!(endpoints["data"].as_array().map(Vec::len), Some(1));
-    assert!(endpoints["data"][0].get("secret").is_none(), "the secret is shown only at creation");
+    assert!(
+        endpoints["data"][0].get("secret").is_none(),
+        "the secret is shown only at creation"
+    );
 
     // Roles and credentials.
-    let (status, problem) = app.api("POST", "/v1/tenants", &acme.api_key, Some(json!({"name": "x"}))).await?;
+    let (status, problem) = app
+        .api("POST", "/v1/tenants", &acme.api_key, Some(json!({"name": "x"})))
+        .await?;
     assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")));
     let (status, problem) = app.api("GET", "/v1/pages", "pw_not_a_key", None).await?;
     assert_eq!((status, problem["code"].as_str()), (401, Some("unauthorized")));
@@ -363,13 +456,27 @@ async fn keeps_tenants_apart_and_answers_problem_json() -> TestResult {
     assert_eq!(response.headers()["content-type"], "application/problem+json");
 
     // Validation.
-    let (status, problem) = app.api("POST", "/v1/endpoints", &acme.api_key, Some(json!({"url": "ftp://x"}))).await?;
-    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
     let (status, problem) = app
-        .api("POST", "/v1/endpoints", &acme.api_key, Some(json!({"url": "https://example.com", "event_types": ["Messenger"]})))
+        .api("POST", "/v1/endpoints", &acme.api_key, Some(json!({"url": "ftp://x"})))
         .await?;
     assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
-    let (status, problem) = app.api("POST", "/v1/tenants", pagewire_testkit::app::ADMIN_TOKEN, Some(json!({"nam": "x"}))).await?;
+    let (status, problem) = app
+        .api(
+            "POST",
+            "/v1/endpoints",
+            &acme.api_key,
+            Some(json!({"url": "https://example.com", "event_types": ["Messenger"]})),
+        )
+        .await?;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
+    let (status, problem) = app
+        .api(
+            "POST",
+            "/v1/tenants",
+            pagewire_testkit::app::ADMIN_TOKEN,
+            Some(json!({"nam": "x"})),
+        )
+        .await?;
     assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
     Ok(())
 }
@@ -378,12 +485,28 @@ async fn keeps_tenants_apart_and_answers_problem_json() -> TestResult {
 async fn refuses_private_endpoint_urls_unless_allowed() -> TestResult {
     let app = TestApp::builder().refuse_private_endpoints().spawn().await?;
     let tenant = app.create_tenant("Acme").await?;
-    for url in ["http://127.0.0.1:9000/hook", "http://localhost/hook", "http://169.254.169.254/", "http://10.0.0.8/"] {
-        let (status, problem) = app.api("POST", "/v1/endpoints", &tenant.api_key, Some(json!({"url": url}))).await?;
+    for url in [
+        "http://127.0.0.1:9000/hook",
+        "http://localhost/hook",
+        "http://169.254.169.254/",
+        "http://10.0.0.8/",
+    ] {
+        let (status, problem) = app
+            .api("POST", "/v1/endpoints", &tenant.api_key, Some(json!({"url": url})))
+            .await?;
         assert_eq!(status, 422, "{url}");
-        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("publicly reachable")));
+        assert!(problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("publicly reachable")));
     }
-    let (status, _) = app.api("POST", "/v1/endpoints", &tenant.api_key, Some(json!({"url": "https://hooks.example.com/meta"}))).await?;
+    let (status, _) = app
+        .api(
+            "POST",
+            "/v1/endpoints",
+            &tenant.api_key,
+            Some(json!({"url": "https://hooks.example.com/meta"})),
+        )
+        .await?;
     assert_eq!(status, 201);
     Ok(())
 }
@@ -399,7 +522,13 @@ async fn keeps_secrets_sealed_and_api_keys_hashed_at_rest() -> TestResult {
         bytes.extend(wal);
     }
     let haystack = String::from_utf8_lossy(&bytes);
-    for secret in [APP_SECRET, "EAAG-test-page-token", &endpoint_secret, &tenant.api_key, &format!("verify-{APP_ID}")] {
+    for secret in [
+        APP_SECRET,
+        "EAAG-test-page-token",
+        &endpoint_secret,
+        &tenant.api_key,
+        &format!("verify-{APP_ID}"),
+    ] {
         assert!(!haystack.contains(secret), "{secret} is stored in the clear");
     }
     Ok(())

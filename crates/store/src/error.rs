@@ -48,10 +48,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// SQLite names the columns, not the constraint: `UNIQUE constraint failed: pages.page_id`.
 fn constraint_from_message(message: &str) -> String {
-    message
-        .rsplit_once(": ")
-        .map_or(message, |(_, cols)| cols)
-        .to_owned()
+    message.rsplit_once(": ").map_or(message, |(_, cols)| cols).to_owned()
 }
 
 fn is_busy(code: Option<&str>) -> bool {

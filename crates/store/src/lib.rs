@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId,
-    NextStep, PageRecordId, Platform, Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId, NextStep,
+    PageRecordId, Platform, Secret, TenantId,
 };
 
 mod error;

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId,
-    MasterKey, NextStep, PageRecordId, Platform, Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId, MasterKey,
+    NextStep, PageRecordId, Platform, Secret, TenantId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
-    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, IngestReceipt, IngestRequest, Inbound,
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, Inbound, IngestReceipt, IngestRequest,
     LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Result, RoutingData, Store, StoreError,
     StoredEvent, Tenant,
 };
@@ -45,7 +45,10 @@ pub struct SqliteStoreOptions {
 
 impl Default for SqliteStoreOptions {
     fn default() -> Self {
-        Self { readers: 4, busy_timeout: Duration::from_secs(10) }
+        Self {
+            readers: 4,
+            busy_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -128,7 +131,19 @@ type EndpointRow = (
     i64,
     i64,
 );
-type DeliveryRow = (String, String, String, String, String, i64, i64, Option<i64>, Option<String>, i64, i64);
+type DeliveryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+);
 
 const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at";
 const PAGE_COLUMNS: &str =
@@ -139,7 +154,8 @@ const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, at
                                 last_status, last_error, created_at, updated_at";
 
 fn parse_id<T: FromStr<Err = pagewire_core::id::InvalidId>>(s: &str) -> Result<T> {
-    s.parse().map_err(|e: pagewire_core::id::InvalidId| StoreError::Corrupt(e.to_string()))
+    s.parse()
+        .map_err(|e: pagewire_core::id::InvalidId| StoreError::Corrupt(e.to_string()))
 }
 
 fn page_from_row(row: PageRow) -> Result<Page> {
@@ -175,7 +191,10 @@ fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
         tenant_id: parse_id(&tenant_id)?,
         url,
         description,
-        filter: EndpointFilter { event_types: parse_json_list(event_types)?, page_ids: parse_json_list(page_ids)? },
+        filter: EndpointFilter {
+            event_types: parse_json_list(event_types)?,
+            page_ids: parse_json_list(page_ids)?,
+        },
         enabled,
         disabled_reason,
         created_at,
@@ -184,8 +203,19 @@ fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
 }
 
 fn delivery_from_row(row: DeliveryRow) -> Result<Delivery> {
-    let (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, last_status, last_error, created_at, updated_at) =
-        row;
+    let (
+        id,
+        event_id,
+        endpoint_id,
+        tenant_id,
+        status,
+        attempts,
+        next_attempt_at,
+        last_status,
+        last_error,
+        created_at,
+        updated_at,
+    ) = row;
     Ok(Delivery {
         id: parse_id(&id)?,
         event_id: parse_id(&event_id)?,
@@ -212,14 +242,25 @@ impl Store for SqliteStore {
             .bind(now)
             .execute(&self.writer)
             .await?;
-        Ok(Tenant { id, name: name.to_owned(), created_at: now })
+        Ok(Tenant {
+            id,
+            name: name.to_owned(),
+            created_at: now,
+        })
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY id").fetch_all(&self.readers).await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY id")
+            .fetch_all(&self.readers)
+            .await?;
         rows.into_iter()
-            .map(|(id, name, created_at)| Ok(Tenant { id: parse_id(&id)?, name, created_at }))
+            .map(|(id, name, created_at)| {
+                Ok(Tenant {
+                    id: parse_id(&id)?,
+                    name,
+                    created_at,
+                })
+            })
             .collect()
     }
 
@@ -228,7 +269,11 @@ impl Store for SqliteStore {
             .bind(id.as_str())
             .fetch_one(&self.readers)
             .await?;
-        Ok(Tenant { id: id.clone(), name, created_at })
+        Ok(Tenant {
+            id: id.clone(),
+            name,
+            created_at,
+        })
     }
 
     async fn create_api_key(
@@ -269,7 +314,13 @@ impl Store for SqliteStore {
         .fetch_optional(&self.readers)
         .await?;
         row.map(|(id, tenant_id, name, prefix, created_at)| {
-            Ok(ApiKey { id: parse_id(&id)?, tenant_id: parse_id(&tenant_id)?, name, prefix, created_at })
+            Ok(ApiKey {
+                id: parse_id(&id)?,
+                tenant_id: parse_id(&tenant_id)?,
+                name,
+                prefix,
+                created_at,
+            })
         })
         .transpose()
     }
@@ -328,7 +379,10 @@ impl Store for SqliteStore {
 
     async fn create_page(&self, page: NewPage, now: i64) -> Result<Page> {
         let id = PageRecordId::new();
-        let sealed = page.access_token.as_ref().map(|t| self.key.seal(PAGE_TOKEN, t.expose()));
+        let sealed = page
+            .access_token
+            .as_ref()
+            .map(|t| self.key.seal(PAGE_TOKEN, t.expose()));
         sqlx::query(
             "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -356,11 +410,12 @@ impl Store for SqliteStore {
     }
 
     async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>> {
-        let rows: Vec<PageRow> =
-            sqlx::query_as(&format!("SELECT {PAGE_COLUMNS} FROM pages WHERE tenant_id = ? ORDER BY id"))
-                .bind(tenant_id.as_str())
-                .fetch_all(&self.readers)
-                .await?;
+        let rows: Vec<PageRow> = sqlx::query_as(&format!(
+            "SELECT {PAGE_COLUMNS} FROM pages WHERE tenant_id = ? ORDER BY id"
+        ))
+        .bind(tenant_id.as_str())
+        .fetch_all(&self.readers)
+        .await?;
         rows.into_iter().map(page_from_row).collect()
     }
 
@@ -395,26 +450,32 @@ impl Store for SqliteStore {
     }
 
     async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
-        let rows: Vec<EndpointRow> =
-            sqlx::query_as(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? ORDER BY id"))
-                .bind(tenant_id.as_str())
-                .fetch_all(&self.readers)
-                .await?;
+        let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? ORDER BY id"
+        ))
+        .bind(tenant_id.as_str())
+        .fetch_all(&self.readers)
+        .await?;
         rows.into_iter().map(endpoint_from_row).collect()
     }
 
     async fn load_routing(&self) -> Result<RoutingData> {
         let mut conn = self.readers.acquire().await?;
-        let apps: Vec<AppRow> =
-            sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps")).fetch_all(&mut *conn).await?;
-        let pages: Vec<PageRow> =
-            sqlx::query_as(&format!("SELECT {PAGE_COLUMNS} FROM pages")).fetch_all(&mut *conn).await?;
+        let apps: Vec<AppRow> = sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps"))
+            .fetch_all(&mut *conn)
+            .await?;
+        let pages: Vec<PageRow> = sqlx::query_as(&format!("SELECT {PAGE_COLUMNS} FROM pages"))
+            .fetch_all(&mut *conn)
+            .await?;
         let endpoints: Vec<EndpointRow> =
             sqlx::query_as(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE enabled = 1"))
                 .fetch_all(&mut *conn)
                 .await?;
         Ok(RoutingData {
-            apps: apps.into_iter().map(|row| self.app_from_row(row)).collect::<Result<_>>()?,
+            apps: apps
+                .into_iter()
+                .map(|row| self.app_from_row(row))
+                .collect::<Result<_>>()?,
             pages: pages.into_iter().map(page_from_row).collect::<Result<_>>()?,
             endpoints: endpoints.into_iter().map(endpoint_from_row).collect::<Result<_>>()?,
         })
@@ -428,8 +489,8 @@ impl Store for SqliteStore {
                 "INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) ",
             );
             insert.push_values(chunk, |mut row, req| {
-                let unroutable = (!req.unroutable.is_empty())
-                    .then(|| serde_json::to_string(&req.unroutable).unwrap_or_default());
+                let unroutable =
+                    (!req.unroutable.is_empty()).then(|| serde_json::to_string(&req.unroutable).unwrap_or_default());
                 row.push_bind(req.inbound_id.as_str())
                     .push_bind(req.received_at)
                     .push_bind(req.app_id.as_deref())
@@ -538,21 +599,23 @@ impl Store for SqliteStore {
 
         let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
         rows.into_iter()
-            .map(|(id, event_id, endpoint_id, tenant_id, url, secret, payload, attempts)| {
-                let secret = self.key.open(ENDPOINT_SECRET, &secret)?;
-                Ok(LeasedDelivery {
-                    lease_seq: seqs.get(id.as_str()).copied().unwrap_or_default(),
-                    id: parse_id(&id)?,
-                    event_id: parse_id(&event_id)?,
-                    endpoint_id: parse_id(&endpoint_id)?,
-                    tenant_id: parse_id(&tenant_id)?,
-                    url,
-                    secret: EndpointSecret::parse(&secret)
-                        .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?,
-                    payload,
-                    attempts: u32::try_from(attempts).unwrap_or(0),
-                })
-            })
+            .map(
+                |(id, event_id, endpoint_id, tenant_id, url, secret, payload, attempts)| {
+                    let secret = self.key.open(ENDPOINT_SECRET, &secret)?;
+                    Ok(LeasedDelivery {
+                        lease_seq: seqs.get(id.as_str()).copied().unwrap_or_default(),
+                        id: parse_id(&id)?,
+                        event_id: parse_id(&event_id)?,
+                        endpoint_id: parse_id(&endpoint_id)?,
+                        tenant_id: parse_id(&tenant_id)?,
+                        url,
+                        secret: EndpointSecret::parse(&secret)
+                            .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?,
+                        payload,
+                        attempts: u32::try_from(attempts).unwrap_or(0),
+                    })
+                },
+            )
             .collect()
     }
 
@@ -628,7 +691,13 @@ impl Store for SqliteStore {
         .await?;
         rows.into_iter()
             .map(|(id, event_type, page_id, received_at, payload)| {
-                Ok(StoredEvent { id: parse_id(&id)?, event_type, page_id, received_at, payload })
+                Ok(StoredEvent {
+                    id: parse_id(&id)?,
+                    event_type,
+                    page_id,
+                    received_at,
+                    payload,
+                })
             })
             .collect()
     }
@@ -667,15 +736,17 @@ impl Store for SqliteStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt)| Attempt {
-                attempt: u32::try_from(attempt).unwrap_or(0),
-                started_at,
-                duration_ms,
-                status_code: status_code.and_then(|s| u16::try_from(s).ok()),
-                outcome,
-                error,
-                response_excerpt,
-            })
+            .map(
+                |(attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt)| Attempt {
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    started_at,
+                    duration_ms,
+                    status_code: status_code.and_then(|s| u16::try_from(s).ok()),
+                    outcome,
+                    error,
+                    response_excerpt,
+                },
+            )
             .collect())
     }
 

@@ -69,12 +69,16 @@ impl TestAppBuilder {
                 (Some(temp), dir)
             }
         };
-        let key = self.master_key.unwrap_or_else(|| test_master_key());
+        let key = self.master_key.unwrap_or_else(test_master_key);
         let store = SqliteStore::open(&dir.join("pagewire.db"), key, SqliteStoreOptions::default()).await?;
         let store: Arc<dyn Store> = Arc::new(store);
         let clock = ManualClock::starting_now();
         let config = GatewayConfig {
-            role: if self.background_delivery { Role::All } else { Role::Ingress },
+            role: if self.background_delivery {
+                Role::All
+            } else {
+                Role::Ingress
+            },
             admin_token: AdminToken::from_token(&Secret::new(ADMIN_TOKEN.to_owned())),
             allow_private_endpoints: !self.refuse_private_endpoints,
             ingest: IngestConfig::default(),
@@ -167,7 +171,13 @@ impl TestApp {
     }
 
     /// Calls the admin API and returns the status and JSON answer.
-    pub async fn api(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Result<(u16, Value), BoxError> {
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), BoxError> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
@@ -176,7 +186,11 @@ impl TestApp {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
         Ok((status, json))
     }
 
@@ -191,12 +205,22 @@ impl TestApp {
 
     /// Creates a tenant and an API key for it.
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, BoxError> {
-        let tenant = self.api_ok("POST", "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": name}))).await?;
+        let tenant = self
+            .api_ok("POST", "/v1/tenants", ADMIN_TOKEN, Some(json!({"name": name})))
+            .await?;
         let id = tenant["id"].as_str().ok_or("no tenant id")?.to_owned();
         let key = self
-            .api_ok("POST", &format!("/v1/tenants/{id}/api-keys"), ADMIN_TOKEN, Some(json!({"name": "test"})))
+            .api_ok(
+                "POST",
+                &format!("/v1/tenants/{id}/api-keys"),
+                ADMIN_TOKEN,
+                Some(json!({"name": "test"})),
+            )
             .await?;
-        Ok(Tenant { id, api_key: key["key"].as_str().ok_or("no key")?.to_owned() })
+        Ok(Tenant {
+            id,
+            api_key: key["key"].as_str().ok_or("no key")?.to_owned(),
+        })
     }
 
     /// Registers a Meta app: the tenant's own with `Some(tenant)`, a shared one with `None`.
@@ -213,7 +237,9 @@ impl TestApp {
 
     /// Registers an endpoint and returns its id and `whsec_` secret.
     pub async fn create_endpoint(&self, tenant: &Tenant, body: Value) -> Result<(String, String), BoxError> {
-        let endpoint = self.api_ok("POST", "/v1/endpoints", &tenant.api_key, Some(body)).await?;
+        let endpoint = self
+            .api_ok("POST", "/v1/endpoints", &tenant.api_key, Some(body))
+            .await?;
         Ok((
             endpoint["id"].as_str().ok_or("no endpoint id")?.to_owned(),
             endpoint["secret"].as_str().ok_or("no endpoint secret")?.to_owned(),
@@ -221,8 +247,17 @@ impl TestApp {
     }
 
     /// Posts a webhook body to `path` with the given `X-Hub-Signature-256` (or none).
-    pub async fn post_webhook(&self, path: &str, body: Vec<u8>, signature: Option<&str>) -> Result<(u16, String), BoxError> {
-        let mut request = self.client.post(self.url(path)).header("content-type", "application/json").body(body);
+    pub async fn post_webhook(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        signature: Option<&str>,
+    ) -> Result<(u16, String), BoxError> {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(signature) = signature {
             request = request.header("x-hub-signature-256", signature);
         }

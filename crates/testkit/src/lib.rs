@@ -19,7 +19,7 @@ pub mod app;
 pub mod receiver;
 
 #[cfg(feature = "harness")]
-pub use app::{TestApp, TestAppBuilder, Tenant};
+pub use app::{Tenant, TestApp, TestAppBuilder};
 #[cfg(feature = "harness")]
 pub use receiver::{Received, Receiver};
 pub use simulator::{meta_json, post_signed, Kind, MetaBody};

@@ -88,7 +88,9 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hook", listener.local_addr()?);
         let inner = Arc::new(Inner::default());
-        let app = Router::new().route("/hook", post(record)).with_state(Arc::clone(&inner));
+        let app = Router::new()
+            .route("/hook", post(record))
+            .with_state(Arc::clone(&inner));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -142,7 +144,11 @@ impl Drop for Receiver {
 
 async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let answered = inner.script().pop_front().unwrap_or(200);
-    inner.received().push(Received { headers, body, answered });
+    inner.received().push(Received {
+        headers,
+        body,
+        answered,
+    });
     inner.arrived.notify_waiters();
     StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
 }

@@ -162,11 +162,17 @@ pub struct MetaBody {
 impl MetaBody {
     /// A Messenger (`object: page`) body.
     pub fn page() -> Self {
-        Self { object: String::from("page"), entries: Vec::new() }
+        Self {
+            object: String::from("page"),
+            entries: Vec::new(),
+        }
     }
 
     pub fn object(object: &str) -> Self {
-        Self { object: object.to_owned(), entries: Vec::new() }
+        Self {
+            object: object.to_owned(),
+            entries: Vec::new(),
+        }
     }
 
     /// Adds an entry for `page_id` whose items arrive in `messaging[]`.
