@@ -106,11 +106,10 @@ impl<'a> Envelope<'a> {
                 Err(err) => EnvelopeError::NotJson(err),
             });
         }
-        let wire: EnvelopeWire<'a> =
-            serde_json::from_str(text).map_err(|err| match err.classify() {
-                Category::Data => EnvelopeError::Invalid(err),
-                Category::Io | Category::Syntax | Category::Eof => EnvelopeError::NotJson(err),
-            })?;
+        let wire: EnvelopeWire<'a> = serde_json::from_str(text).map_err(|err| match err.classify() {
+            Category::Data => EnvelopeError::Invalid(err),
+            Category::Io | Category::Syntax | Category::Eof => EnvelopeError::NotJson(err),
+        })?;
         let object = wire::string(wire.object).ok_or(EnvelopeError::MissingObject)?;
         let entries = wire
             .entry
@@ -121,11 +120,7 @@ impl<'a> Envelope<'a> {
             .enumerate()
             .map(|(index, raw)| Entry::parse(index, raw))
             .collect();
-        Ok(Self {
-            body,
-            object,
-            entries,
-        })
+        Ok(Self { body, object, entries })
     }
 
     /// The bytes this envelope was parsed from.
@@ -341,10 +336,7 @@ mod tests {
             (br#"{"object":"#, "NotJson"),
             (b"{} trailing", "NotJson"),
             (b"[1,2]", "NotAnObject"),
-            (
-                br#"{"object":"page","object":"page","entry":[]}"#,
-                "Invalid",
-            ),
+            (br#"{"object":"page","object":"page","entry":[]}"#, "Invalid"),
             (br#"{"entry":[]}"#, "MissingObject"),
             (br#"{"object":1,"entry":[]}"#, "MissingObject"),
             (br#"{"object":"page"}"#, "MissingEntry"),
@@ -352,12 +344,7 @@ mod tests {
         ];
         for (body, expected) in cases {
             let err = Envelope::parse(body).expect_err("not an envelope");
-            assert_eq!(
-                variant(&err),
-                expected,
-                "{:?}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(variant(&err), expected, "{:?}", String::from_utf8_lossy(body));
         }
     }
 
@@ -373,10 +360,7 @@ mod tests {
         let body = br#"{"object":"page","entry":[]}"#.to_vec();
         let copy = body.clone();
         let envelope = Envelope::parse(&body).expect("valid");
-        assert_eq!(
-            envelope.into_verified(verified(&copy)).err(),
-            Some(ProofMismatch)
-        );
+        assert_eq!(envelope.into_verified(verified(&copy)).err(), Some(ProofMismatch));
     }
 
     #[test]
@@ -384,10 +368,7 @@ mod tests {
         let body = br#"{"object":"page","entry":[]}  "#.to_vec();
         let envelope = Envelope::parse(&body).expect("valid");
         let prefix = &body[..body.len() - 2];
-        assert_eq!(
-            envelope.into_verified(verified(prefix)).err(),
-            Some(ProofMismatch)
-        );
+        assert_eq!(envelope.into_verified(verified(prefix)).err(), Some(ProofMismatch));
     }
 
     #[test]

@@ -60,6 +60,4 @@ mod wire;
 
 pub use envelope::{Entry, Envelope, EnvelopeError, ProofMismatch, VerifiedEnvelope};
 pub use normalize::Item;
-pub use signature::{
-    sign, SignatureError, SignatureHeader, Verified, SHA1_SIGNATURE_HEADER, SIGNATURE_HEADER,
-};
+pub use signature::{sign, SignatureError, SignatureHeader, Verified, SHA1_SIGNATURE_HEADER, SIGNATURE_HEADER};

@@ -54,13 +54,8 @@ enum Event<'a> {
 impl<'a> Event<'a> {
     /// Reads the value of `key` from `map` as an event when `key` is an event key and the value
     /// an object; skips the value otherwise.
-    fn next_value<'de: 'a, A: MapAccess<'de>>(
-        key: &str,
-        map: &mut A,
-    ) -> Result<Option<Self>, A::Error> {
-        fn view<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
-            map: &mut A,
-        ) -> Result<Option<T>, A::Error> {
+    fn next_value<'de: 'a, A: MapAccess<'de>>(key: &str, map: &mut A) -> Result<Option<Self>, A::Error> {
+        fn view<'de, T: Deserialize<'de>, A: MapAccess<'de>>(map: &mut A) -> Result<Option<T>, A::Error> {
             map.next_value::<Lenient<T>>().map(|view| view.0)
         }
 
@@ -205,11 +200,7 @@ wire_object!(ReactionWire {
 
 wire_object!(WatermarkWire { mids, watermark });
 
-wire_object!(MessageEditWire {
-    mid,
-    text,
-    num_edit
-});
+wire_object!(MessageEditWire { mid, text, num_edit });
 
 wire_object!(OptinWire {
     kind as "type",
@@ -252,9 +243,7 @@ pub(crate) fn normalize<'a>(slot: Slot<'_, 'a>) -> Item<'a> {
     let recipient_id = item.recipient_id();
     let timestamp_ms = item.timestamp_ms().or_else(|| slot.entry_time_ms());
     let first_key = item.first_key.as_deref();
-    let kind = item
-        .event
-        .map_or_else(|| Kind::unknown(first_key), Kind::from_event);
+    let kind = item.event.map_or_else(|| Kind::unknown(first_key), Kind::from_event);
 
     // An echo is sent by the Page, so its counterpart is the recipient.
     let (page_side, person) = match kind.direction {
@@ -397,10 +386,9 @@ fn message(message: MessageWire<'_>) -> Kind {
         return Kind::inbound(event_type, data, dedup);
     }
 
-    let reply_to = wire::object::<ReplyToWire<'_>>(message.reply_to)
-        .map_or(Value::Null, |reply_to| {
-            wire::record([("mid", wire::id_value(reply_to.mid))])
-        });
+    let reply_to = wire::object::<ReplyToWire<'_>>(message.reply_to).map_or(Value::Null, |reply_to| {
+        wire::record([("mid", wire::id_value(reply_to.mid))])
+    });
     let event_type = "messenger.message";
     let dedup = NaturalKey::mid(event_type, mid.as_deref());
     let data = wire::record([
@@ -417,12 +405,15 @@ fn message(message: MessageWire<'_>) -> Kind {
 
 /// `[{type, url, title, payload}]`, one per attachment as sent (an empty array when there are none).
 fn attachments(raw: Option<&RawValue>) -> Value {
-    let list = wire::array(raw).unwrap_or_default();
-    Value::Array(list.into_iter().map(attachment).collect())
+    let list = wire::objects::<AttachmentWire<'_>>(raw).unwrap_or_default();
+    Value::Array(
+        list.into_iter()
+            .map(|attachment| self::attachment(attachment.unwrap_or_default()))
+            .collect(),
+    )
 }
 
-fn attachment(raw: &RawValue) -> Value {
-    let attachment: AttachmentWire<'_> = wire::object(Some(raw)).unwrap_or_default();
+fn attachment(attachment: AttachmentWire<'_>) -> Value {
     let payload = wire::as_sent(attachment.payload);
     // Media carry `payload.url`; fallback (shared link) and location carry their own `url`.
     let url = payload
@@ -493,10 +484,7 @@ fn delivery(delivery: WatermarkWire<'_>) -> Kind {
             .map(Value::String)
             .collect()
     });
-    let data = wire::record([
-        ("mids", mids),
-        ("watermark", wire::integer_value(delivery.watermark)),
-    ]);
+    let data = wire::record([("mids", mids), ("watermark", wire::integer_value(delivery.watermark))]);
     Kind::inbound(
         "messenger.delivery",
         data,
@@ -546,10 +534,7 @@ fn optin(optin: OptinWire<'_>) -> Kind {
             "token_expiry_timestamp",
             wire::integer_value(optin.token_expiry_timestamp),
         ),
-        (
-            "user_token_status",
-            wire::string_value(optin.user_token_status),
-        ),
+        ("user_token_status", wire::string_value(optin.user_token_status)),
     ]);
     Kind::inbound("messenger.optin", data, NaturalKey::None)
 }
@@ -557,10 +542,7 @@ fn optin(optin: OptinWire<'_>) -> Kind {
 fn account_linking(linking: AccountLinkingWire<'_>) -> Kind {
     let data = wire::record([
         ("status", wire::string_value(linking.status)),
-        (
-            "authorization_code",
-            wire::string_value(linking.authorization_code),
-        ),
+        ("authorization_code", wire::string_value(linking.authorization_code)),
     ]);
     Kind::inbound("messenger.account_linking", data, NaturalKey::None)
 }
@@ -569,10 +551,7 @@ fn account_linking(linking: AccountLinkingWire<'_>) -> Kind {
 fn thread_control(event_type: &'static str, control: ThreadControlWire<'_>) -> Kind {
     let data = wire::record([
         ("new_owner_app_id", wire::id_value(control.new_owner_app_id)),
-        (
-            "previous_owner_app_id",
-            wire::id_value(control.previous_owner_app_id),
-        ),
+        ("previous_owner_app_id", wire::id_value(control.previous_owner_app_id)),
         ("metadata", wire::string_value(control.metadata)),
     ]);
     Kind::inbound(event_type, data, NaturalKey::None)
@@ -580,10 +559,7 @@ fn thread_control(event_type: &'static str, control: ThreadControlWire<'_>) -> K
 
 fn request_thread_control(control: ThreadControlWire<'_>) -> Kind {
     let data = wire::record([
-        (
-            "requested_owner_app_id",
-            wire::id_value(control.requested_owner_app_id),
-        ),
+        ("requested_owner_app_id", wire::id_value(control.requested_owner_app_id)),
         ("metadata", wire::string_value(control.metadata)),
     ]);
     Kind::inbound("messenger.request_thread_control", data, NaturalKey::None)

@@ -7,9 +7,7 @@
 //! `raw`; supporting one is a new module and a new arm in [`Object::normalize`].
 
 use pagewire_core::clock::rfc3339_ms;
-use pagewire_core::{
-    Direction, Event, EventId, EventSource, InboundId, Platform, TenantId, EVENT_VERSION,
-};
+use pagewire_core::{Direction, Event, EventId, EventSource, InboundId, Platform, TenantId, EVENT_VERSION};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -67,13 +65,7 @@ pub struct Item<'a> {
 impl Item<'_> {
     /// The event customer apps receive. `timestamp_ms` falls back to `received_at_ms` when Meta sent
     /// no time at all.
-    pub fn into_event(
-        self,
-        id: EventId,
-        tenant_id: TenantId,
-        inbound_id: InboundId,
-        received_at_ms: i64,
-    ) -> Event {
+    pub fn into_event(self, id: EventId, tenant_id: TenantId, inbound_id: InboundId, received_at_ms: i64) -> Event {
         Event {
             id,
             event_type: self.event_type,
@@ -233,11 +225,7 @@ impl<'a> Slot<'_, 'a> {
 
     /// The entry id, else `fallback`, else empty.
     pub(crate) fn page_id_or(&self, fallback: Option<&str>) -> String {
-        self.entry
-            .id()
-            .or(fallback)
-            .map(str::to_owned)
-            .unwrap_or_default()
+        self.entry.id().or(fallback).map(str::to_owned).unwrap_or_default()
     }
 
     pub(crate) fn into_item(self, parts: Parts) -> Item<'a> {
@@ -264,11 +252,7 @@ impl<'a> Slot<'_, 'a> {
             raw: self.raw,
             // Another app owns a standby thread: its items must not collide with the copies the
             // owning app's subscription delivers.
-            dedup_key: if standby {
-                format!("standby:{key}")
-            } else {
-                key
-            },
+            dedup_key: if standby { format!("standby:{key}") } else { key },
         }
     }
 }

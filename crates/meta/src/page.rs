@@ -24,10 +24,7 @@ pub(crate) fn normalize_change<'a>(slot: Slot<'_, 'a>) -> Item<'a> {
         _ => String::from("page.unknown"),
     };
     let data = wire::record([
-        (
-            "field",
-            field.map_or(Value::Null, |f| Value::String(f.into_owned())),
-        ),
+        ("field", field.map_or(Value::Null, |f| Value::String(f.into_owned()))),
         ("value", wire::as_sent(change.value)),
     ]);
     slot.into_item(Parts {

@@ -75,19 +75,14 @@ impl SignatureHeader {
     ///
     /// An empty `app_secret` never verifies: it can only be a misconfiguration, and accepting it
     /// would let anyone sign.
-    pub fn verify<'a>(
-        &self,
-        app_secret: &[u8],
-        body: &'a [u8],
-    ) -> Result<Verified<'a>, SignatureError> {
+    pub fn verify<'a>(&self, app_secret: &[u8], body: &'a [u8]) -> Result<Verified<'a>, SignatureError> {
         if app_secret.is_empty() {
             return Err(SignatureError::Mismatch);
         }
         let mut mac = keyed(app_secret).ok_or(SignatureError::Mismatch)?;
         mac.update(body);
         // `verify_slice` compares in constant time.
-        mac.verify_slice(&self.digest)
-            .map_err(|_| SignatureError::Mismatch)?;
+        mac.verify_slice(&self.digest).map_err(|_| SignatureError::Mismatch)?;
         Ok(Verified { body })
     }
 
@@ -127,9 +122,7 @@ impl<'a> Verified<'a> {
 
 impl fmt::Debug for Verified<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verified")
-            .field("len", &self.body.len())
-            .finish()
+        f.debug_struct("Verified").field("len", &self.body.len()).finish()
     }
 }
 
@@ -176,10 +169,7 @@ mod tests {
     fn rejects_a_signature_made_with_another_secret() {
         let body = br#"{"object":"page","entry":[]}"#;
         let parsed = header(&sign(b"another secret", body)).expect("well formed");
-        assert_eq!(
-            parsed.verify(SECRET, body).err(),
-            Some(SignatureError::Mismatch)
-        );
+        assert_eq!(parsed.verify(SECRET, body).err(), Some(SignatureError::Mismatch));
     }
 
     #[test]
@@ -193,18 +183,12 @@ mod tests {
 
     #[test]
     fn rejects_a_request_without_signature() {
-        assert_eq!(
-            SignatureHeader::parse(None, false),
-            Err(SignatureError::Missing)
-        );
+        assert_eq!(SignatureHeader::parse(None, false), Err(SignatureError::Missing));
     }
 
     #[test]
     fn rejects_a_request_signed_only_with_sha1() {
-        assert_eq!(
-            SignatureHeader::parse(None, true),
-            Err(SignatureError::Sha1Only)
-        );
+        assert_eq!(SignatureHeader::parse(None, true), Err(SignatureError::Sha1Only));
     }
 
     #[test]
@@ -238,19 +222,14 @@ mod tests {
         let signature = sign(SECRET, b"{}");
         let digits = signature.strip_prefix("sha256=").expect("prefixed");
         assert_eq!(digits.len(), 64);
-        assert!(digits
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, 'a'..='f')));
+        assert!(digits.chars().all(|c| c.is_ascii_digit() || matches!(c, 'a'..='f')));
     }
 
     #[test]
     fn never_verifies_with_an_empty_secret() {
         let body = b"{}";
         let parsed = header(&sign(b"", body)).expect("well formed");
-        assert_eq!(
-            parsed.verify(b"", body).err(),
-            Some(SignatureError::Mismatch)
-        );
+        assert_eq!(parsed.verify(b"", body).err(), Some(SignatureError::Mismatch));
     }
 
     #[test]
@@ -260,10 +239,7 @@ mod tests {
         let literal = r#"{"text":"äöå"}"#.as_bytes();
         let parsed = header(&sign(SECRET, escaped)).expect("well formed");
         assert!(parsed.verify(SECRET, escaped).is_ok());
-        assert_eq!(
-            parsed.verify(SECRET, literal).err(),
-            Some(SignatureError::Mismatch)
-        );
+        assert_eq!(parsed.verify(SECRET, literal).err(), Some(SignatureError::Mismatch));
     }
 
     #[test]

@@ -145,6 +145,17 @@ pub(crate) fn array(raw: Option<&RawValue>) -> Option<Vec<&RawValue>> {
     serde_json::from_str(raw.get()).ok()
 }
 
+/// The elements of a JSON array read in one pass, each into a [`wire_object!`] view (`None` for an
+/// element that is not an object); `None` for anything that is not an array.
+pub(crate) fn objects<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<Vec<Option<T>>> {
+    let raw = raw?;
+    if !raw.get().starts_with('[') {
+        return None;
+    }
+    let list: Vec<Lenient<T>> = serde_json::from_str(raw.get()).ok()?;
+    Some(list.into_iter().map(|element| element.0).collect())
+}
+
 /// Builds a `data` object from its fields. Every field is always present (null when absent), so
 /// consumers see one stable shape per event type.
 pub(crate) fn record<const N: usize>(fields: [(&str, Value); N]) -> Value {
@@ -348,16 +359,10 @@ mod tests {
     #[test]
     fn decodes_escaped_strings_and_borrows_plain_ones() {
         assert_eq!(
-            string(Some(raw(
-                r#""\u00e4\u00f6\u00e5 \ud83d\ude00 https:\/\/x""#
-            )))
-            .as_deref(),
+            string(Some(raw(r#""\u00e4\u00f6\u00e5 \ud83d\ude00 https:\/\/x""#))).as_deref(),
             Some("äöå 😀 https://x")
         );
-        assert!(matches!(
-            string(Some(raw(r#""plain""#))),
-            Some(Cow::Borrowed("plain"))
-        ));
+        assert!(matches!(string(Some(raw(r#""plain""#))), Some(Cow::Borrowed("plain"))));
         assert_eq!(string(Some(raw("12"))), None);
         assert_eq!(string(None), None);
     }

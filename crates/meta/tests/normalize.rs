@@ -156,10 +156,7 @@ fn keeps_ids_beyond_2_pow_53_exact() -> TestResult {
     assert_eq!(echo.data["app_id"], "12345678901234567891");
     assert_eq!(delivery.entry_id.as_deref(), Some("9007199254740995"));
     assert_eq!(delivery.page_id, "9007199254740995");
-    assert_eq!(
-        delivery.sender_id.as_deref(),
-        Some("123456789012345678901234")
-    );
+    assert_eq!(delivery.sender_id.as_deref(), Some("123456789012345678901234"));
     assert_eq!(
         delivery.data["mids"],
         serde_json::json!(["9007199254740997", "m_Big3aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT"])
@@ -226,33 +223,15 @@ fn gives_redeliveries_the_same_dedup_keys_and_distinct_items_distinct_ones() -> 
 #[test]
 fn builds_dedup_keys_from_mids_and_watermarks() -> TestResult {
     let body = fixture("messenger/batch_three_entries_two_pages.json")?;
-    let keys: Vec<_> = normalize(&body)?
-        .into_iter()
-        .map(|item| item.dedup_key)
-        .collect();
-    assert_eq!(
-        keys[0],
-        "messenger.message:m_Bat1aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT"
-    );
+    let keys: Vec<_> = normalize(&body)?.into_iter().map(|item| item.dedup_key).collect();
+    assert_eq!(keys[0], "messenger.message:m_Bat1aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT");
     assert_eq!(keys[1], "read:7012345678901234:1747231887100");
-    assert_eq!(
-        keys[2],
-        "messenger.postback:m_Bat2aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT"
-    );
+    assert_eq!(keys[2], "messenger.postback:m_Bat2aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT");
     assert_eq!(keys[3], "delivery:6987654321098765:1747231892103");
-    assert_eq!(
-        keys[4],
-        "standby:messenger.message:m_Bat4aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT"
-    );
-    assert_eq!(
-        keys[5],
-        "messenger.quick_reply:m_Bat5aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT"
-    );
+    assert_eq!(keys[4], "standby:messenger.message:m_Bat4aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT");
+    assert_eq!(keys[5], "messenger.quick_reply:m_Bat5aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT");
     assert!(keys[6].starts_with("h:") && keys[6].len() == 2 + 64);
-    assert_eq!(
-        keys[7],
-        "messenger.message_echo:m_Bat7aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT"
-    );
+    assert_eq!(keys[7], "messenger.message_echo:m_Bat7aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT");
     Ok(())
 }
 
@@ -342,18 +321,10 @@ fn keeps_an_entry_without_items_as_one_unknown_item() -> TestResult {
 #[test]
 fn turns_an_item_into_the_event_contract() -> TestResult {
     let body = fixture("messenger/postback_with_referral.json")?;
-    let item = normalize(&body)?
-        .into_iter()
-        .next()
-        .ok_or("one item expected")?;
+    let item = normalize(&body)?.into_iter().next().ok_or("one item expected")?;
     let raw = item.raw.get().to_owned();
     let (id, tenant, inbound) = (EventId::new(), TenantId::new(), InboundId::new());
-    let event = item.into_event(
-        id.clone(),
-        tenant.clone(),
-        inbound.clone(),
-        1_747_231_900_123,
-    );
+    let event = item.into_event(id.clone(), tenant.clone(), inbound.clone(), 1_747_231_900_123);
     assert_eq!(event.id, id);
     assert_eq!(event.tenant_id, tenant);
     assert_eq!(event.version, EVENT_VERSION);
@@ -373,10 +344,7 @@ fn turns_an_item_into_the_event_contract() -> TestResult {
 #[test]
 fn stamps_an_event_without_any_time_with_its_receive_time() -> TestResult {
     let body = fixture("messenger/sample_app_test_message.json")?;
-    let item = normalize(&body)?
-        .into_iter()
-        .next()
-        .ok_or("one item expected")?;
+    let item = normalize(&body)?.into_iter().next().ok_or("one item expected")?;
     assert_eq!(item.timestamp_ms, None);
     assert_eq!(item.page_id, "");
     let event = item.into_event(EventId::new(), TenantId::new(), InboundId::new(), 42_000);

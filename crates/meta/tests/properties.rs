@@ -36,18 +36,11 @@ fn entry_id() -> impl Strategy<Value = (String, String)> {
 }
 
 fn id_value() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        "[0-9]{1,20}".prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-    ]
+    prop_oneof!["[0-9]{1,20}".prop_map(Value::from), any::<u64>().prop_map(Value::from),]
 }
 
 fn text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[a-zA-Z0-9 ]{0,20}",
-        "[äöåÄÖÅ😀€/\"\\\\\n]{0,10}",
-        any::<String>(),
-    ]
+    prop_oneof!["[a-zA-Z0-9 ]{0,20}", "[äöåÄÖÅ😀€/\"\\\\\n]{0,10}", any::<String>(),]
 }
 
 fn party() -> impl Strategy<Value = Value> {
@@ -64,25 +57,20 @@ fn messaging_item() -> impl Strategy<Value = String> {
         (text(), text()).prop_map(|(mid, payload)| {
             json!({"message": {"mid": mid, "text": "ok", "quick_reply": {"payload": payload}}})
         }),
-        (text(), any::<u64>()).prop_map(|(mid, app_id)| {
-            json!({"message": {"mid": mid, "is_echo": true, "app_id": app_id}})
-        }),
+        (text(), any::<u64>())
+            .prop_map(|(mid, app_id)| { json!({"message": {"mid": mid, "is_echo": true, "app_id": app_id}}) }),
         text().prop_map(|url| json!({"message": {"mid": "m_1", "attachments": [
             {"type": "image", "payload": {"url": url}},
             {"type": "fallback", "url": "https://x", "payload": null},
         ]}})),
-        (text(), proptest::option::of(text())).prop_map(|(title, payload)| {
-            json!({"postback": {"mid": "m_2", "title": title, "payload": payload}})
-        }),
+        (text(), proptest::option::of(text()))
+            .prop_map(|(title, payload)| { json!({"postback": {"mid": "m_2", "title": title, "payload": payload}}) }),
         text().prop_map(|reference| {
             json!({"referral": {"ref": reference, "source": "SHORTLINK", "type": "OPEN_THREAD"}})
         }),
         any::<i64>().prop_map(|watermark| json!({"read": {"watermark": watermark}})),
-        any::<i64>()
-            .prop_map(|watermark| json!({"delivery": {"mids": ["m_3"], "watermark": watermark}})),
-        Just(
-            json!({"reaction": {"reaction": "love", "emoji": "❤️", "action": "react", "mid": "m_4"}})
-        ),
+        any::<i64>().prop_map(|watermark| json!({"delivery": {"mids": ["m_3"], "watermark": watermark}})),
+        Just(json!({"reaction": {"reaction": "love", "emoji": "❤️", "action": "react", "mid": "m_4"}})),
         Just(json!({"game_play": {"score": 1}})),
         Just(json!({"message": "TEST_MESSAGE"})),
     ];
@@ -110,14 +98,12 @@ fn messaging_item() -> impl Strategy<Value = String> {
 }
 
 fn change_item() -> impl Strategy<Value = String> {
-    ("[a-z_]{1,12}", text()).prop_map(|(field, message)| {
-        json!({"field": field, "value": {"message": message, "verb": "add"}}).to_string()
-    })
+    ("[a-z_]{1,12}", text())
+        .prop_map(|(field, message)| json!({"field": field, "value": {"message": message, "verb": "add"}}).to_string())
 }
 
 fn entry() -> impl Strategy<Value = GeneratedEntry> {
-    let array =
-        |items: BoxedStrategy<String>| proptest::option::of(proptest::collection::vec(items, 0..6));
+    let array = |items: BoxedStrategy<String>| proptest::option::of(proptest::collection::vec(items, 0..6));
     (
         proptest::option::of(entry_id()),
         array(messaging_item().boxed()),
@@ -125,14 +111,10 @@ fn entry() -> impl Strategy<Value = GeneratedEntry> {
         array(change_item().boxed()),
     )
         .prop_map(|(id, messaging, standby, changes)| {
-            let arrays = [
-                ("messaging", messaging),
-                ("standby", standby),
-                ("changes", changes),
-            ]
-            .into_iter()
-            .filter_map(|(field, items)| items.map(|items| (field, items)))
-            .collect();
+            let arrays = [("messaging", messaging), ("standby", standby), ("changes", changes)]
+                .into_iter()
+                .filter_map(|(field, items)| items.map(|items| (field, items)))
+                .collect();
             GeneratedEntry { id, arrays }
         })
 }

@@ -16,6 +16,8 @@ use pagewire_core::{
 
 mod error;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::StoreError;
 pub use pagewire_core::MasterKey;

@@ -94,6 +94,14 @@ impl SqliteStore {
         Self::open(Path::new(path), key, options).await
     }
 
+    /// The journal mode and `synchronous` level of the writer connection, for checks.
+    pub async fn pragmas(&self) -> Result<(String, i64)> {
+        let mut conn = self.writer.acquire().await?;
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+        Ok((mode, sync))
+    }
+
     /// Waits for in-flight statements and closes the file cleanly.
     pub async fn close(&self) {
         self.readers.close().await;

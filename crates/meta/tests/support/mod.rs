@@ -12,8 +12,6 @@ pub fn normalize(body: &[u8]) -> Result<Vec<Item<'_>>, String> {
         .and_then(|header| header.verify(APP_SECRET, body))
         .map_err(|err| err.to_string())?;
     let envelope = Envelope::parse(body).map_err(|err| err.to_string())?;
-    let verified = envelope
-        .into_verified(proof)
-        .map_err(|err| err.to_string())?;
+    let verified = envelope.into_verified(proof).map_err(|err| err.to_string())?;
     Ok(verified.normalize())
 }

@@ -1,0 +1,269 @@
+//! The store contract: behaviour every backend must have, written once against `&dyn Store` and run
+//! by each backend's test suite.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pagewire_core::{EndpointFilter, EndpointSecret, EventId, InboundId, NextStep, Platform, Secret, TenantId};
+
+use crate::{
+    AttemptRecord, DeliveryStatus, IngestRequest, NewEndpoint, NewEvent, NewMetaApp, NewPage, Store, StoreError,
+};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const NOW: i64 = 1_700_000_000_000;
+const LEASE_MS: i64 = 60_000;
+
+/// A tenant with an app, a Page and one endpoint.
+#[derive(Debug)]
+pub struct Fixture {
+    pub tenant: TenantId,
+    pub endpoint: pagewire_core::EndpointId,
+}
+
+pub async fn onboard(store: &dyn Store, page_id: &str) -> Result<Fixture> {
+    let tenant = store.create_tenant("Acme", NOW).await?.id;
+    let app_id = format!("9{page_id}");
+    store
+        .create_app(
+            NewMetaApp {
+                app_id: app_id.clone(),
+                tenant_id: Some(tenant.clone()),
+                app_secret: Secret::new(String::from("app-secret")),
+                verify_token: Secret::new(String::from("verify")),
+            },
+            NOW,
+        )
+        .await?;
+    store
+        .create_page(
+            NewPage {
+                page_id: page_id.to_owned(),
+                tenant_id: tenant.clone(),
+                app_id,
+                platform: Platform::Messenger,
+                name: None,
+                access_token: Some(Secret::new(String::from("page-token"))),
+            },
+            NOW,
+        )
+        .await?;
+    let endpoint = store
+        .create_endpoint(
+            NewEndpoint {
+                tenant_id: tenant.clone(),
+                url: String::from("https://example.com/hook"),
+                description: None,
+                filter: EndpointFilter::default(),
+                secret: EndpointSecret::generate(),
+            },
+            NOW,
+        )
+        .await?
+        .id;
+    Ok(Fixture { tenant, endpoint })
+}
+
+/// A request with one event per dedup key, each going to `fixture.endpoint`.
+pub fn request(fixture: &Fixture, page_id: &str, keys: &[&str]) -> IngestRequest {
+    IngestRequest {
+        inbound_id: InboundId::new(),
+        received_at: NOW,
+        app_id: Some(format!("9{page_id}")),
+        object: String::from("page"),
+        body: Bytes::from_static(b"{\"object\":\"page\",\"entry\":[]}"),
+        entries: 1,
+        unroutable: Vec::new(),
+        events: keys
+            .iter()
+            .map(|key| NewEvent {
+                id: EventId::new(),
+                tenant_id: fixture.tenant.clone(),
+                page_id: page_id.to_owned(),
+                event_type: String::from("messenger.message"),
+                dedup_key: (*key).to_owned(),
+                payload: format!("{{\"key\":\"{key}\"}}"),
+                endpoints: vec![fixture.endpoint.clone()],
+            })
+            .collect(),
+    }
+}
+
+fn record(d: &crate::LeasedDelivery, next: NextStep, status: Option<u16>) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: d.id.clone(),
+        endpoint_id: d.endpoint_id.clone(),
+        lease_seq: d.lease_seq,
+        attempt: d.attempts + 1,
+        started_at: NOW,
+        duration_ms: 3,
+        status_code: status,
+        outcome: "rejected",
+        error: None,
+        response_excerpt: None,
+        next,
+    }
+}
+
+pub async fn deduplicates_within_and_across_batches(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "101").await?;
+    let receipts = store
+        .ingest(
+            &[request(&f, "101", &["a", "b", "a"]), request(&f, "101", &["b", "c"])],
+            NOW,
+        )
+        .await?;
+    assert_eq!(
+        (receipts[0].events, receipts[0].duplicates, receipts[0].deliveries),
+        (2, 1, 2)
+    );
+    assert_eq!((receipts[1].events, receipts[1].duplicates), (1, 1));
+    let again = store.ingest(&[request(&f, "101", &["a", "b", "c"])], NOW).await?;
+    assert_eq!((again[0].events, again[0].duplicates, again[0].deliveries), (0, 3, 0));
+    assert_eq!(store.list_events(&f.tenant, 10).await?.len(), 3);
+    assert_eq!(store.count_pending().await?, 3);
+    assert_eq!(store.list_inbound(10).await?.len(), 3, "every POST is kept");
+    Ok(())
+}
+
+pub async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "102").await?;
+    store.ingest(&[request(&f, "102", &["a", "b"])], NOW).await?;
+    let first = store.lease_due(NOW, 10, LEASE_MS).await?;
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        first[0].payload, "{\"key\":\"a\"}",
+        "leased in the order of their events"
+    );
+    assert!(
+        store.lease_due(NOW + LEASE_MS - 1, 10, LEASE_MS).await?.is_empty(),
+        "leased deliveries are not due"
+    );
+    // The worker died: the lease runs out and the deliveries are due again.
+    let again = store.lease_due(NOW + LEASE_MS, 10, LEASE_MS).await?;
+    assert_eq!(again.len(), 2);
+    assert!(again
+        .iter()
+        .zip(&first)
+        .all(|(a, b)| a.id == b.id && a.lease_seq > b.lease_seq));
+    Ok(())
+}
+
+pub async fn a_stale_lease_does_not_overwrite_a_newer_one(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "103").await?;
+    store.ingest(&[request(&f, "103", &["a"])], NOW).await?;
+    let stale = store.lease_due(NOW, 10, LEASE_MS).await?.remove(0);
+    let fresh = store.lease_due(NOW + LEASE_MS, 10, LEASE_MS).await?.remove(0);
+    store
+        .record_attempts(&[record(&stale, NextStep::GiveUp, Some(500))], NOW)
+        .await?;
+    let delivery = store.deliveries_of_event(&f.tenant, &fresh.event_id).await?.remove(0);
+    assert_eq!(
+        delivery.status,
+        DeliveryStatus::Pending,
+        "the stale worker's decision is ignored"
+    );
+    store
+        .record_attempts(&[record(&fresh, NextStep::Done, Some(200))], NOW)
+        .await?;
+    let delivery = store.deliveries_of_event(&f.tenant, &fresh.event_id).await?.remove(0);
+    assert_eq!(delivery.status, DeliveryStatus::Delivered);
+    assert_eq!(
+        store.attempts_of_delivery(&f.tenant, &delivery.id).await?.len(),
+        2,
+        "both attempts are logged"
+    );
+    Ok(())
+}
+
+pub async fn retries_come_due_at_their_time_and_giving_up_fails(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "104").await?;
+    store.ingest(&[request(&f, "104", &["a"])], NOW).await?;
+    let leased = store.lease_due(NOW, 10, LEASE_MS).await?.remove(0);
+    store
+        .record_attempts(&[record(&leased, NextStep::RetryAt(NOW + 5_000), Some(503))], NOW)
+        .await?;
+    assert!(store.lease_due(NOW + 4_999, 10, LEASE_MS).await?.is_empty());
+    let retry = store.lease_due(NOW + 5_000, 10, LEASE_MS).await?.remove(0);
+    assert_eq!(retry.attempts, 1);
+    store
+        .record_attempts(&[record(&retry, NextStep::GiveUp, Some(503))], NOW + 5_000)
+        .await?;
+    let delivery = store.deliveries_of_event(&f.tenant, &retry.event_id).await?.remove(0);
+    assert_eq!(
+        (delivery.status, delivery.attempts, delivery.last_status),
+        (DeliveryStatus::Failed, 2, Some(503))
+    );
+    assert_eq!(store.count_pending().await?, 0);
+    Ok(())
+}
+
+pub async fn a_gone_endpoint_is_disabled_and_its_deliveries_wait(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "105").await?;
+    store.ingest(&[request(&f, "105", &["a", "b"])], NOW).await?;
+    let leased = store.lease_due(NOW, 1, LEASE_MS).await?.remove(0);
+    store
+        .record_attempts(&[record(&leased, NextStep::DisableEndpoint, Some(410))], NOW)
+        .await?;
+    let endpoint = store.list_endpoints(&f.tenant).await?.remove(0);
+    assert!(!endpoint.enabled);
+    assert!(endpoint.disabled_reason.is_some());
+    assert!(
+        store.load_routing().await?.endpoints.is_empty(),
+        "ingress stops routing to it"
+    );
+    assert!(
+        store.lease_due(NOW + LEASE_MS, 10, LEASE_MS).await?.is_empty(),
+        "its pending deliveries wait"
+    );
+    Ok(())
+}
+
+pub async fn keeps_tenants_apart(store: Arc<dyn Store>) -> Result {
+    let acme = onboard(store.as_ref(), "106").await?;
+    let globex = onboard(store.as_ref(), "107").await?;
+    store.ingest(&[request(&acme, "106", &["a"])], NOW).await?;
+    let event = store.list_events(&acme.tenant, 10).await?.remove(0);
+    assert!(store.list_events(&globex.tenant, 10).await?.is_empty());
+    assert!(store.deliveries_of_event(&globex.tenant, &event.id).await?.is_empty());
+    let delivery = store.deliveries_of_event(&acme.tenant, &event.id).await?.remove(0);
+    assert!(store
+        .attempts_of_delivery(&globex.tenant, &delivery.id)
+        .await?
+        .is_empty());
+    assert!(store
+        .list_pages(&globex.tenant)
+        .await?
+        .iter()
+        .all(|p| p.page_id == "107"));
+    Ok(())
+}
+
+pub async fn refuses_a_page_onboarded_twice(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "108").await?;
+    let err = store
+        .create_page(
+            NewPage {
+                page_id: String::from("108"),
+                tenant_id: f.tenant,
+                app_id: String::from("9108"),
+                platform: Platform::Messenger,
+                name: None,
+                access_token: None,
+            },
+            NOW,
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    Ok(())
+}
+
+pub async fn opens_secrets_it_sealed(store: Arc<dyn Store>) -> Result {
+    onboard(store.as_ref(), "109").await?;
+    let routing = store.load_routing().await?;
+    let app = routing.apps.iter().find(|a| a.app_id == "9109").ok_or("app missing")?;
+    assert_eq!(app.app_secret.expose(), "app-secret");
+    assert_eq!(app.verify_token.expose(), "verify");
+    Ok(())
+}
