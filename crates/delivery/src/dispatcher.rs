@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pagewire_core::{Clock, RetryPolicy};
-use pagewire_store::{AttemptRecord, LeasedDelivery, Store, StoreError};
+use pagewire_store::{AttemptRecord, Lease, LeasedDelivery, Store, StoreError};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -14,8 +14,11 @@ use crate::sender::{SendReport, Sender};
 /// How deliveries are sent and retried.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
-    /// Requests in flight at once, over all endpoints.
+    /// Requests in flight at once, over all endpoints; also the most deliveries leased per round.
     pub concurrency: usize,
+    /// Most deliveries of one endpoint per round. They are sent one after another, so this also
+    /// bounds how long a round can take.
+    pub per_endpoint_per_round: u32,
     /// Whole-request timeout.
     pub request_timeout: Duration,
     /// How often the store is polled when nothing wakes the dispatcher (another node's work, retries
@@ -32,6 +35,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            per_endpoint_per_round: 8,
             request_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             excerpt_limit: 1024,
@@ -42,9 +46,11 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    /// A lease outlives the request it covers by a wide margin, so that only a dead worker loses one.
+    /// A lease outlives the longest round it can be part of (one endpoint's deliveries, sent one
+    /// after another) by a wide margin, so that only a dead worker loses one.
     fn lease_ms(&self) -> i64 {
-        i64::try_from((self.request_timeout * 2 + Duration::from_secs(30)).as_millis()).unwrap_or(i64::MAX)
+        let round = self.request_timeout.saturating_mul(self.per_endpoint_per_round.max(1));
+        i64::try_from((round + self.request_timeout + Duration::from_secs(30)).as_millis()).unwrap_or(i64::MAX)
     }
 }
 
@@ -78,9 +84,13 @@ impl Dispatcher {
     /// One round: leases up to `concurrency` due deliveries, sends them concurrently, records every
     /// attempt in one write. Returns how many were sent.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let limit = u32::try_from(self.config.concurrency.max(1)).unwrap_or(u32::MAX);
-        let now = self.clock.now_ms();
-        let leased = self.store.lease_due(now, limit, self.config.lease_ms()).await?;
+        let lease = Lease {
+            now: self.clock.now_ms(),
+            limit: u32::try_from(self.config.concurrency.max(1)).unwrap_or(u32::MAX),
+            per_endpoint: self.config.per_endpoint_per_round,
+            lease_ms: self.config.lease_ms(),
+        };
+        let leased = self.store.lease_due(lease).await?;
         if leased.is_empty() {
             return Ok(0);
         }

@@ -169,3 +169,107 @@ fn describe(err: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pagewire_core::{DeliveryId, EndpointId, EndpointSecret, EventId, TenantId};
+
+    fn delivery(url: &str) -> LeasedDelivery {
+        LeasedDelivery {
+            id: DeliveryId::new(),
+            lease_seq: 1,
+            event_id: EventId::new(),
+            endpoint_id: EndpointId::new(),
+            tenant_id: TenantId::new(),
+            url: url.to_owned(),
+            secret: EndpointSecret::generate(),
+            payload: String::from("{}"),
+            attempts: 0,
+        }
+    }
+
+    async fn listener() -> std::io::Result<(tokio::net::TcpListener, String)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        Ok((listener, url))
+    }
+
+    #[tokio::test]
+    async fn refuses_loopback_addresses_and_names_at_send_time() -> Result<(), Box<dyn std::error::Error>> {
+        let sender = Sender::new(Duration::from_secs(5), false, 1024)?;
+        let (_listener, url) = listener().await?;
+        let by_address = sender.send(&delivery(&url), 0).await;
+        assert_eq!(by_address.outcome, DeliveryOutcome::Blocked);
+        let port = url.rsplit(':').next().unwrap_or_default();
+        let by_name = sender.send(&delivery(&format!("http://localhost.:{port}")), 0).await;
+        assert_eq!(by_name.outcome, DeliveryOutcome::Blocked, "{:?}", by_name.error);
+        Ok(())
+    }
+
+    /// Answers one request with `response`, byte for byte.
+    async fn answer_once(response: &'static str) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (listener, url) = listener().await?;
+        tokio::spawn(async move {
+            if let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        Ok(url)
+    }
+
+    #[tokio::test]
+    async fn keeps_a_capped_excerpt_and_honours_retry_after() -> Result<(), Box<dyn std::error::Error>> {
+        let sender = Sender::new(Duration::from_secs(5), true, 8)?;
+        let url = answer_once(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Length: 21\r\n\r\nbusy, come back later",
+        )
+        .await?;
+        let report = sender.send(&delivery(&url), 0).await;
+        assert_eq!(
+            report.outcome,
+            DeliveryOutcome::Rejected {
+                status: 503,
+                retry_after: Some(Duration::from_secs(120))
+            }
+        );
+        assert_eq!(report.response_excerpt.as_deref(), Some("busy, co"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn does_not_follow_redirects_and_410_means_gone() -> Result<(), Box<dyn std::error::Error>> {
+        let sender = Sender::new(Duration::from_secs(5), true, 1024)?;
+        let url =
+            answer_once("HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nContent-Length: 0\r\n\r\n").await?;
+        let report = sender.send(&delivery(&url), 0).await;
+        assert_eq!(
+            report.outcome,
+            DeliveryOutcome::Rejected {
+                status: 302,
+                retry_after: None
+            }
+        );
+        let url = answer_once("HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n").await?;
+        assert_eq!(sender.send(&delivery(&url), 0).await.outcome, DeliveryOutcome::Gone);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connection_failure() -> Result<(), Box<dyn std::error::Error>> {
+        let sender = Sender::new(Duration::from_secs(5), true, 1024)?;
+        let (listener, url) = listener().await?;
+        drop(listener);
+        let report = sender.send(&delivery(&url), 0).await;
+        assert_eq!(report.outcome, DeliveryOutcome::ConnectionFailed);
+        assert!(
+            report.error.is_some_and(|e| !e.contains(&url)),
+            "errors do not echo the URL"
+        );
+        Ok(())
+    }
+}

@@ -310,9 +310,10 @@ async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
         .api("GET", &format!("/v1/deliveries/{id}/attempts"), &tenant.api_key, None)
         .await?;
     let attempts = attempts["data"].as_array().ok_or("no attempts")?;
-    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0]["status_code"], 500);
     assert_eq!(attempts[0]["outcome"], "rejected");
+    assert_eq!(attempts[0]["response_excerpt"], "receiver answered 500", "{attempts:?}");
     assert_eq!(attempts[1]["status_code"], 200);
     assert_eq!(attempts[1]["outcome"], "delivered");
     assert!(attempts.iter().all(|a| a["duration_ms"].as_i64().is_some()));

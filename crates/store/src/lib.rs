@@ -154,6 +154,18 @@ pub struct IngestReceipt {
     pub deliveries: usize,
 }
 
+/// What to lease, for [`Store::lease_due`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub now: i64,
+    /// Most deliveries in all.
+    pub limit: u32,
+    /// Most deliveries of one endpoint, so that one busy endpoint cannot fill a round.
+    pub per_endpoint: u32,
+    /// How long the lease lasts.
+    pub lease_ms: i64,
+}
+
 /// A delivery leased to this worker: everything needed to send it.
 #[derive(Debug, Clone)]
 pub struct LeasedDelivery {
@@ -299,9 +311,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// one pending delivery per new event and endpoint. Returns one receipt per request, in order.
     async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>>;
 
-    /// Leases up to `limit` due deliveries of enabled endpoints for `lease_ms`, committing the lease
-    /// before returning. A lease that ends unrecorded makes the delivery due again.
-    async fn lease_due(&self, now: i64, limit: u32, lease_ms: i64) -> Result<Vec<LeasedDelivery>>;
+    /// Leases due deliveries of enabled endpoints, committing the lease before returning. A lease
+    /// that ends unrecorded makes the delivery due again. Deliveries come in the order of their
+    /// events.
+    async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>>;
 
     /// Records attempts and applies their next steps, in one transaction. A record whose lease was
     /// taken over meanwhile is kept in the attempt log but does not change the delivery.

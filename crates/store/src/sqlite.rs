@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
-    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, Inbound, IngestReceipt, IngestRequest,
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, Inbound, IngestReceipt, IngestRequest, Lease,
     LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Result, RoutingData, Store, StoreError,
     StoredEvent, Tenant,
 };
@@ -573,18 +573,27 @@ impl Store for SqliteStore {
         Ok(receipts)
     }
 
-    async fn lease_due(&self, now: i64, limit: u32, lease_ms: i64) -> Result<Vec<LeasedDelivery>> {
+    async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>> {
         let mut tx = self.writer.begin().await?;
+        // The window is taken over a bounded set of the earliest due rows, so a deep backlog costs
+        // the same as a short one.
         let leased: Vec<(String, i64)> = sqlx::query_as(
             "UPDATE deliveries SET next_attempt_at = ?1 + ?2, lease_seq = lease_seq + 1, updated_at = ?1 \
-             WHERE id IN (SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-                          WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
-                          ORDER BY d.next_attempt_at, d.rowid LIMIT ?3) \
+             WHERE id IN ( \
+               SELECT id FROM ( \
+                 SELECT id, due, seq, ROW_NUMBER() OVER (PARTITION BY endpoint_id ORDER BY due, seq) AS nth \
+                 FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at AS due, d.rowid AS seq \
+                       FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+                       WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
+                       ORDER BY d.next_attempt_at, d.rowid LIMIT ?5)) \
+               WHERE nth <= ?4 ORDER BY due, seq LIMIT ?3) \
              RETURNING id, lease_seq",
         )
-        .bind(now)
-        .bind(lease_ms)
-        .bind(i64::from(limit))
+        .bind(lease.now)
+        .bind(lease.lease_ms)
+        .bind(i64::from(lease.limit))
+        .bind(i64::from(lease.per_endpoint.max(1)))
+        .bind(i64::from(lease.limit.saturating_mul(16).max(1024)))
         .fetch_all(&mut *tx)
         .await?;
         if leased.is_empty() {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use pagewire_core::{EndpointFilter, EndpointSecret, EventId, InboundId, NextStep, Platform, Secret, TenantId};
 
 use crate::{
-    AttemptRecord, DeliveryStatus, IngestRequest, NewEndpoint, NewEvent, NewMetaApp, NewPage, Store, StoreError,
+    AttemptRecord, DeliveryStatus, IngestRequest, Lease, NewEndpoint, NewEvent, NewMetaApp, NewPage, Store, StoreError,
 };
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -90,6 +90,15 @@ pub fn request(fixture: &Fixture, page_id: &str, keys: &[&str]) -> IngestRequest
     }
 }
 
+fn lease(now: i64, limit: u32) -> Lease {
+    Lease {
+        now,
+        limit,
+        per_endpoint: limit,
+        lease_ms: LEASE_MS,
+    }
+}
+
 fn record(d: &crate::LeasedDelivery, next: NextStep, status: Option<u16>) -> AttemptRecord {
     AttemptRecord {
         delivery_id: d.id.clone(),
@@ -130,18 +139,18 @@ pub async fn deduplicates_within_and_across_batches(store: Arc<dyn Store>) -> Re
 pub async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "102").await?;
     store.ingest(&[request(&f, "102", &["a", "b"])], NOW).await?;
-    let first = store.lease_due(NOW, 10, LEASE_MS).await?;
+    let first = store.lease_due(lease(NOW, 10)).await?;
     assert_eq!(first.len(), 2);
     assert_eq!(
         first[0].payload, "{\"key\":\"a\"}",
         "leased in the order of their events"
     );
     assert!(
-        store.lease_due(NOW + LEASE_MS - 1, 10, LEASE_MS).await?.is_empty(),
+        store.lease_due(lease(NOW + LEASE_MS - 1, 10)).await?.is_empty(),
         "leased deliveries are not due"
     );
     // The worker died: the lease runs out and the deliveries are due again.
-    let again = store.lease_due(NOW + LEASE_MS, 10, LEASE_MS).await?;
+    let again = store.lease_due(lease(NOW + LEASE_MS, 10)).await?;
     assert_eq!(again.len(), 2);
     assert!(again
         .iter()
@@ -153,8 +162,8 @@ pub async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) -> Re
 pub async fn a_stale_lease_does_not_overwrite_a_newer_one(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "103").await?;
     store.ingest(&[request(&f, "103", &["a"])], NOW).await?;
-    let stale = store.lease_due(NOW, 10, LEASE_MS).await?.remove(0);
-    let fresh = store.lease_due(NOW + LEASE_MS, 10, LEASE_MS).await?.remove(0);
+    let stale = store.lease_due(lease(NOW, 10)).await?.remove(0);
+    let fresh = store.lease_due(lease(NOW + LEASE_MS, 10)).await?.remove(0);
     store
         .record_attempts(&[record(&stale, NextStep::GiveUp, Some(500))], NOW)
         .await?;
@@ -180,12 +189,12 @@ pub async fn a_stale_lease_does_not_overwrite_a_newer_one(store: Arc<dyn Store>)
 pub async fn retries_come_due_at_their_time_and_giving_up_fails(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "104").await?;
     store.ingest(&[request(&f, "104", &["a"])], NOW).await?;
-    let leased = store.lease_due(NOW, 10, LEASE_MS).await?.remove(0);
+    let leased = store.lease_due(lease(NOW, 10)).await?.remove(0);
     store
         .record_attempts(&[record(&leased, NextStep::RetryAt(NOW + 5_000), Some(503))], NOW)
         .await?;
-    assert!(store.lease_due(NOW + 4_999, 10, LEASE_MS).await?.is_empty());
-    let retry = store.lease_due(NOW + 5_000, 10, LEASE_MS).await?.remove(0);
+    assert!(store.lease_due(lease(NOW + 4_999, 10)).await?.is_empty());
+    let retry = store.lease_due(lease(NOW + 5_000, 10)).await?.remove(0);
     assert_eq!(retry.attempts, 1);
     store
         .record_attempts(&[record(&retry, NextStep::GiveUp, Some(503))], NOW + 5_000)
@@ -202,7 +211,7 @@ pub async fn retries_come_due_at_their_time_and_giving_up_fails(store: Arc<dyn S
 pub async fn a_gone_endpoint_is_disabled_and_its_deliveries_wait(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "105").await?;
     store.ingest(&[request(&f, "105", &["a", "b"])], NOW).await?;
-    let leased = store.lease_due(NOW, 1, LEASE_MS).await?.remove(0);
+    let leased = store.lease_due(lease(NOW, 1)).await?.remove(0);
     store
         .record_attempts(&[record(&leased, NextStep::DisableEndpoint, Some(410))], NOW)
         .await?;
@@ -214,8 +223,32 @@ pub async fn a_gone_endpoint_is_disabled_and_its_deliveries_wait(store: Arc<dyn 
         "ingress stops routing to it"
     );
     assert!(
-        store.lease_due(NOW + LEASE_MS, 10, LEASE_MS).await?.is_empty(),
+        store.lease_due(lease(NOW + LEASE_MS, 10)).await?.is_empty(),
         "its pending deliveries wait"
+    );
+    Ok(())
+}
+
+pub async fn one_endpoint_cannot_fill_a_round(store: Arc<dyn Store>) -> Result {
+    let busy = onboard(store.as_ref(), "110").await?;
+    let quiet = onboard(store.as_ref(), "111").await?;
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    store.ingest(&[request(&busy, "110", &keys)], NOW).await?;
+    store.ingest(&[request(&quiet, "111", &["q"])], NOW).await?;
+    let round = store
+        .lease_due(Lease {
+            now: NOW,
+            limit: 10,
+            per_endpoint: 4,
+            lease_ms: LEASE_MS,
+        })
+        .await?;
+    let busy_count = round.iter().filter(|d| d.endpoint_id == busy.endpoint).count();
+    assert_eq!(busy_count, 4);
+    assert!(
+        round.iter().any(|d| d.endpoint_id == quiet.endpoint),
+        "the quiet endpoint gets its turn"
     );
     Ok(())
 }

@@ -28,6 +28,7 @@ contract!(
     a_stale_lease_does_not_overwrite_a_newer_one,
     retries_come_due_at_their_time_and_giving_up_fails,
     a_gone_endpoint_is_disabled_and_its_deliveries_wait,
+    one_endpoint_cannot_fill_a_round,
     keeps_tenants_apart,
     refuses_a_page_onboarded_twice,
     opens_secrets_it_sealed,

@@ -142,7 +142,9 @@ impl Drop for Receiver {
     }
 }
 
-async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Answers the scripted status with a short body naming it, which the gateway keeps as the
+/// response excerpt of the attempt.
+async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
     let answered = inner.script().pop_front().unwrap_or(200);
     inner.received().push(Received {
         headers,
@@ -150,5 +152,8 @@ async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         answered,
     });
     inner.arrived.notify_waiters();
-    StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
+    (
+        StatusCode::from_u16(answered).unwrap_or(StatusCode::OK),
+        format!("receiver answered {answered}"),
+    )
 }
