@@ -59,8 +59,19 @@ pub struct EventSource {
     pub entry: u32,
     /// Index in the entry's `messaging[]`, `standby[]` or `changes[]`.
     pub item: u32,
-    /// `messaging`, `standby` or `changes`.
+    /// `messaging`, `standby`, `changes`, or `entry` for an entry without any item array.
     pub field: String,
+    /// For items nested inside a change's value (WhatsApp's `value.messages[]` and
+    /// `value.statuses[]`): which array, and the index in it. `None` otherwise.
+    pub nested: Option<NestedSource>,
+}
+
+/// Where in a change's `value` a nested item sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedSource {
+    /// The array inside `value`: `messages` or `statuses`.
+    pub array: String,
+    pub index: u32,
 }
 
 /// One normalized event: what every endpoint of the owning tenant receives as the request body.

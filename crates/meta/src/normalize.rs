@@ -87,6 +87,7 @@ impl Item<'_> {
                 entry: self.entry_index,
                 item: self.item_index,
                 field: self.field.to_owned(),
+                nested: None,
             },
         }
     }
