@@ -39,6 +39,7 @@ CREATE TABLE pages (
     platform            TEXT NOT NULL,
     name                TEXT,
     access_token_sealed TEXT,
+    phone_number_ids    TEXT,        -- JSON array: a WhatsApp Business Account's phone-number ids
     created_at          INTEGER NOT NULL,
     CONSTRAINT pages_page_id_key UNIQUE (page_id)
 );
@@ -75,13 +76,16 @@ CREATE TABLE events (
     tenant_id   TEXT NOT NULL,
     page_id     TEXT NOT NULL,
     type        TEXT NOT NULL,
-    dedup_key   TEXT NOT NULL,
+    -- The natural key that recognizes Meta's redeliveries; set to NULL once the dedup window has
+    -- passed (NULLs never conflict), so the uniqueness index stays the size of the window.
+    dedup_key   TEXT,
     inbound_id  TEXT NOT NULL,
     received_at INTEGER NOT NULL,
     payload     TEXT NOT NULL,       -- the event JSON exactly as endpoints receive it
     CONSTRAINT events_dedup_key UNIQUE (tenant_id, page_id, dedup_key)
 );
 CREATE INDEX events_tenant_id_idx ON events (tenant_id, id);
+CREATE INDEX events_dedup_expiry_idx ON events (received_at) WHERE dedup_key IS NOT NULL;
 
 -- One event on its way to one endpoint. `next_attempt_at` is also the lease: leasing moves it past
 -- the lease's end, so a delivery whose worker died becomes due again.

@@ -45,6 +45,9 @@ pub struct Config {
     /// `all`, `ingress` (HTTP only) or `worker` (delivery only).
     pub role: Role,
     pub log_format: LogFormat,
+    /// Days during which Meta's redeliveries of an item are recognized and dropped (Meta retries
+    /// WhatsApp webhooks for up to 7 days).
+    pub dedup_window_days: u64,
     pub delivery: DeliverySection,
 }
 
@@ -82,6 +85,7 @@ impl Default for Config {
             graph_version: String::from("v21.0"),
             role: Role::All,
             log_format: LogFormat::Text,
+            dedup_window_days: 7,
             delivery: DeliverySection::default(),
         }
     }
@@ -131,6 +135,9 @@ impl Config {
         }
         if self.delivery.request_timeout_secs == 0 || self.delivery.request_timeout_secs > 300 {
             bail!("delivery.request_timeout_secs must be between 1 and 300");
+        }
+        if self.dedup_window_days == 0 || self.dedup_window_days > 365 {
+            bail!("dedup_window_days must be between 1 and 365");
         }
         if let Some(token) = &self.admin_token {
             if token.expose().len() < 16 {

@@ -18,7 +18,10 @@ pub struct EndpointFilter {
 pub struct InvalidPattern(pub String);
 
 impl EndpointFilter {
-    pub fn matches(&self, event_type: &str, page_id: &str) -> bool {
+    /// `page_ids` are the ids an event is known by: its `page_id` and, when it differs, the account
+    /// it was routed through (a WhatsApp Business Account for its phone numbers' events). The Page
+    /// filter passes when it names any of them.
+    pub fn matches(&self, event_type: &str, page_ids: &[&str]) -> bool {
         let type_ok = self
             .event_types
             .as_ref()
@@ -26,7 +29,7 @@ impl EndpointFilter {
         let page_ok = self
             .page_ids
             .as_ref()
-            .is_none_or(|pages| pages.iter().any(|p| p == page_id));
+            .is_none_or(|pages| pages.iter().any(|p| page_ids.contains(&p.as_str())));
         type_ok && page_ok
     }
 
@@ -77,17 +80,18 @@ mod tests {
 
     #[test]
     fn no_filter_matches_everything() {
-        assert!(filter(None, None).matches("messenger.message", "1"));
+        assert!(filter(None, None).matches("messenger.message", &["1"]));
     }
 
     #[test]
     fn matches_exact_types_wildcards_and_pages() {
         let f = filter(Some(&["messenger.postback", "instagram.*"]), Some(&["42"]));
-        assert!(f.matches("messenger.postback", "42"));
-        assert!(f.matches("instagram.message", "42"));
-        assert!(!f.matches("messenger.message", "42"));
-        assert!(!f.matches("messenger.postback", "43"));
-        assert!(!filter(Some(&["insta.*"]), None).matches("instagram.message", "1"));
+        assert!(f.matches("messenger.postback", &["42"]));
+        assert!(f.matches("instagram.message", &["42"]));
+        assert!(!f.matches("messenger.message", &["42"]));
+        assert!(!f.matches("messenger.postback", &["43"]));
+        assert!(f.matches("messenger.postback", &["43", "42"]), "any of the event's ids");
+        assert!(!filter(Some(&["insta.*"]), None).matches("instagram.message", &["1"]));
     }
 
     #[test]

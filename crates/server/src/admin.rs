@@ -280,6 +280,8 @@ pub struct CreatePage {
     access_token: Option<Secret>,
     platform: Option<String>,
     name: Option<String>,
+    /// WhatsApp only: the account's phone-number ids.
+    phone_number_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -291,6 +293,7 @@ pub struct PageView {
     platform: Platform,
     name: Option<String>,
     has_access_token: bool,
+    phone_number_ids: Vec<String>,
     created_at: String,
 }
 
@@ -304,6 +307,7 @@ impl From<Page> for PageView {
             platform: p.platform,
             name: p.name,
             has_access_token: p.has_access_token,
+            phone_number_ids: p.phone_number_ids,
             created_at: iso(p.created_at),
         }
     }
@@ -328,6 +332,15 @@ async fn create_page(
             ApiError::Validation(String::from("`platform` must be one of messenger, instagram, whatsapp"))
         })?,
     };
+    let phone_number_ids = body.phone_number_ids.unwrap_or_default();
+    if !phone_number_ids.is_empty() && platform != Platform::Whatsapp {
+        return Err(ApiError::Validation(String::from(
+            "`phone_number_ids` belong to WhatsApp Business Accounts (`platform: whatsapp`)",
+        )));
+    }
+    for id in &phone_number_ids {
+        meta_id("phone_number_ids[]", id)?;
+    }
     // A Page is onboarded under the tenant's own app or a shared one, never another tenant's.
     let app = state.store.get_app(&body.app_id).await.map_err(not_found("Meta app"))?;
     if app.tenant_id.as_ref().is_some_and(|owner| *owner != tenant.tenant_id) {
@@ -343,6 +356,7 @@ async fn create_page(
                 platform,
                 name: body.name,
                 access_token: body.access_token,
+                phone_number_ids,
             },
             state.clock.now_ms(),
         )

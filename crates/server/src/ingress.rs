@@ -237,7 +237,8 @@ async fn accept(
         let Some(page) = routed(item.entry_id.as_deref()) else {
             continue;
         };
-        let endpoints = routing.endpoints_for(&page.tenant_id, &item.event_type, &item.page_id);
+        let route_id = item.entry_id.as_deref().unwrap_or_default();
+        let endpoints = routing.endpoints_for(&page.tenant_id, &item.event_type, &[&item.page_id, route_id]);
         let id = EventId::new();
         let (event_type, page_id, dedup_key) = (item.event_type.clone(), item.page_id.clone(), item.dedup_key.clone());
         let payload = item

@@ -61,6 +61,11 @@ pub struct GatewayConfig {
     pub delivery: DeliveryConfig,
     /// How often the routing snapshot is re-read, to see changes made through other nodes.
     pub routing_refresh: Duration,
+    /// How long Meta's redeliveries of an item are recognized (Meta retries WhatsApp for up to 7
+    /// days); older dedup keys are released.
+    pub dedup_window: Duration,
+    /// How often housekeeping (releasing dedup keys) runs.
+    pub maintenance_interval: Duration,
 }
 
 /// Why the gateway could not start.
@@ -81,7 +86,43 @@ pub struct Gateway {
     dispatcher: Dispatcher,
     routing: routing::RoutingCache,
     writer_task: JoinHandle<()>,
+    maintenance: Maintenance,
     config: GatewayConfig,
+}
+
+/// Housekeeping: releasing dedup keys older than the window.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    dedup_window: Duration,
+}
+
+impl Maintenance {
+    /// One housekeeping pass; returns how many dedup keys were released.
+    pub async fn run_once(&self) -> Result<u64, StoreError> {
+        let window = i64::try_from(self.dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let released = self
+            .store
+            .release_dedup_keys(self.clock.now_ms().saturating_sub(window))
+            .await?;
+        if released > 0 {
+            tracing::info!(released, "released dedup keys older than the window");
+        }
+        Ok(released)
+    }
+
+    async fn run(self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.run_once().await {
+                tracing::warn!(error = %e, "housekeeping failed; trying again later");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
 }
 
 impl Gateway {
@@ -112,11 +153,16 @@ impl Gateway {
                 store: Arc::clone(&store),
                 routing: routing.clone(),
                 auth: auth::AuthState::new(Arc::clone(&store), config.admin_token),
-                clock,
+                clock: Arc::clone(&clock),
                 allow_private_endpoints: config.allow_private_endpoints,
             };
             router = router.merge(ingress::router(ingress)).merge(admin::router(admin));
         }
+        let maintenance = Maintenance {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            dedup_window: config.dedup_window,
+        };
         let router = router
             .fallback(|| async { error::ApiError::NotFound("this route") })
             .layer(tower_http::trace::TraceLayer::new_for_http());
@@ -125,6 +171,7 @@ impl Gateway {
             dispatcher,
             routing,
             writer_task,
+            maintenance,
             config,
         })
     }
@@ -139,6 +186,11 @@ impl Gateway {
         &self.dispatcher
     }
 
+    /// Housekeeping, to run by hand in tests and tools.
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
+    }
+
     /// Serves until `shutdown` is cancelled, then drains: in-flight requests finish, the ingest writer
     /// commits what it was given, the dispatcher finishes its round.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
@@ -147,6 +199,7 @@ impl Gateway {
             dispatcher,
             routing,
             writer_task,
+            maintenance,
             config,
         } = self;
         let dispatcher_task = config
@@ -154,6 +207,7 @@ impl Gateway {
             .delivers()
             .then(|| tokio::spawn(dispatcher.run(shutdown.clone())));
         let refresh_task = tokio::spawn(refresh_routing(routing, config.routing_refresh, shutdown.clone()));
+        let maintenance_task = tokio::spawn(maintenance.run(config.maintenance_interval, shutdown.clone()));
 
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -169,6 +223,7 @@ impl Gateway {
             }
         }
         refresh_task.abort();
+        maintenance_task.abort();
         served.map_err(GatewayError::Io)
     }
 }

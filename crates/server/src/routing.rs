@@ -103,13 +103,13 @@ impl Routing {
         self.pages.get(page_id)
     }
 
-    /// The enabled endpoints of `tenant` whose filters accept an event.
-    pub fn endpoints_for(&self, tenant: &TenantId, event_type: &str, page_id: &str) -> Vec<EndpointId> {
+    /// The enabled endpoints of `tenant` whose filters accept an event known by `page_ids`.
+    pub fn endpoints_for(&self, tenant: &TenantId, event_type: &str, page_ids: &[&str]) -> Vec<EndpointId> {
         self.endpoints
             .get(tenant)
             .map(|eps| {
                 eps.iter()
-                    .filter(|ep| ep.filter.matches(event_type, page_id))
+                    .filter(|ep| ep.filter.matches(event_type, page_ids))
                     .map(|ep| ep.id.clone())
                     .collect()
             })

@@ -534,3 +534,138 @@ async fn keeps_secrets_sealed_and_api_keys_hashed_at_rest() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn recognizes_redeliveries_for_the_dedup_window_only() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (_, receiver, _) = onboarded(&app).await?;
+    let body = MetaBody::page()
+        .messaging(PAGE_A, 1, vec![Kind::Message.item(PAGE_A, PSID, 1, "hello", 1)])
+        .to_bytes();
+    let day = Duration::from_secs(24 * 3600);
+
+    assert_eq!(app.send_signed(APP_SECRET, body.clone()).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 1);
+
+    // Meta retries WhatsApp for up to seven days: within the window a redelivery is dropped.
+    app.clock.advance(day * 6);
+    assert_eq!(app.run_maintenance().await?, 0);
+    assert_eq!(app.send_signed(APP_SECRET, body.clone()).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 0);
+
+    // After it, the key is released and the same item is a new event.
+    app.clock.advance(day * 2);
+    assert_eq!(app.run_maintenance().await?, 1);
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 1);
+    assert_eq!(receiver.wait_for(2, WAIT).await.len(), 2);
+    Ok(())
+}
+
+const WABA: &str = "102290129340398";
+const PHONE: &str = "106540352242922";
+
+fn whatsapp_body() -> Vec<u8> {
+    let change = json!({
+        "field": "messages",
+        "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE},
+            "contacts": [{"profile": {"name": "Märta Öberg"}, "wa_id": "16505551234"}],
+            "messages": [
+                {"from": "16505551234", "id": "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdBQ0Y2QzQ5RkQ2MDNEMDY1QQA=",
+                 "timestamp": "1749416383", "type": "text", "text": {"body": "Hej! Är ni öppna idag?"}},
+                {"from": "16505551234", "id": "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdBQ0Y2QzQ5RkQ2MDNEMDY1QgA=",
+                 "timestamp": "1749416390", "type": "interactive",
+                 "interactive": {"type": "button_reply", "button_reply": {"id": "OPENING_HOURS", "title": "Öppettider"}}}
+            ],
+            "statuses": [
+                {"id": "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI0QjM2RjQ4NjE3QzU3MjYyNjkA", "status": "delivered",
+                 "timestamp": "1749416400", "recipient_id": "16505551234"}
+            ]
+        }
+    });
+    MetaBody::object("whatsapp_business_account")
+        .entry(WABA, 1_749_416_400, "changes", vec![change])
+        .to_bytes()
+}
+
+#[tokio::test]
+#[ignore = "Instagram and WhatsApp normalization land next"]
+async fn delivers_whatsapp_messages_and_statuses_routed_by_the_business_account() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = app.create_tenant("Acme").await?;
+    app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
+    let page = json!({"page_id": WABA, "app_id": APP_ID, "platform": "whatsapp", "phone_number_ids": [PHONE]});
+    let (status, account) = app.api("POST", "/v1/pages", &tenant.api_key, Some(page)).await?;
+    assert_eq!(status, 201, "{account}");
+    assert_eq!(account["phone_number_ids"], json!([PHONE]));
+    let by_phone = Receiver::start().await?;
+    let other_phone = Receiver::start().await?;
+    app.create_endpoint(&tenant, json!({"url": by_phone.url(), "page_ids": [PHONE]}))
+        .await?;
+    app.create_endpoint(&tenant, json!({"url": other_phone.url(), "page_ids": ["999"]}))
+        .await?;
+
+    assert_eq!(app.send_signed(APP_SECRET, whatsapp_body()).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 3);
+    let events: Vec<Value> = by_phone.wait_for(3, WAIT).await.iter().map(|r| r.json()).collect();
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["whatsapp.message", "whatsapp.button_reply", "whatsapp.status"]);
+    assert!(events
+        .iter()
+        .all(|e| e["page_id"] == PHONE && e["platform"] == "whatsapp"));
+    assert_eq!(events[0]["data"]["text"], "Hej! Är ni öppna idag?");
+    assert_eq!(events[0]["data"]["profile_name"], "Märta Öberg");
+    assert_eq!(events[1]["data"]["payload"], "OPENING_HOURS");
+    assert_eq!(events[2]["data"]["status"], "delivered");
+    assert_eq!(events[2]["source"]["nested"], json!({"array": "statuses", "index": 0}));
+    assert!(other_phone.received().is_empty());
+
+    // The same statuses and messages again (Meta retries WhatsApp for days): nothing new.
+    assert_eq!(app.send_signed(APP_SECRET, whatsapp_body()).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn refuses_phone_numbers_on_accounts_other_than_whatsapp() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = app.create_tenant("Acme").await?;
+    app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
+    let page = json!({"page_id": PAGE_A, "app_id": APP_ID, "phone_number_ids": [PHONE]});
+    let (status, problem) = app.api("POST", "/v1/pages", &tenant.api_key, Some(page)).await?;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "Instagram and WhatsApp normalization land next"]
+async fn delivers_instagram_messages_of_an_onboarded_account() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = app.create_tenant("Acme").await?;
+    app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
+    let ig_account = "17841400008460056";
+    let page = json!({"page_id": ig_account, "app_id": APP_ID, "platform": "instagram"});
+    assert_eq!(app.api("POST", "/v1/pages", &tenant.api_key, Some(page)).await?.0, 201);
+    let receiver = Receiver::start().await?;
+    app.create_endpoint(&tenant, json!({"url": receiver.url(), "event_types": ["instagram.*"]}))
+        .await?;
+
+    let item = json!({
+        "sender": {"id": "1254459154682919"},
+        "recipient": {"id": ig_account},
+        "timestamp": 1_749_416_383_000_i64,
+        "message": {"mid": "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAwMDA4NDYwMDU2", "text": "Onko tämä vielä myynnissä?"}
+    });
+    let body = MetaBody::object("instagram")
+        .messaging(ig_account, 1_749_416_383_000, vec![item])
+        .to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 1);
+    let event = receiver.wait_for(1, WAIT).await[0].json();
+    assert_eq!(event["type"], "instagram.message");
+    assert_eq!(event["platform"], "instagram");
+    assert_eq!(event["data"]["text"], "Onko tämä vielä myynnissä?");
+    Ok(())
+}

@@ -70,6 +70,8 @@ pub struct Page {
     pub platform: Platform,
     pub name: Option<String>,
     pub has_access_token: bool,
+    /// For WhatsApp: the account's phone-number ids (the `page_id` of its events). Empty otherwise.
+    pub phone_number_ids: Vec<String>,
     pub created_at: i64,
 }
 
@@ -81,6 +83,7 @@ pub struct NewPage {
     pub platform: Platform,
     pub name: Option<String>,
     pub access_token: Option<Secret>,
+    pub phone_number_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +313,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// events (an event whose dedup key the tenant's Page already has is a duplicate and skipped), and
     /// one pending delivery per new event and endpoint. Returns one receipt per request, in order.
     async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>>;
+
+    /// Forgets the dedup keys of events received before `before` (Unix ms), so that the dedup index
+    /// stays the size of the window; returns how many were released. Releases in bounded steps so
+    /// that ingest is never blocked for long.
+    async fn release_dedup_keys(&self, before: i64) -> Result<u64>;
 
     /// Leases due deliveries of enabled endpoints, committing the lease before returning. A lease
     /// that ends unrecorded makes the delivery due again. Deliveries come in the order of their

@@ -126,7 +126,17 @@ impl SqliteStore {
 }
 
 type AppRow = (String, String, Option<String>, String, String, i64);
-type PageRow = (String, String, String, String, String, Option<String>, bool, i64);
+type PageRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    Option<String>,
+    i64,
+);
 type EndpointRow = (
     String,
     String,
@@ -155,7 +165,7 @@ type DeliveryRow = (
 
 const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at";
 const PAGE_COLUMNS: &str =
-    "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, created_at";
+    "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
 const ENDPOINT_COLUMNS: &str =
     "id, tenant_id, url, description, event_types, page_ids, enabled, disabled_reason, created_at, updated_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
@@ -167,7 +177,7 @@ fn parse_id<T: FromStr<Err = pagewire_core::id::InvalidId>>(s: &str) -> Result<T
 }
 
 fn page_from_row(row: PageRow) -> Result<Page> {
-    let (id, page_id, tenant_id, app_id, platform, name, has_token, created_at) = row;
+    let (id, page_id, tenant_id, app_id, platform, name, has_token, phone_number_ids, created_at) = row;
     Ok(Page {
         id: parse_id(&id)?,
         page_id,
@@ -177,6 +187,7 @@ fn page_from_row(row: PageRow) -> Result<Page> {
             .ok_or_else(|| StoreError::Corrupt(format!("unknown platform `{platform}`")))?,
         name,
         has_access_token: has_token,
+        phone_number_ids: parse_json_list(phone_number_ids)?.unwrap_or_default(),
         created_at,
     })
 }
@@ -392,8 +403,8 @@ impl Store for SqliteStore {
             .as_ref()
             .map(|t| self.key.seal(PAGE_TOKEN, t.expose()));
         sqlx::query(
-            "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, \
+             phone_number_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(&page.page_id)
@@ -402,6 +413,11 @@ impl Store for SqliteStore {
         .bind(page.platform.as_str())
         .bind(page.name.as_deref())
         .bind(sealed)
+        .bind(
+            (!page.phone_number_ids.is_empty())
+                .then(|| json_list(Some(&page.phone_number_ids)))
+                .flatten(),
+        )
         .bind(now)
         .execute(&self.writer)
         .await?;
@@ -413,6 +429,7 @@ impl Store for SqliteStore {
             platform: page.platform,
             name: page.name,
             has_access_token: page.access_token.is_some(),
+            phone_number_ids: page.phone_number_ids,
             created_at: now,
         })
     }
@@ -571,6 +588,26 @@ impl Store for SqliteStore {
 
         tx.commit().await?;
         Ok(receipts)
+    }
+
+    async fn release_dedup_keys(&self, before: i64) -> Result<u64> {
+        const STEP: i64 = 5_000;
+        let mut released = 0;
+        loop {
+            let done = sqlx::query(
+                "UPDATE events SET dedup_key = NULL WHERE rowid IN \
+                 (SELECT rowid FROM events WHERE dedup_key IS NOT NULL AND received_at < ? LIMIT ?)",
+            )
+            .bind(before)
+            .bind(STEP)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            released += done;
+            if done < u64::try_from(STEP).unwrap_or(u64::MAX) {
+                return Ok(released);
+            }
+        }
     }
 
     async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>> {

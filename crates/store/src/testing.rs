@@ -45,6 +45,7 @@ pub async fn onboard(store: &dyn Store, page_id: &str) -> Result<Fixture> {
                 platform: Platform::Messenger,
                 name: None,
                 access_token: Some(Secret::new(String::from("page-token"))),
+                phone_number_ids: Vec::new(),
             },
             NOW,
         )
@@ -253,6 +254,54 @@ pub async fn one_endpoint_cannot_fill_a_round(store: Arc<dyn Store>) -> Result {
     Ok(())
 }
 
+pub async fn releases_dedup_keys_after_the_window(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "112").await?;
+    store.ingest(&[request(&f, "112", &["old"])], NOW).await?;
+    let mut recent = request(&f, "112", &["recent"]);
+    recent.received_at = NOW + 10;
+    store.ingest(&[recent], NOW + 10).await?;
+    assert_eq!(store.release_dedup_keys(NOW + 5).await?, 1);
+    assert_eq!(store.release_dedup_keys(NOW + 5).await?, 0, "released once");
+    let again = store
+        .ingest(&[request(&f, "112", &["old", "recent"])], NOW + 20)
+        .await?;
+    assert_eq!(
+        (again[0].events, again[0].duplicates),
+        (1, 1),
+        "only the released key is new again"
+    );
+    Ok(())
+}
+
+pub async fn keeps_whatsapp_phone_number_ids(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "113").await?;
+    store
+        .create_page(
+            NewPage {
+                page_id: String::from("102290129340398"),
+                tenant_id: f.tenant.clone(),
+                app_id: String::from("9113"),
+                platform: Platform::Whatsapp,
+                name: None,
+                access_token: None,
+                phone_number_ids: vec![String::from("106540352242922"), String::from("106540352242923")],
+            },
+            NOW,
+        )
+        .await?;
+    let pages = store.list_pages(&f.tenant).await?;
+    let waba = pages
+        .iter()
+        .find(|p| p.platform == Platform::Whatsapp)
+        .ok_or("no WhatsApp account")?;
+    assert_eq!(waba.phone_number_ids, ["106540352242922", "106540352242923"]);
+    assert!(pages
+        .iter()
+        .filter(|p| p.platform == Platform::Messenger)
+        .all(|p| p.phone_number_ids.is_empty()));
+    Ok(())
+}
+
 pub async fn keeps_tenants_apart(store: Arc<dyn Store>) -> Result {
     let acme = onboard(store.as_ref(), "106").await?;
     let globex = onboard(store.as_ref(), "107").await?;
@@ -284,6 +333,7 @@ pub async fn refuses_a_page_onboarded_twice(store: Arc<dyn Store>) -> Result {
                 platform: Platform::Messenger,
                 name: None,
                 access_token: None,
+                phone_number_ids: Vec::new(),
             },
             NOW,
         )

@@ -90,9 +90,12 @@ impl TestAppBuilder {
                 ..DeliveryConfig::default()
             },
             routing_refresh: Duration::from_secs(3600),
+            dedup_window: Duration::from_secs(7 * 24 * 3600),
+            maintenance_interval: Duration::from_secs(24 * 3600),
         };
         let gateway = Gateway::build(Arc::clone(&store), Arc::new(clock.clone()) as Arc<dyn Clock>, config).await?;
         let dispatcher = gateway.dispatcher().clone();
+        let maintenance = gateway.maintenance().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -103,6 +106,7 @@ impl TestAppBuilder {
             store,
             clock,
             dispatcher,
+            maintenance,
             shutdown,
             task: Some(task),
             data_dir: dir,
@@ -131,6 +135,7 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub clock: ManualClock,
     dispatcher: Dispatcher,
+    maintenance: pagewire_server::Maintenance,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), pagewire_server::GatewayError>>>,
     data_dir: PathBuf,
@@ -159,6 +164,11 @@ impl TestApp {
     /// attempts were made.
     pub async fn deliver_due(&self) -> Result<usize, BoxError> {
         Ok(self.dispatcher.drain().await?)
+    }
+
+    /// Runs one housekeeping pass at the clock's current time; returns the dedup keys released.
+    pub async fn run_maintenance(&self) -> Result<u64, BoxError> {
+        Ok(self.maintenance.run_once().await?)
     }
 
     /// Stops serving, lets the ingest writer drain, and keeps the data directory.
