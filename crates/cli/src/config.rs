@@ -60,6 +60,9 @@ pub struct DeliverySection {
     pub request_timeout_secs: u64,
     /// How often due retries are looked for, in milliseconds.
     pub poll_interval_ms: u64,
+    /// Seconds to wait before each retry; the delivery gives up after the last. Each wait is spread
+    /// by ±20 %.
+    pub retry_schedule_secs: Vec<u64>,
 }
 
 impl Default for DeliverySection {
@@ -68,6 +71,7 @@ impl Default for DeliverySection {
             concurrency: 64,
             request_timeout_secs: 15,
             poll_interval_ms: 1000,
+            retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400],
         }
     }
 }
@@ -135,6 +139,9 @@ impl Config {
         }
         if self.delivery.request_timeout_secs == 0 || self.delivery.request_timeout_secs > 300 {
             bail!("delivery.request_timeout_secs must be between 1 and 300");
+        }
+        if self.delivery.retry_schedule_secs.len() > 50 || self.delivery.retry_schedule_secs.contains(&0) {
+            bail!("delivery.retry_schedule_secs takes at most 50 waits of at least one second");
         }
         if self.dedup_window_days == 0 || self.dedup_window_days > 365 {
             bail!("dedup_window_days must be between 1 and 365");

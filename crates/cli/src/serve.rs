@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use pagewire_core::{Clock, MasterKey, Secret, SystemClock};
+use pagewire_core::{Clock, MasterKey, RetryPolicy, Secret, SystemClock};
 use pagewire_delivery::DeliveryConfig;
 use pagewire_server::auth::{generate_token, AdminToken, ADMIN_TOKEN_PREFIX};
 use pagewire_server::{Gateway, GatewayConfig, IngestConfig};
@@ -46,6 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(config.delivery.request_timeout_secs),
             poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
             allow_private: config.allow_private_endpoints,
+            retry: RetryPolicy::from_secs(&config.delivery.retry_schedule_secs),
             ..DeliveryConfig::default()
         },
         routing_refresh: Duration::from_secs(30),

@@ -61,35 +61,24 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 15 attempts over about three days: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, then
-    /// every 12 h.
+    /// 10 attempts over about three days: at once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+    /// 14 h, 20 h and 24 h.
     fn default() -> Self {
-        let m = |n: u64| Duration::from_secs(n * 60);
-        let h = |n: u64| Duration::from_secs(n * 3600);
-        Self {
-            schedule: vec![
-                Duration::from_secs(5),
-                Duration::from_secs(30),
-                m(2),
-                m(10),
-                m(30),
-                h(1),
-                h(2),
-                h(4),
-                h(8),
-                h(12),
-                h(12),
-                h(12),
-                h(12),
-                h(12),
-            ],
-            jitter: 0.2,
-            max_retry_after: h(1),
-        }
+        Self::from_secs(&[5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400])
     }
 }
 
 impl RetryPolicy {
+    /// A policy with these waits (in seconds) before each retry, ±20 % jitter and `Retry-After`
+    /// honoured up to an hour.
+    pub fn from_secs(waits: &[u64]) -> Self {
+        Self {
+            schedule: waits.iter().copied().map(Duration::from_secs).collect(),
+            jitter: 0.2,
+            max_retry_after: Duration::from_secs(3600),
+        }
+    }
+
     /// The most attempts a delivery gets, the first included.
     pub fn max_attempts(&self) -> u32 {
         u32::try_from(self.schedule.len()).unwrap_or(u32::MAX).saturating_add(1)
@@ -184,7 +173,10 @@ mod tests {
     fn gives_up_after_about_three_days() {
         let p = RetryPolicy::default();
         let total: Duration = p.schedule.iter().sum();
-        assert!(total > Duration::from_secs(60 * 3600) && total < Duration::from_secs(84 * 3600));
+        assert!(
+            total > Duration::from_secs(60 * 3600) && total < Duration::from_secs(84 * 3600),
+            "{total:?}"
+        );
         assert_eq!(p.next_step(p.max_attempts(), &failed(), NOW, 0.5), NextStep::GiveUp);
         assert!(matches!(
             p.next_step(p.max_attempts() - 1, &failed(), NOW, 0.5),
@@ -194,7 +186,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_retry_is_in_the_future_and_within_the_jitter_band(attempt in 1u32..15, sample in 0.0f64..1.0) {
+        fn every_retry_is_in_the_future_and_within_the_jitter_band(attempt in 1u32..10, sample in 0.0f64..1.0) {
             let p = RetryPolicy::default();
             let base = p.schedule[(attempt - 1) as usize].as_millis() as f64;
             match p.next_step(attempt, &DeliveryOutcome::ConnectionFailed, NOW, sample) {
@@ -204,6 +196,25 @@ mod tests {
                     prop_assert!(at > NOW);
                 }
                 other => prop_assert!(false, "expected a retry, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn retry_after_is_honoured_within_bounds(attempt in 1u32..10, secs in 0u64..1_000_000, sample in 0.0f64..1.0) {
+            let p = RetryPolicy::default();
+            let outcome = DeliveryOutcome::Rejected { status: 429, retry_after: Some(Duration::from_secs(secs)) };
+            match p.next_step(attempt, &outcome, NOW, sample) {
+                NextStep::RetryAt(at) => prop_assert_eq!(at - NOW, secs.clamp(1, 3600) as i64 * 1000),
+                other => prop_assert!(false, "expected a retry, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn success_is_final_and_the_schedule_ends(attempt in 1u32..100, status in 200u16..300, sample in 0.0f64..1.0) {
+            let p = RetryPolicy::default();
+            prop_assert_eq!(p.next_step(attempt, &DeliveryOutcome::Delivered { status }, NOW, sample), NextStep::Done);
+            if attempt >= p.max_attempts() {
+                prop_assert_eq!(p.next_step(attempt, &DeliveryOutcome::Timeout, NOW, sample), NextStep::GiveUp);
             }
         }
     }

@@ -38,7 +38,7 @@ impl Default for DeliveryConfig {
             per_endpoint_per_round: 8,
             request_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
-            excerpt_limit: 1024,
+            excerpt_limit: 8 * 1024,
             allow_private: false,
             retry: RetryPolicy::default(),
         }

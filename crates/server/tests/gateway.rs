@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pagewire_core::Clock;
 use pagewire_testkit::simulator::signature;
 use pagewire_testkit::{meta_json, Kind, MetaBody, Receiver, TestApp};
 use serde_json::{json, Value};
@@ -667,5 +668,49 @@ async fn delivers_instagram_messages_of_an_onboarded_account() -> TestResult {
     assert_eq!(event["type"], "instagram.message");
     assert_eq!(event["platform"], "instagram");
     assert_eq!(event["data"]["text"], "Onko tämä vielä myynnissä?");
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_the_whole_retry_schedule_in_milliseconds_then_gives_up() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let (tenant, receiver, _) = onboarded(&app).await?;
+    let policy = pagewire_core::RetryPolicy::default();
+    let attempts = usize::try_from(policy.max_attempts())?;
+    receiver.respond_with(std::iter::repeat_n(503, attempts));
+    let body = MetaBody::page()
+        .messaging(PAGE_A, 1, vec![Kind::Postback.item(PAGE_A, PSID, 1, "TRACK_ORDER", 1)])
+        .to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+
+    let tenant_id: pagewire_core::TenantId = tenant.id.parse()?;
+    let mut sent_at = Vec::new();
+    loop {
+        assert_eq!(app.deliver_due().await?, 1);
+        sent_at.push(app.clock.now_ms());
+        let delivery = app.store.list_deliveries(&tenant_id, 1).await?.remove(0);
+        if delivery.status != pagewire_store::DeliveryStatus::Pending {
+            assert_eq!(delivery.status, pagewire_store::DeliveryStatus::Failed);
+            assert_eq!(delivery.last_status, Some(503));
+            break;
+        }
+        assert_eq!(app.deliver_due().await?, 0, "nothing is sent before its time");
+        app.clock.set(delivery.next_attempt_at);
+    }
+    assert_eq!(sent_at.len(), attempts);
+    assert_eq!(receiver.received().len(), attempts);
+    for (i, (pair, base)) in sent_at.windows(2).zip(&policy.schedule).enumerate() {
+        let wait = u128::try_from(pair[1] - pair[0])?;
+        let base = base.as_millis();
+        assert!(
+            wait * 10 >= base * 8 && wait * 10 <= base * 12,
+            "retry {i}: waited {wait} ms for {base} ms ± 20 %"
+        );
+    }
+    let total: i64 = sent_at[attempts - 1] - sent_at[0];
+    assert!(
+        total > 2 * 86_400_000 && total < 4 * 86_400_000,
+        "about three days: {total} ms"
+    );
     Ok(())
 }
