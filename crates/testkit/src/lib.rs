@@ -8,6 +8,8 @@
 //!   statuses.
 //! - `app` (feature `harness`): `TestApp`, a whole gateway on port 0 with its own SQLite file and a
 //!   clock that tests move.
+//! - `contract` (feature `contract`): `EventContract`, which validates events against the JSON
+//!   Schema of the event contract in `openapi.yaml` (`components.schemas.Event`).
 //!
 //! Only tests and the `simulate` command depend on this crate.
 
@@ -15,6 +17,8 @@ pub mod simulator;
 
 #[cfg(feature = "harness")]
 pub mod app;
+#[cfg(feature = "contract")]
+pub mod contract;
 #[cfg(feature = "harness")]
 pub mod receiver;
 
