@@ -144,8 +144,10 @@ impl<'a> Envelope<'a> {
         self.entries.iter().filter_map(Entry::id)
     }
 
-    /// How many items normalization yields: every element of every item array, and one for each
-    /// entry that has none of them.
+    /// How many item slots the envelope has: every element of every item array, and one for each
+    /// entry that has none of them. Normalization yields exactly this many items, except that a
+    /// WhatsApp change yields one per message and status inside its value (and at least one), so
+    /// for `whatsapp_business_account` this is a lower bound.
     pub fn item_count(&self) -> usize {
         self.entries.iter().map(Entry::item_count).sum()
     }
@@ -230,7 +232,7 @@ impl<'a> Entry<'a> {
         self.messaging.is_none() && self.standby.is_none() && self.changes.is_none()
     }
 
-    /// How many items normalization yields for this entry.
+    /// How many item slots this entry has (see [`Envelope::item_count`]).
     pub fn item_count(&self) -> usize {
         if self.has_no_item_arrays() {
             return 1;

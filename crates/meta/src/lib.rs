@@ -22,8 +22,16 @@
 //!
 //! # Event types
 //!
-//! Messenger (`object: "page"`, `messaging[]` and `standby[]`); every listed `data` key is always
-//! present, null when Meta did not send it:
+//! Event contract v1. Every listed `data` key is always present, null when Meta did not send it;
+//! "as sent" means the JSON value copied verbatim. Ids (mids, wamids, app, user, ad, post and
+//! comment ids) are always strings, digit for digit even when Meta sends numbers beyond 2^53. The
+//! routing string of postbacks, quick replies, referrals and WhatsApp replies and buttons is
+//! `payload`; human text (message text, caption, comment, reply title, system message) is `text`;
+//! the message id (`mid`, WhatsApp `wamid`) is `mid`. Texts are decoded while `raw` keeps the bytes
+//! as sent.
+//!
+//! Messenger (`object: "page"`, `messaging[]` and `standby[]`, and the App Dashboard's test payloads
+//! of the Messenger fields in `changes[]`):
 //!
 //! | type | `data` |
 //! |---|---|
@@ -32,7 +40,7 @@
 //! | `messenger.message_echo` | `mid`, `text`, `attachments`, `app_id`, `metadata` (outbound) |
 //! | `messenger.postback` | `mid`, `title`, `payload`, `referral` (as sent) |
 //! | `messenger.referral` | `payload` (= `ref`), `ref`, `source`, `type`, `ad_id`, `ads_context_data` (as sent), `referer_uri` |
-//! | `messenger.reaction` | `mid`, `action`, `reaction`, `emoji` |
+//! | `messenger.reaction` | `mid` (the message reacted to), `action`, `reaction`, `emoji` |
 //! | `messenger.read` | `watermark` |
 //! | `messenger.delivery` | `mids`, `watermark` |
 //! | `messenger.message_edit` | `mid`, `text`, `num_edit` |
@@ -42,20 +50,72 @@
 //! | `messenger.request_thread_control` | `requested_owner_app_id`, `metadata` |
 //! | `messenger.app_roles` | `roles` (as sent) |
 //! | `messenger.policy_enforcement` | `action`, `reason` |
+//! | `messenger.game_play` | `game_id`, `player_id`, `context_type`, `context_id`, `score` (as sent), `payload` |
+//! | `messenger.messaging_feedback` | `feedback_screens` (as sent) |
+//! | `messenger.response_feedback` | `mid` (the message rated), `feedback` |
+//! | `messenger.order` | `mid`, `text`, `products` (as sent), `note`, `currency` (the order's, else the one all products share), `order` (the whole `send_cart` order as sent) |
 //! | `messenger.unknown` | `kind`: the item's first key other than `sender`, `recipient`, `timestamp` |
 //!
-//! Page changes (`object: "page"`, `changes[]`) are `page.<field>` with `data: {field, value}`.
-//! Other objects (`instagram`, `whatsapp_business_account`, `user`, …) and entries without any item
-//! array are `<platform>.unknown` with `data: {kind}`, everything kept in `raw`.
+//! Page changes (`object: "page"`, `changes[]`; no parties, timed by the entry):
 //!
-//! Ids (`mid`, `app_id`, `ad_id`, sender and recipient) are always strings, digit for digit even
-//! when Meta sends numbers beyond 2^53; texts are decoded while `raw` keeps the bytes as sent.
+//! | type | `data` |
+//! |---|---|
+//! | `page.feed` | `item`, `verb`, `post_id`, `comment_id`, `parent_id`, `text` (`value.message`), `from` (as sent), `created_time` (ms), `value` (as sent) |
+//! | `page.leadgen` | `leadgen_id`, `form_id`, `ad_id`, `adgroup_id`, `created_time` (ms), `value` (as sent) |
+//! | `page.<field>` (any other field matching `[a-z0-9_]+`) | `field`, `value` (as sent) |
+//! | `page.unknown` | `kind`: the change's field, an entry's first key, or the object's name for objects other than `page`, `instagram` and `whatsapp_business_account` (`user`, `permissions`, …) |
+//!
+//! Instagram (`object: "instagram"`; direct messages are read like Messenger's, comments and
+//! mentions come in `changes[]`, as do the dashboard's test payloads of the messaging fields):
+//!
+//! | type | `data` |
+//! |---|---|
+//! | `instagram.message` | `mid`, `text`, `attachments`, `reply_to` (`{mid}`, or `{story: {url, id}}` as sent), `referral`, `is_unsupported` (bool) |
+//! | `instagram.quick_reply` | `mid`, `text`, `payload` |
+//! | `instagram.message_echo` | `mid`, `text`, `attachments`, `reply_to`, `app_id` (outbound) |
+//! | `instagram.message_deleted` | `mid` |
+//! | `instagram.message_edit` | `mid`, `text`, `num_edit` |
+//! | `instagram.reaction` | `mid`, `action`, `reaction`, `emoji` |
+//! | `instagram.postback` | `mid`, `title`, `payload`, `referral` |
+//! | `instagram.referral` | `payload`, `ref`, `source`, `type`, `ad_id`, `ads_context_data` |
+//! | `instagram.read` | `mid`, `watermark` |
+//! | `instagram.comment` (fields `comments`, `live_comments`) | `comment_id`, `text`, `from` (as sent), `media` (as sent), `parent_id`, `value` (as sent) |
+//! | `instagram.mention` | `media_id`, `comment_id`, `value` (as sent) |
+//! | `instagram.<field>` (any other change field) | `field`, `value` |
+//! | `instagram.unknown` | `kind` (event keys Instagram has no type for, such as handovers, land here too) |
+//!
+//! WhatsApp (`object: "whatsapp_business_account"`): one event per element of a `messages`
+//! change's `value.messages[]`, then per element of its `value.statuses[]`, with `raw` that one
+//! object, `source.nested` saying where it sits, and `page_id` the business phone number
+//! (`metadata.phone_number_id`). Every message type's `data` also has `profile_name`, `wa_id`,
+//! `context` (as sent) and `referral` (as sent):
+//!
+//! | type | `data` |
+//! |---|---|
+//! | `whatsapp.message` | `mid`, `message_type` (`text`, `image`, `audio`, `video`, `document`, `sticker`, `location`, `contacts`), `text` (body or caption), `media`, `location`, `contacts` (as sent) |
+//! | `whatsapp.button_reply` | `mid`, `payload`, `title`, `text` |
+//! | `whatsapp.list_reply` | `mid`, `payload`, `title`, `description`, `text` |
+//! | `whatsapp.button` | `mid`, `payload`, `text` |
+//! | `whatsapp.reaction` | `mid`, `reacted_mid`, `emoji` (null when removed), `action` (`react`, `unreact`) |
+//! | `whatsapp.order` | `mid`, `catalog_id`, `text`, `product_items` (as sent) |
+//! | `whatsapp.system` | `mid`, `system_type`, `text`, `new_wa_id`, `customer` |
+//! | `whatsapp.unsupported` | `mid`, `message_type`, `errors` (as sent); any other message type |
+//! | `whatsapp.status` | `mid`, `status`, `recipient_id`, `conversation`, `pricing`, `errors` (as sent), `biz_opaque_callback_data` |
+//! | `whatsapp.<field>` (any other change field) | `field`, `value` |
+//! | `whatsapp.unknown` | `kind` (`messages` for a change with neither messages nor statuses) |
+//!
+//! Dedup keys (see [`Item::dedup_key`]): `{type}:{mid}` for items a message id identifies
+//! (`message_edit` adds `:{num_edit}`), `whatsapp.status:{wamid}:{status}`,
+//! `{type}:{sender}:{watermark}` for reads and deliveries, else a hash of `raw`; `standby:` in
+//! front for standby items.
 
 mod envelope;
+mod instagram;
 mod messenger;
 mod normalize;
 mod page;
 mod signature;
+mod whatsapp;
 mod wire;
 
 pub use envelope::{Entry, Envelope, EnvelopeError, ProofMismatch, VerifiedEnvelope};

@@ -167,6 +167,34 @@ pub(crate) fn record<const N: usize>(fields: [(&str, Value); N]) -> Value {
     Value::Object(map)
 }
 
+/// A routing string (`payload`): a JSON string decoded, any other non-null value as its JSON text,
+/// so that `data.payload` is always a string or null whatever Meta put there.
+pub(crate) fn routing_string(raw: Option<&RawValue>) -> Value {
+    match raw {
+        Some(raw) if raw.get().starts_with('"') => string_value(Some(raw)),
+        Some(raw) if raw.get() != "null" => Value::String(raw.get().to_owned()),
+        _ => Value::Null,
+    }
+}
+
+wire_object!(
+    /// `{field, value}`: one element of `entry[].changes[]`, the value kept as a raw slice.
+    ChangeWire { field, value }
+);
+
+/// Longest change `field` taken into an event type; Meta's field names are far shorter.
+const MAX_FIELD_LEN: usize = 64;
+
+/// Whether a change `field` may become part of an event type (`page.<field>`): the type names
+/// metrics and endpoint filters, so only a plain name (`[a-z0-9_]+`, at most 64 bytes) makes it in.
+pub(crate) fn is_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FIELD_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// The first key of a JSON object that is not in `skip`, in document order.
 pub(crate) fn first_key<'a>(raw: &'a RawValue, skip: &[&str]) -> Option<Cow<'a, str>> {
     if !raw.get().starts_with('{') {
@@ -405,6 +433,28 @@ mod tests {
         let item = raw(r#"{"sender":{},"zeta":1,"alpha":2}"#);
         assert_eq!(first_key(item, &["sender"]).as_deref(), Some("zeta"));
         assert_eq!(first_key(raw("[1]"), &[]), None);
+    }
+
+    #[test]
+    fn reads_any_payload_as_a_routing_string() {
+        assert_eq!(routing_string(Some(raw(r#""P\u00e4iv\u00e4""#))), Value::from("Päivä"));
+        assert_eq!(
+            routing_string(Some(raw(r#"{"level": 3}"#))),
+            Value::from(r#"{"level": 3}"#)
+        );
+        assert_eq!(routing_string(Some(raw("42"))), Value::from("42"));
+        assert_eq!(routing_string(Some(raw("null"))), Value::Null);
+        assert_eq!(routing_string(None), Value::Null);
+    }
+
+    #[test]
+    fn takes_only_plain_change_fields_into_types() {
+        for name in ["feed", "leadgen", "message_template_status_update", "v2_field"] {
+            assert!(is_field_name(name), "{name}");
+        }
+        for name in ["", "Feed", "feed-ext", "feed.x", "ä", &"x".repeat(65)] {
+            assert!(!is_field_name(name), "{name}");
+        }
     }
 
     #[test]
