@@ -12,6 +12,56 @@ pub struct EndpointFilter {
     pub page_ids: Option<Vec<String>>,
 }
 
+/// How deliveries to one endpoint are paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryControls {
+    /// Requests in flight to this endpoint at once. 1 delivers strictly one after another.
+    pub max_concurrency: u32,
+    /// Most requests per second; `None` for no limit.
+    pub rate_limit: Option<u32>,
+    /// Events of one conversation are delivered one at a time, in order: the next waits until the
+    /// previous is delivered or given up. Conversations still run in parallel.
+    pub ordered: bool,
+}
+
+impl DeliveryControls {
+    pub const MAX_CONCURRENCY: u32 = 256;
+}
+
+impl Default for DeliveryControls {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 16,
+            rate_limit: None,
+            ordered: false,
+        }
+    }
+}
+
+/// When a failing endpoint is paused as a whole (a circuit breaker) and when it is disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Consecutive failed attempts that open the breaker.
+    pub threshold: u32,
+    /// The first pause; each further failure doubles it, up to `max_pause`. When a pause ends one
+    /// delivery goes as a probe: its success closes the breaker.
+    pub first_pause: std::time::Duration,
+    pub max_pause: std::time::Duration,
+    /// An endpoint failing without a single success for this long is disabled.
+    pub disable_after: std::time::Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            first_pause: std::time::Duration::from_secs(5),
+            max_pause: std::time::Duration::from_secs(600),
+            disable_after: std::time::Duration::from_secs(5 * 24 * 3600),
+        }
+    }
+}
+
 /// An event type pattern that no event type can ever match.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not an event type pattern: use a type such as `messenger.postback`, `messenger.*` or `*`")]

@@ -184,6 +184,7 @@ mod tests {
             tenant_id: TenantId::new(),
             url: url.to_owned(),
             secret: EndpointSecret::generate(),
+            controls: pagewire_core::DeliveryControls::default(),
             payload: String::from("{}"),
             attempts: 0,
         }

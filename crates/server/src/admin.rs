@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use pagewire_core::{Clock, DeliveryId, EndpointFilter, EndpointSecret, EventId, Platform, Secret, TenantId};
+use pagewire_core::{
+    Clock, DeliveryControls, DeliveryId, EndpointFilter, EndpointSecret, EventId, Platform, Secret, TenantId,
+};
 use pagewire_store::{Delivery, Endpoint, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -385,6 +387,12 @@ pub struct CreateEndpoint {
     event_types: Option<Vec<String>>,
     page_ids: Option<Vec<String>>,
     description: Option<String>,
+    /// Requests in flight at once (default 16; 1 delivers strictly in order).
+    max_concurrency: Option<u32>,
+    /// Most requests per second (default: no limit).
+    rate_limit: Option<u32>,
+    /// Deliver the events of one conversation one at a time, in order.
+    ordered: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -395,8 +403,15 @@ pub struct EndpointView {
     description: Option<String>,
     event_types: Option<Vec<String>>,
     page_ids: Option<Vec<String>>,
+    max_concurrency: u32,
+    rate_limit: Option<u32>,
+    ordered: bool,
     enabled: bool,
     disabled_reason: Option<String>,
+    /// Failed attempts in a row; after a few the endpoint is paused as a whole.
+    consecutive_failures: u32,
+    /// While the endpoint is paused: when the next probe goes.
+    paused_until: Option<String>,
     created_at: String,
     updated_at: String,
     /// The signing secret: present only in the answer to the creation.
@@ -413,8 +428,13 @@ impl From<Endpoint> for EndpointView {
             description: e.description,
             event_types: e.filter.event_types,
             page_ids: e.filter.page_ids,
+            max_concurrency: e.controls.max_concurrency,
+            rate_limit: e.controls.rate_limit,
+            ordered: e.controls.ordered,
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
+            consecutive_failures: e.consecutive_failures,
+            paused_until: e.paused_until.map(iso),
             created_at: iso(e.created_at),
             updated_at: iso(e.updated_at),
             secret: None,
@@ -440,6 +460,23 @@ async fn create_endpoint(
         event_types: body.event_types,
         page_ids: body.page_ids,
     };
+    let defaults = DeliveryControls::default();
+    let controls = DeliveryControls {
+        max_concurrency: body.max_concurrency.unwrap_or(defaults.max_concurrency),
+        rate_limit: body.rate_limit,
+        ordered: body.ordered.unwrap_or(defaults.ordered),
+    };
+    if !(1..=DeliveryControls::MAX_CONCURRENCY).contains(&controls.max_concurrency) {
+        return Err(ApiError::Validation(format!(
+            "`max_concurrency` must be between 1 and {}",
+            DeliveryControls::MAX_CONCURRENCY
+        )));
+    }
+    if controls.rate_limit == Some(0) {
+        return Err(ApiError::Validation(String::from(
+            "`rate_limit` must be at least 1 event per second (omit it for no limit)",
+        )));
+    }
     filter
         .validate()
         .map_err(|e| ApiError::Validation(format!("`event_types`: {e}")))?;
@@ -453,6 +490,7 @@ async fn create_endpoint(
                 url: body.url,
                 description: body.description,
                 filter,
+                controls,
                 secret,
             },
             state.clock.now_ms(),

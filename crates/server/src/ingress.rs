@@ -240,7 +240,12 @@ async fn accept(
         let route_id = item.entry_id.as_deref().unwrap_or_default();
         let endpoints = routing.endpoints_for(&page.tenant_id, &item.event_type, &[&item.page_id, route_id]);
         let id = EventId::new();
-        let (event_type, page_id, dedup_key) = (item.event_type.clone(), item.page_id.clone(), item.dedup_key.clone());
+        let (event_type, page_id, dedup_key, conversation_id) = (
+            item.event_type.clone(),
+            item.page_id.clone(),
+            item.dedup_key.clone(),
+            item.conversation_id.clone(),
+        );
         let payload = item
             .into_event(id.clone(), page.tenant_id.clone(), inbound_id.clone(), received_at)
             .to_json();
@@ -250,6 +255,7 @@ async fn accept(
             page_id,
             event_type,
             dedup_key,
+            conversation_id,
             payload,
             endpoints,
         });

@@ -27,7 +27,10 @@ async fn onboarded(
     app.create_page(&tenant, PAGE_A, APP_ID).await?;
     app.create_page(&tenant, PAGE_B, APP_ID).await?;
     let receiver = Receiver::start().await?;
-    let (_, secret) = app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    // One request at a time: events arrive in exactly the order Meta sent them.
+    let (_, secret) = app
+        .create_endpoint(&tenant, json!({"url": receiver.url(), "max_concurrency": 1}))
+        .await?;
     Ok((tenant, receiver, secret))
 }
 
@@ -712,5 +715,103 @@ async fn runs_the_whole_retry_schedule_in_milliseconds_then_gives_up() -> TestRe
         total > 2 * 86_400_000 && total < 4 * 86_400_000,
         "about three days: {total} ms"
     );
+    Ok(())
+}
+
+/// When nothing can be sent now, moves the clock to the next moment something may be: the earliest
+/// future retry or the end of a pause. (Deliveries due now but waiting behind their conversation's
+/// first event move when that one does.)
+async fn advance_to_next_due(app: &TestApp, tenant: &pagewire_core::TenantId) -> TestResult {
+    let now = app.clock.now_ms();
+    let pending = app.store.list_deliveries(tenant, 500).await?;
+    let retries = pending
+        .iter()
+        .filter(|d| d.status == pagewire_store::DeliveryStatus::Pending)
+        .map(|d| d.next_attempt_at);
+    let pauses = app
+        .store
+        .list_endpoints(tenant)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.paused_until);
+    let next = retries
+        .chain(pauses)
+        .filter(|at| *at > now)
+        .min()
+        .ok_or("nothing left to wait for")?;
+    app.clock.set(next);
+    Ok(())
+}
+
+#[tokio::test]
+async fn delivers_each_conversation_in_order_through_random_failures() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = app.create_tenant("Acme").await?;
+    app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
+    app.create_page(&tenant, PAGE_A, APP_ID).await?;
+    let receiver = Receiver::start().await?;
+    receiver.fail_randomly(0.3, 7);
+    app.create_endpoint(&tenant, json!({"url": receiver.url(), "ordered": true}))
+        .await?;
+
+    // 3 conversations × 50 events, interleaved in one POST.
+    let people = ["6100000000000001", "6100000000000002", "6100000000000003"];
+    let items: Vec<Value> = (0..50)
+        .flat_map(|i| {
+            people.iter().enumerate().map(move |(p, psid)| {
+                let seq = u64::try_from(i * 3 + p).unwrap_or_default();
+                Kind::Message.item(
+                    PAGE_A,
+                    psid,
+                    1_000 + i64::try_from(seq).unwrap_or_default(),
+                    &format!("{p}:{i}"),
+                    seq,
+                )
+            })
+        })
+        .collect();
+    let body = MetaBody::page().messaging(PAGE_A, 1, items).to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+
+    let tenant_id: pagewire_core::TenantId = tenant.id.parse()?;
+    let delivered = |received: &[pagewire_testkit::Received]| received.iter().filter(|r| r.answered == 200).count();
+    let mut rounds = 0;
+    while delivered(&receiver.received()) < 150 {
+        let n = app.deliver_due().await?;
+        if n == 0 {
+            advance_to_next_due(&app, &tenant_id).await?;
+        }
+        rounds += 1;
+        assert!(rounds < 5_000, "not all delivered: {}", delivered(&receiver.received()));
+    }
+
+    let received = receiver.received();
+    assert!(received.iter().any(|r| r.answered == 503), "failures happened");
+    for p in 0..people.len() {
+        // Every attempt of a conversation, successful or not, in arrival order.
+        let attempts: Vec<(usize, u16)> = received
+            .iter()
+            .filter_map(|r| {
+                let text = r.json()["data"]["text"].as_str()?.to_owned();
+                let (person, i) = text.split_once(':')?;
+                (person.parse::<usize>().ok()? == p).then(|| Some((i.parse().ok()?, r.answered)))?
+            })
+            .collect();
+        let indices: Vec<usize> = attempts.iter().map(|(i, _)| *i).collect();
+        assert!(
+            indices.windows(2).all(|w| w[0] <= w[1]),
+            "conversation {p} out of order: {indices:?}"
+        );
+        let ok: Vec<usize> = attempts
+            .iter()
+            .filter(|(_, status)| *status == 200)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(
+            ok,
+            (0..50).collect::<Vec<_>>(),
+            "conversation {p}: each event delivered once, in order"
+        );
+    }
     Ok(())
 }

@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId, NextStep,
-    PageRecordId, Platform, Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
+    HealthPolicy, InboundId, NextStep, PageRecordId, Platform, Secret, TenantId,
 };
 
 mod error;
@@ -93,8 +93,13 @@ pub struct Endpoint {
     pub url: String,
     pub description: Option<String>,
     pub filter: EndpointFilter,
+    pub controls: DeliveryControls,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// Consecutive failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// While set and in the future, the breaker is open: nothing is sent before it.
+    pub paused_until: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -105,6 +110,7 @@ pub struct NewEndpoint {
     pub url: String,
     pub description: Option<String>,
     pub filter: EndpointFilter,
+    pub controls: DeliveryControls,
     pub secret: EndpointSecret,
 }
 
@@ -145,6 +151,8 @@ pub struct NewEvent {
     pub page_id: String,
     pub event_type: String,
     pub dedup_key: String,
+    /// Orders the event's deliveries to endpoints that deliver in order per conversation.
+    pub conversation_id: Option<String>,
     pub payload: String,
     pub endpoints: Vec<EndpointId>,
 }
@@ -158,15 +166,30 @@ pub struct IngestReceipt {
 }
 
 /// What to lease, for [`Store::lease_due`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Per endpoint at most `max_concurrency × per_endpoint_rounds` deliveries are leased (one while
+/// its breaker probes), only the first pending delivery of each conversation for endpoints that
+/// deliver in order, and none for paused endpoints or the ones in `skip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub now: i64,
     /// Most deliveries in all.
     pub limit: u32,
-    /// Most deliveries of one endpoint, so that one busy endpoint cannot fill a round.
-    pub per_endpoint: u32,
+    /// How many full rounds of its concurrency one endpoint may have leased at once.
+    pub per_endpoint_rounds: u32,
     /// How long the lease lasts.
     pub lease_ms: i64,
+    /// Endpoints whose queues are full in this worker.
+    pub skip: Vec<EndpointId>,
+}
+
+/// What recording a batch of attempts changed about endpoints, for the operational events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthReport {
+    /// Endpoints disabled by this batch: gone (410), or failing for longer than the policy allows.
+    pub disabled: Vec<(EndpointId, TenantId, String)>,
+    /// Endpoints that had been failing and succeeded again.
+    pub recovered: Vec<(EndpointId, TenantId)>,
 }
 
 /// A delivery leased to this worker: everything needed to send it.
@@ -179,6 +202,7 @@ pub struct LeasedDelivery {
     pub tenant_id: TenantId,
     pub url: String,
     pub secret: EndpointSecret,
+    pub controls: DeliveryControls,
     pub payload: String,
     /// Attempts made before this one.
     pub attempts: u32,
@@ -325,8 +349,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>>;
 
     /// Records attempts and applies their next steps, in one transaction. A record whose lease was
-    /// taken over meanwhile is kept in the attempt log but does not change the delivery.
-    async fn record_attempts(&self, records: &[AttemptRecord], now: i64) -> Result<()>;
+    /// taken over meanwhile is kept in the attempt log but does not change the delivery. Updates
+    /// each endpoint's health: a success closes its breaker; failures open it after
+    /// `health.threshold` in a row, for a pause that doubles with each further failure; an endpoint
+    /// failing for longer than `health.disable_after` is disabled.
+    async fn record_attempts(&self, records: &[AttemptRecord], now: i64, health: &HealthPolicy)
+        -> Result<HealthReport>;
 
     async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>>;
     async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>>;
