@@ -99,7 +99,9 @@ struct Lane {
 
 impl std::fmt::Debug for Lane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lane").field("max_workers", &self.max_workers).finish_non_exhaustive()
+        f.debug_struct("Lane")
+            .field("max_workers", &self.max_workers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,7 +204,11 @@ impl Dispatcher {
         let backlog_limit = inner.config.concurrency.max(1) * 2;
         while !shutdown.is_cancelled() {
             let room = backlog_limit.saturating_sub(inner.queued());
-            let leased = if room == 0 { Ok(Vec::new()) } else { inner.lease(room).await };
+            let leased = if room == 0 {
+                Ok(Vec::new())
+            } else {
+                inner.lease(room).await
+            };
             match leased {
                 Ok(leased) if !leased.is_empty() => {
                     backoff = Duration::from_millis(100);
@@ -274,7 +280,11 @@ impl Inner {
         let endpoint = delivery.endpoint_id.clone();
         let lane = {
             let mut lanes = self.lanes();
-            Arc::clone(lanes.entry(endpoint.clone()).or_insert_with(|| Arc::new(Lane::new(delivery.controls))))
+            Arc::clone(
+                lanes
+                    .entry(endpoint.clone())
+                    .or_insert_with(|| Arc::new(Lane::new(delivery.controls))),
+            )
         };
         let start_worker = {
             let mut state = lane.state();
@@ -339,7 +349,10 @@ impl Inner {
 
     fn decide(&self, delivery: LeasedDelivery, started_at: i64, report: SendReport) -> AttemptRecord {
         let attempt = delivery.attempts.saturating_add(1);
-        let next = self.config.retry.next_step(attempt, &report.outcome, self.clock.now_ms(), rand::random::<f64>());
+        let next = self
+            .config
+            .retry
+            .next_step(attempt, &report.outcome, self.clock.now_ms(), rand::random::<f64>());
         tracing::info!(
             delivery_id = %delivery.id,
             event_id = %delivery.event_id,
@@ -367,7 +380,10 @@ impl Inner {
     }
 
     async fn record(&self, records: &[AttemptRecord]) -> Result<HealthReport, StoreError> {
-        let report = self.store.record_attempts(records, self.clock.now_ms(), &self.config.health).await?;
+        let report = self
+            .store
+            .record_attempts(records, self.clock.now_ms(), &self.config.health)
+            .await?;
         for (endpoint_id, tenant_id, reason) in &report.disabled {
             tracing::warn!(%endpoint_id, %tenant_id, reason, "endpoint disabled");
         }

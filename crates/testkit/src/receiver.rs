@@ -166,7 +166,9 @@ async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
             .random_failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let fail = random.as_mut().is_some_and(|(ratio, rng)| rng.gen_bool(ratio.clamp(0.0, 1.0)));
+        let fail = random
+            .as_mut()
+            .is_some_and(|(ratio, rng)| rng.gen_bool(ratio.clamp(0.0, 1.0)));
         if fail {
             503
         } else {

@@ -1,0 +1,240 @@
+//! Delivery customers can trust: order per conversation through failures, a failing endpoint paused
+//! as a whole, and one dead endpoint never slowing the others.
+
+use std::time::{Duration, Instant};
+
+use pagewire_core::Clock;
+use pagewire_testkit::{Kind, MetaBody, Receiver, TestApp};
+use serde_json::{json, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+const APP_ID: &str = "1517776481860352";
+const APP_SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const PAGE_A: &str = "104872345678901";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn tenant_with_page(app: &TestApp) -> Result<pagewire_testkit::Tenant, Box<dyn std::error::Error + Send + Sync>> {
+    let tenant = app.create_tenant("Acme").await?;
+    app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
+    app.create_page(&tenant, PAGE_A, APP_ID).await?;
+    Ok(tenant)
+}
+
+/// `count` messages from one person, numbered from `first`, in one POST.
+fn messages(first: u64, count: u64) -> Vec<u8> {
+    let items = (first..first + count)
+        .map(|n| {
+            Kind::Message.item(
+                PAGE_A,
+                "6100000000000009",
+                1_000 + i64::try_from(n).unwrap_or(0),
+                &format!("m{n}"),
+                n,
+            )
+        })
+        .collect();
+    MetaBody::page().messaging(PAGE_A, 1, items).to_bytes()
+}
+
+/// When nothing can be sent now, moves the clock to the next moment something may be: the earliest
+/// future retry or the end of a pause. (Deliveries due now but waiting behind their conversation's
+/// first event move when that one does.)
+async fn advance_to_next_due(app: &TestApp, tenant: &pagewire_core::TenantId) -> TestResult {
+    let now = app.clock.now_ms();
+    let pending = app.store.list_deliveries(tenant, 500).await?;
+    let retries = pending
+        .iter()
+        .filter(|d| d.status == pagewire_store::DeliveryStatus::Pending)
+        .map(|d| d.next_attempt_at);
+    let pauses = app
+        .store
+        .list_endpoints(tenant)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.paused_until);
+    let next = retries
+        .chain(pauses)
+        .filter(|at| *at > now)
+        .min()
+        .ok_or("nothing left to wait for")?;
+    app.clock.set(next);
+    Ok(())
+}
+
+#[tokio::test]
+async fn delivers_each_conversation_in_order_through_random_failures() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = app.create_tenant("Acme").await?;
+    app.create_app(Some(&tenant), APP_ID, APP_SECRET).await?;
+    app.create_page(&tenant, PAGE_A, APP_ID).await?;
+    let receiver = Receiver::start().await?;
+    receiver.fail_randomly(0.3, 7);
+    app.create_endpoint(&tenant, json!({"url": receiver.url(), "ordered": true}))
+        .await?;
+
+    // 3 conversations × 50 events, interleaved in one POST.
+    let people = ["6100000000000001", "6100000000000002", "6100000000000003"];
+    let items: Vec<Value> = (0..50)
+        .flat_map(|i| {
+            people.iter().enumerate().map(move |(p, psid)| {
+                let seq = u64::try_from(i * 3 + p).unwrap_or_default();
+                Kind::Message.item(
+                    PAGE_A,
+                    psid,
+                    1_000 + i64::try_from(seq).unwrap_or_default(),
+                    &format!("{p}:{i}"),
+                    seq,
+                )
+            })
+        })
+        .collect();
+    let body = MetaBody::page().messaging(PAGE_A, 1, items).to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+
+    let tenant_id: pagewire_core::TenantId = tenant.id.parse()?;
+    let delivered = |received: &[pagewire_testkit::Received]| received.iter().filter(|r| r.answered == 200).count();
+    let mut rounds = 0;
+    while delivered(&receiver.received()) < 150 {
+        let n = app.deliver_due().await?;
+        if n == 0 {
+            advance_to_next_due(&app, &tenant_id).await?;
+        }
+        rounds += 1;
+        assert!(rounds < 5_000, "not all delivered: {}", delivered(&receiver.received()));
+    }
+
+    let received = receiver.received();
+    assert!(received.iter().any(|r| r.answered == 503), "failures happened");
+    for p in 0..people.len() {
+        // Every attempt of a conversation, successful or not, in arrival order.
+        let attempts: Vec<(usize, u16)> = received
+            .iter()
+            .filter_map(|r| {
+                let text = r.json()["data"]["text"].as_str()?.to_owned();
+                let (person, i) = text.split_once(':')?;
+                (person.parse::<usize>().ok()? == p).then(|| Some((i.parse().ok()?, r.answered)))?
+            })
+            .collect();
+        let indices: Vec<usize> = attempts.iter().map(|(i, _)| *i).collect();
+        assert!(
+            indices.windows(2).all(|w| w[0] <= w[1]),
+            "conversation {p} out of order: {indices:?}"
+        );
+        let ok: Vec<usize> = attempts
+            .iter()
+            .filter(|(_, status)| *status == 200)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(
+            ok,
+            (0..50).collect::<Vec<_>>(),
+            "conversation {p}: each event delivered once, in order"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_paused_and_costs_one_probe_per_pause() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    receiver.fail_randomly(1.0, 1);
+    app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 20)).await?.0, 200);
+
+    // The first round tries everything due and fails: the breaker opens.
+    assert_eq!(app.deliver_due().await?, 20);
+    let tenant_id: pagewire_core::TenantId = tenant.id.parse()?;
+    let endpoint = app.store.list_endpoints(&tenant_id).await?.remove(0);
+    assert_eq!(endpoint.consecutive_failures, 20);
+    let paused_until = endpoint.paused_until.ok_or("the endpoint is not paused")?;
+
+    // While paused, nothing is sent, even when every delivery's retry is due.
+    app.clock.set(paused_until - 1);
+    assert_eq!(app.deliver_due().await?, 0);
+    // Each time a pause ends, one probe goes; it fails and the pause grows.
+    for _ in 0..3 {
+        let until = app
+            .store
+            .list_endpoints(&tenant_id)
+            .await?
+            .remove(0)
+            .paused_until
+            .ok_or("not paused")?;
+        app.clock.set(until.max(app.clock.now_ms() + 3_600_000));
+        assert_eq!(app.deliver_due().await?, 1, "one probe");
+    }
+    assert_eq!(receiver.received().len(), 23);
+
+    // The endpoint recovers: the next probe succeeds and everything due flows again.
+    receiver.fail_randomly(0.0, 1);
+    let until = app
+        .store
+        .list_endpoints(&tenant_id)
+        .await?
+        .remove(0)
+        .paused_until
+        .ok_or("not paused")?;
+    app.clock.set(until.max(app.clock.now_ms() + 86_400_000));
+    assert_eq!(app.deliver_due().await?, 20, "the probe, then the rest");
+    let endpoint = app.store.list_endpoints(&tenant_id).await?.remove(0);
+    assert_eq!((endpoint.consecutive_failures, endpoint.paused_until), (0, None));
+    Ok(())
+}
+
+/// Answers nothing: accepts connections and holds them open.
+async fn black_hole() -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    Ok((url, task))
+}
+
+/// Sends `count` new events and returns how long the receiver took to get them all.
+async fn time_to_receive(
+    app: &TestApp,
+    receiver: &Receiver,
+    first: u64,
+    count: u64,
+) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+    let before = receiver.received().len();
+    let started = Instant::now();
+    for batch in 0..count / 100 {
+        assert_eq!(
+            app.send_signed(APP_SECRET, messages(first + batch * 100, 100)).await?.0,
+            200
+        );
+    }
+    receiver.wait_for(before + usize::try_from(count)?, WAIT).await;
+    Ok(started.elapsed())
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_does_not_slow_a_fast_one() -> TestResult {
+    let app = TestApp::builder().background_delivery().spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let fast = Receiver::start().await?;
+    app.create_endpoint(&tenant, json!({"url": fast.url()})).await?;
+    // Warm up the connection pool, then measure the fast endpoint alone.
+    time_to_receive(&app, &fast, 0, 100).await?;
+    let alone = time_to_receive(&app, &fast, 1_000, 1_000).await?;
+
+    let (dead_url, _dead) = black_hole().await?;
+    app.create_endpoint(&tenant, json!({"url": dead_url})).await?;
+    let beside_dead = time_to_receive(&app, &fast, 10_000, 1_000).await?;
+
+    eprintln!("1000 events to a fast endpoint: alone {alone:?}, beside a dead endpoint {beside_dead:?}");
+    // A generous bound for a shared CI machine; the load harness measures the real ratio.
+    assert!(
+        beside_dead <= alone * 3 + Duration::from_secs(1),
+        "alone {alone:?}, beside a dead endpoint {beside_dead:?}"
+    );
+    Ok(())
+}
