@@ -1,6 +1,8 @@
--- Delivery controls per endpoint: concurrency, rate, ordering per conversation, and the health that
+-- Delivery controls per endpoint: standby and echo opt-ins, concurrency, rate, ordering per conversation, and the health that
 -- drives the circuit breaker.
 
+ALTER TABLE endpoints ADD COLUMN include_standby INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endpoints ADD COLUMN include_echoes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE endpoints ADD COLUMN max_concurrency INTEGER NOT NULL DEFAULT 16;
 ALTER TABLE endpoints ADD COLUMN rate_limit INTEGER;                 -- events per second; NULL: no limit
 ALTER TABLE endpoints ADD COLUMN ordered INTEGER NOT NULL DEFAULT 0; -- one event per conversation at a time

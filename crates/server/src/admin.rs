@@ -387,6 +387,10 @@ pub struct CreateEndpoint {
     event_types: Option<Vec<String>>,
     page_ids: Option<Vec<String>>,
     description: Option<String>,
+    /// Also deliver standby items (threads another app owns). Default false.
+    include_standby: Option<bool>,
+    /// Also deliver echoes of the Page's own messages. Default false.
+    include_echoes: Option<bool>,
     /// Requests in flight at once (default 16; 1 delivers strictly in order).
     max_concurrency: Option<u32>,
     /// Most requests per second (default: no limit).
@@ -403,6 +407,8 @@ pub struct EndpointView {
     description: Option<String>,
     event_types: Option<Vec<String>>,
     page_ids: Option<Vec<String>>,
+    include_standby: bool,
+    include_echoes: bool,
     max_concurrency: u32,
     rate_limit: Option<u32>,
     ordered: bool,
@@ -428,6 +434,8 @@ impl From<Endpoint> for EndpointView {
             description: e.description,
             event_types: e.filter.event_types,
             page_ids: e.filter.page_ids,
+            include_standby: e.filter.include_standby,
+            include_echoes: e.filter.include_echoes,
             max_concurrency: e.controls.max_concurrency,
             rate_limit: e.controls.rate_limit,
             ordered: e.controls.ordered,
@@ -459,6 +467,8 @@ async fn create_endpoint(
     let filter = EndpointFilter {
         event_types: body.event_types,
         page_ids: body.page_ids,
+        include_standby: body.include_standby.unwrap_or(false),
+        include_echoes: body.include_echoes.unwrap_or(false),
     };
     let defaults = DeliveryControls::default();
     let controls = DeliveryControls {

@@ -238,3 +238,65 @@ async fn a_dead_endpoint_does_not_slow_a_fast_one() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn keeps_standby_items_and_echoes_from_endpoints_that_did_not_ask_for_them() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let plain = Receiver::start().await?;
+    let everything = Receiver::start().await?;
+    let postbacks = Receiver::start().await?;
+    app.create_endpoint(&tenant, json!({"url": plain.url()})).await?;
+    app.create_endpoint(
+        &tenant,
+        json!({"url": everything.url(), "include_standby": true, "include_echoes": true, "max_concurrency": 1}),
+    )
+    .await?;
+    app.create_endpoint(&tenant, json!({"url": postbacks.url(), "event_types": ["*.postback"]}))
+        .await?;
+
+    let psid = "6100000000000009";
+    let body = MetaBody::page()
+        .messaging(
+            PAGE_A,
+            1,
+            vec![
+                Kind::Message.item(PAGE_A, psid, 1, "hello", 1),
+                Kind::Echo.item(PAGE_A, psid, 2, "hello back", 2),
+                Kind::Postback.item(PAGE_A, psid, 3, "TRACK_ORDER", 3),
+            ],
+        )
+        .standby(PAGE_A, 1, vec![Kind::Postback.item(PAGE_A, psid, 4, "IN_STANDBY", 4)])
+        .to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+    app.deliver_due().await?;
+
+    let types = |r: &Receiver| {
+        r.received()
+            .iter()
+            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut plain_types = types(&plain);
+    plain_types.sort();
+    assert_eq!(
+        plain_types,
+        ["messenger.message", "messenger.postback"],
+        "no echo, no standby"
+    );
+    assert_eq!(
+        types(&everything),
+        [
+            "messenger.message",
+            "messenger.message_echo",
+            "messenger.postback",
+            "messenger.postback"
+        ]
+    );
+    assert_eq!(
+        types(&postbacks),
+        ["messenger.postback"],
+        "`*.postback`, without the standby one"
+    );
+    Ok(())
+}

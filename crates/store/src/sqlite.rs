@@ -160,6 +160,8 @@ struct EndpointRow {
     description: Option<String>,
     event_types: Option<String>,
     page_ids: Option<String>,
+    include_standby: bool,
+    include_echoes: bool,
     max_concurrency: i64,
     rate_limit: Option<i64>,
     ordered: bool,
@@ -187,7 +189,7 @@ type DeliveryRow = (
 const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at";
 const PAGE_COLUMNS: &str =
     "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
-const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, max_concurrency, rate_limit, \
+const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
                                 ordered, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                 last_status, last_error, created_at, updated_at";
@@ -232,6 +234,8 @@ fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
         filter: EndpointFilter {
             event_types: parse_json_list(row.event_types)?,
             page_ids: parse_json_list(row.page_ids)?,
+            include_standby: row.include_standby,
+            include_echoes: row.include_echoes,
         },
         controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
         enabled: row.enabled,
@@ -576,9 +580,9 @@ impl Store for SqliteStore {
     async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint> {
         let id = EndpointId::new();
         sqlx::query(
-            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, secret_sealed, \
-             max_concurrency, rate_limit, ordered, enabled, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, include_standby, \
+             include_echoes, secret_sealed, max_concurrency, rate_limit, ordered, enabled, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(id.as_str())
         .bind(endpoint.tenant_id.as_str())
@@ -586,6 +590,8 @@ impl Store for SqliteStore {
         .bind(endpoint.description.as_deref())
         .bind(json_list(endpoint.filter.event_types.as_ref()))
         .bind(json_list(endpoint.filter.page_ids.as_ref()))
+        .bind(endpoint.filter.include_standby)
+        .bind(endpoint.filter.include_echoes)
         .bind(self.key.seal(ENDPOINT_SECRET, &endpoint.secret.expose()))
         .bind(i64::from(endpoint.controls.max_concurrency))
         .bind(endpoint.controls.rate_limit.map(i64::from))
