@@ -13,3 +13,12 @@ ALTER TABLE endpoints ADD COLUMN probe_at INTEGER;                   -- breaker 
 -- The conversation an event belongs to, for endpoints that deliver in order per conversation.
 ALTER TABLE deliveries ADD COLUMN ordering_key TEXT;
 CREATE INDEX deliveries_ordering_idx ON deliveries (endpoint_id, ordering_key) WHERE status = 'pending';
+
+-- What the endpoint receives: the normalized event (`standard`) or Meta's own body (`meta`), with
+-- the endpoint's own extra headers (a JSON object).
+ALTER TABLE endpoints ADD COLUMN format TEXT NOT NULL DEFAULT 'standard';
+ALTER TABLE endpoints ADD COLUMN headers TEXT;
+
+-- Secret rotation: the previous secret keeps signing until it expires.
+ALTER TABLE endpoints ADD COLUMN previous_secret_sealed TEXT;
+ALTER TABLE endpoints ADD COLUMN previous_secret_expires_at INTEGER;

@@ -35,6 +35,50 @@ impl EventFacts<'_> {
     }
 }
 
+/// The shape of what an endpoint receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// The normalized event, signed with Standard Webhooks headers.
+    #[default]
+    Standard,
+    /// Meta's own webhook body for the item (one entry, one item, the raw bytes as Meta sent them),
+    /// signed with `X-Hub-Signature-256` keyed by the endpoint secret: an existing Messenger bot
+    /// sits behind Pagewire unchanged, with the secret as its app secret.
+    Meta,
+}
+
+impl PayloadFormat {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Meta => "meta",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "standard" => Some(Self::Standard),
+            "meta" => Some(Self::Meta),
+            _ => None,
+        }
+    }
+}
+
+/// Header names an endpoint may not set: they carry the body's framing or Pagewire's signature.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+];
+
 /// How deliveries to one endpoint are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryControls {

@@ -2,10 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use pagewire_core::DeliveryOutcome;
+use pagewire_core::{DeliveryOutcome, PayloadFormat};
 use pagewire_store::LeasedDelivery;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
+use crate::meta_format::{hub_signature, meta_body};
 use crate::ssrf::{self, check_destination, BlockedAddress};
 
 const USER_AGENT_VALUE: &str = concat!("Pagewire/", env!("CARGO_PKG_VERSION"));
@@ -62,19 +63,18 @@ impl Sender {
                 response_excerpt: None,
             };
         }
-        let timestamp = now_ms.div_euclid(1000);
-        let signature = delivery
-            .secret
-            .sign(delivery.event_id.as_str(), timestamp, delivery.payload.as_bytes());
-        let request = self
-            .client
-            .post(&delivery.url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-            .header("webhook-id", delivery.event_id.as_str())
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(delivery.payload.clone());
+        let request = match self.request(delivery, now_ms) {
+            Ok(request) => request,
+            Err(e) => {
+                return SendReport {
+                    outcome: DeliveryOutcome::ConnectionFailed,
+                    status_code: None,
+                    duration_ms: 0,
+                    error: Some(format!("the stored event could not be prepared: {e}")),
+                    response_excerpt: None,
+                };
+            }
+        };
 
         match request.send().await {
             Ok(mut response) => {
@@ -122,6 +122,48 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+impl Sender {
+    /// The signed request: the event with Standard Webhooks headers (one `v1` signature per live
+    /// secret, so that both verify during a rotation), or Meta's body with `X-Hub-Signature-256`;
+    /// then the endpoint's own headers.
+    fn request(&self, delivery: &LeasedDelivery, now_ms: i64) -> Result<reqwest::RequestBuilder, serde_json::Error> {
+        let mut request = self
+            .client
+            .post(&delivery.url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        for (name, value) in &delivery.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = match delivery.format {
+            PayloadFormat::Standard => {
+                let timestamp = now_ms.div_euclid(1000);
+                let id = delivery.event_id.as_str();
+                let signatures: Vec<String> = delivery
+                    .secrets
+                    .iter()
+                    .map(|secret| secret.sign(id, timestamp, delivery.payload.as_bytes()))
+                    .collect();
+                request
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", timestamp.to_string())
+                    .header("webhook-signature", signatures.join(" "))
+                    .body(delivery.payload.clone())
+            }
+            PayloadFormat::Meta => {
+                let body = meta_body(&delivery.payload)?;
+                let signature = delivery
+                    .secrets
+                    .first()
+                    .map(|secret| hub_signature(&secret.expose(), body.as_bytes()))
+                    .unwrap_or_default();
+                request.header("x-hub-signature-256", signature).body(body)
+            }
+        };
+        Ok(request)
     }
 }
 
@@ -183,8 +225,10 @@ mod tests {
             endpoint_id: EndpointId::new(),
             tenant_id: TenantId::new(),
             url: url.to_owned(),
-            secret: EndpointSecret::generate(),
+            secrets: vec![EndpointSecret::generate()],
             controls: pagewire_core::DeliveryControls::default(),
+            format: PayloadFormat::Standard,
+            headers: Vec::new(),
             payload: String::from("{}"),
             attempts: 0,
         }

@@ -300,3 +300,119 @@ async fn keeps_standby_items_and_echoes_from_endpoints_that_did_not_ask_for_them
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn signs_with_both_secrets_during_a_rotation_and_only_the_new_one_after() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    let (id, old) = app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    let (status, rotated) = app
+        .api(
+            "POST",
+            &format!("/v1/endpoints/{id}/rotate-secret"),
+            &tenant.api_key,
+            Some(json!({"overlap_hours": 1})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().ok_or("no new secret")?.to_owned();
+    assert_ne!(new, old);
+
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 1)).await?.0, 200);
+    app.deliver_due().await?;
+    let during = &receiver.wait_for(1, WAIT).await[0];
+    during.verify(&old)?;
+    during.verify(&new)?;
+
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(app.send_signed(APP_SECRET, messages(1, 1)).await?.0, 200);
+    app.deliver_due().await?;
+    let after = &receiver.wait_for(2, WAIT).await[1];
+    after.verify_signature_only(&new)?;
+    assert!(
+        after.verify_signature_only(&old).is_err(),
+        "the old secret no longer signs"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn forwards_meta_bodies_that_a_meta_bot_verifies() -> TestResult {
+    use hmac::Mac;
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    let endpoint = json!({"url": receiver.url(), "format": "meta", "headers": {"X-Bot": "legacy"}});
+    let (_, secret) = app.create_endpoint(&tenant, endpoint).await?;
+
+    let item = Kind::Postback.item(PAGE_A, "6100000000000009", 1_747_231_892_100, "KÖP_NU", 1);
+    let body = MetaBody::page().messaging(PAGE_A, 1, vec![item.clone()]).to_bytes();
+    assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
+    app.deliver_due().await?;
+    let forwarded = &receiver.wait_for(1, WAIT).await[0];
+
+    // What Meta's sample app does: HMAC-SHA256 of the raw body with the app secret, hex, compared
+    // with the header after `sha256=`.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())?;
+    mac.update(&forwarded.body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(forwarded.header("x-hub-signature-256"), Some(expected.as_str()));
+    assert_eq!(forwarded.header("x-bot"), Some("legacy"));
+    assert!(forwarded.header("webhook-signature").is_none());
+    let json = forwarded.json();
+    assert_eq!(json["object"], "page");
+    assert_eq!(json["entry"][0]["id"], PAGE_A);
+    assert_eq!(json["entry"][0]["messaging"][0], item, "the item as Meta sent it");
+    assert!(
+        std::str::from_utf8(&forwarded.body)?.contains(r"K\u00d6P_NU"),
+        "raw bytes, escapes kept"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pauses_and_resumes_an_endpoint_and_refuses_reserved_headers() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    let (id, _) = app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    let path = format!("/v1/endpoints/{id}");
+
+    let (status, paused) = app
+        .api("PATCH", &path, &tenant.api_key, Some(json!({"enabled": false})))
+        .await?;
+    assert_eq!((status, &paused["enabled"]), (200, &json!(false)));
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 1)).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 0, "a disabled endpoint gets nothing");
+
+    let (status, resumed) = app
+        .api(
+            "PATCH",
+            &path,
+            &tenant.api_key,
+            Some(json!({"enabled": true, "rate_limit": 50})),
+        )
+        .await?;
+    assert_eq!(
+        (status, &resumed["enabled"], &resumed["rate_limit"]),
+        (200, &json!(true), &json!(50))
+    );
+    assert_eq!(app.send_signed(APP_SECRET, messages(1, 1)).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 1);
+
+    for name in ["Webhook-Signature", "content-type", "X-Hub-Signature-256", "bad header"] {
+        let (status, problem) = app
+            .api("PATCH", &path, &tenant.api_key, Some(json!({"headers": {name: "x"}})))
+            .await?;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (422, Some("validation_failed")),
+            "{name}"
+        );
+    }
+    let other = app.create_tenant("Globex").await?;
+    let (status, _) = app.api("GET", &path, &other.api_key, None).await?;
+    assert_eq!(status, 404, "another tenant's endpoint is not found");
+    Ok(())
+}

@@ -7,11 +7,13 @@
 //!
 //! This crate must not depend on HTTP types: handlers map its errors, it never sees a request.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use pagewire_core::{
     ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
-    HealthPolicy, InboundId, NextStep, PageRecordId, Platform, Secret, TenantId,
+    HealthPolicy, InboundId, NextStep, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
 };
 
 mod error;
@@ -94,6 +96,11 @@ pub struct Endpoint {
     pub description: Option<String>,
     pub filter: EndpointFilter,
     pub controls: DeliveryControls,
+    pub format: PayloadFormat,
+    /// Extra headers sent with every delivery.
+    pub headers: BTreeMap<String, String>,
+    /// While a rotated-out secret still signs: until when.
+    pub previous_secret_expires_at: Option<i64>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     /// Consecutive failed attempts since the last success.
@@ -111,7 +118,22 @@ pub struct NewEndpoint {
     pub description: Option<String>,
     pub filter: EndpointFilter,
     pub controls: DeliveryControls,
+    pub format: PayloadFormat,
+    pub headers: BTreeMap<String, String>,
     pub secret: EndpointSecret,
+}
+
+/// Changes to an endpoint; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointUpdate {
+    pub url: Option<String>,
+    pub description: Option<Option<String>>,
+    pub filter: Option<EndpointFilter>,
+    pub controls: Option<DeliveryControls>,
+    pub format: Option<PayloadFormat>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Enabling clears the disabled reason and the endpoint's failure history.
+    pub enabled: Option<bool>,
 }
 
 /// What ingress needs to route and verify without touching the database: every app, Page and
@@ -201,8 +223,11 @@ pub struct LeasedDelivery {
     pub endpoint_id: EndpointId,
     pub tenant_id: TenantId,
     pub url: String,
-    pub secret: EndpointSecret,
+    /// The secrets that sign: the current one first, then a rotated-out one still in its overlap.
+    pub secrets: Vec<EndpointSecret>,
     pub controls: DeliveryControls,
+    pub format: PayloadFormat,
+    pub headers: Vec<(String, String)>,
     pub payload: String,
     /// Attempts made before this one.
     pub attempts: u32,
@@ -329,6 +354,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint>;
     async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>>;
+    async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint>;
+    async fn update_endpoint(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        update: EndpointUpdate,
+        now: i64,
+    ) -> Result<Endpoint>;
+    /// Makes `secret` the signing secret; the current one keeps signing too until `previous_until`.
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        secret: EndpointSecret,
+        previous_until: i64,
+        now: i64,
+    ) -> Result<Endpoint>;
 
     /// Everything ingress routes by, secrets opened.
     async fn load_routing(&self) -> Result<RoutingData>;

@@ -6,6 +6,7 @@
 //! sqlx's SQLite driver costs tens of microseconds per statement, so hot paths write many rows per
 //! statement.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,15 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pagewire_core::{
     ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
-    HealthPolicy, InboundId, MasterKey, NextStep, PageRecordId, Platform, Secret, TenantId,
+    HealthPolicy, InboundId, MasterKey, NextStep, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
-    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, HealthReport, Inbound, IngestReceipt,
-    IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Result, RoutingData, Store,
-    StoreError, StoredEvent, Tenant,
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport, Inbound,
+    IngestReceipt, IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Result,
+    RoutingData, Store, StoreError, StoredEvent, Tenant,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -145,11 +146,15 @@ struct LeasedRow {
     tenant_id: String,
     url: String,
     secret_sealed: String,
+    previous_secret_sealed: Option<String>,
+    previous_secret_expires_at: Option<i64>,
     payload: String,
     attempts: i64,
     max_concurrency: i64,
     rate_limit: Option<i64>,
     ordered: bool,
+    format: String,
+    headers: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -165,6 +170,9 @@ struct EndpointRow {
     max_concurrency: i64,
     rate_limit: Option<i64>,
     ordered: bool,
+    format: String,
+    headers: Option<String>,
+    previous_secret_expires_at: Option<i64>,
     enabled: bool,
     disabled_reason: Option<String>,
     consecutive_failures: i64,
@@ -190,7 +198,7 @@ const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_toke
 const PAGE_COLUMNS: &str =
     "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
-                                ordered, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
+                                ordered, format, headers, previous_secret_expires_at, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                 last_status, last_error, created_at, updated_at";
 
@@ -238,6 +246,9 @@ fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
             include_echoes: row.include_echoes,
         },
         controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+        format: parse_format(&row.format)?,
+        headers: parse_headers(row.headers)?,
+        previous_secret_expires_at: row.previous_secret_expires_at,
         enabled: row.enabled,
         disabled_reason: row.disabled_reason,
         consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
@@ -344,6 +355,21 @@ async fn update_health(
         }
     }
     Ok(report)
+}
+
+fn parse_format(format: &str) -> Result<PayloadFormat> {
+    PayloadFormat::parse(format).ok_or_else(|| StoreError::Corrupt(format!("unknown endpoint format `{format}`")))
+}
+
+fn parse_headers(headers: Option<String>) -> Result<BTreeMap<String, String>> {
+    headers
+        .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("endpoint headers: {e}"))))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn json_headers(headers: &BTreeMap<String, String>) -> Option<String> {
+    (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
 }
 
 fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered: bool) -> DeliveryControls {
@@ -581,8 +607,8 @@ impl Store for SqliteStore {
         let id = EndpointId::new();
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, include_standby, \
-             include_echoes, secret_sealed, max_concurrency, rate_limit, ordered, enabled, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+             include_echoes, secret_sealed, max_concurrency, rate_limit, ordered, format, headers, enabled, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(id.as_str())
         .bind(endpoint.tenant_id.as_str())
@@ -596,6 +622,8 @@ impl Store for SqliteStore {
         .bind(i64::from(endpoint.controls.max_concurrency))
         .bind(endpoint.controls.rate_limit.map(i64::from))
         .bind(endpoint.controls.ordered)
+        .bind(endpoint.format.as_str())
+        .bind(json_headers(&endpoint.headers))
         .bind(now)
         .bind(now)
         .execute(&self.writer)
@@ -607,6 +635,9 @@ impl Store for SqliteStore {
             description: endpoint.description,
             filter: endpoint.filter,
             controls: endpoint.controls,
+            format: endpoint.format,
+            headers: endpoint.headers,
+            previous_secret_expires_at: None,
             enabled: true,
             disabled_reason: None,
             consecutive_failures: 0,
@@ -624,6 +655,99 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         rows.into_iter().map(endpoint_from_row).collect()
+    }
+
+    async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.readers)
+        .await?;
+        endpoint_from_row(row)
+    }
+
+    async fn update_endpoint(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        update: EndpointUpdate,
+        now: i64,
+    ) -> Result<Endpoint> {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE endpoints SET updated_at = ");
+        query.push_bind(now);
+        if let Some(url) = &update.url {
+            query.push(", url = ").push_bind(url.as_str());
+        }
+        if let Some(description) = &update.description {
+            query.push(", description = ").push_bind(description.as_deref());
+        }
+        if let Some(filter) = &update.filter {
+            query
+                .push(", event_types = ")
+                .push_bind(json_list(filter.event_types.as_ref()))
+                .push(", page_ids = ")
+                .push_bind(json_list(filter.page_ids.as_ref()))
+                .push(", include_standby = ")
+                .push_bind(filter.include_standby)
+                .push(", include_echoes = ")
+                .push_bind(filter.include_echoes);
+        }
+        if let Some(controls) = &update.controls {
+            query
+                .push(", max_concurrency = ")
+                .push_bind(i64::from(controls.max_concurrency))
+                .push(", rate_limit = ")
+                .push_bind(controls.rate_limit.map(i64::from))
+                .push(", ordered = ")
+                .push_bind(controls.ordered);
+        }
+        if let Some(format) = update.format {
+            query.push(", format = ").push_bind(format.as_str());
+        }
+        if let Some(headers) = &update.headers {
+            query.push(", headers = ").push_bind(json_headers(headers));
+        }
+        match update.enabled {
+            Some(true) => {
+                query.push(
+                    ", enabled = 1, disabled_reason = NULL, consecutive_failures = 0, failing_since = NULL, \
+                     probe_at = NULL",
+                );
+            }
+            Some(false) => {
+                query.push(", enabled = 0, disabled_reason = 'disabled by the tenant'");
+            }
+            None => {}
+        }
+        query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
+        query.push(" AND id = ").push_bind(id.as_str());
+        query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
+        let row: EndpointRow = query.build_query_as().fetch_one(&self.writer).await?;
+        endpoint_from_row(row)
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        secret: EndpointSecret,
+        previous_until: i64,
+        now: i64,
+    ) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(&format!(
+            "UPDATE endpoints SET previous_secret_sealed = secret_sealed, previous_secret_expires_at = ?, \
+             secret_sealed = ?, updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(previous_until)
+        .bind(self.key.seal(ENDPOINT_SECRET, &secret.expose()))
+        .bind(now)
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.writer)
+        .await?;
+        endpoint_from_row(row)
     }
 
     async fn load_routing(&self) -> Result<RoutingData> {
@@ -806,8 +930,9 @@ impl Store for SqliteStore {
         }
 
         let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT d.id, d.event_id, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, ev.payload, d.attempts, \
-                    e.max_concurrency, e.rate_limit, e.ordered \
+            "SELECT d.id, d.event_id, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
+                    e.previous_secret_sealed, e.previous_secret_expires_at, ev.payload, d.attempts, \
+                    e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
              FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
              WHERE d.id IN (",
         );
@@ -831,9 +956,18 @@ impl Store for SqliteStore {
         tx.commit().await?;
 
         let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+        let open = |sealed: &str| -> Result<EndpointSecret> {
+            EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))
+        };
         rows.into_iter()
             .map(|row| {
-                let secret = self.key.open(ENDPOINT_SECRET, &row.secret_sealed)?;
+                let mut secrets = vec![open(&row.secret_sealed)?];
+                if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
+                    if until > lease.now {
+                        secrets.push(open(previous)?);
+                    }
+                }
                 Ok(LeasedDelivery {
                     lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
                     id: parse_id(&row.id)?,
@@ -841,9 +975,10 @@ impl Store for SqliteStore {
                     endpoint_id: parse_id(&row.endpoint_id)?,
                     tenant_id: parse_id(&row.tenant_id)?,
                     url: row.url,
-                    secret: EndpointSecret::parse(&secret)
-                        .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?,
+                    secrets,
                     controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+                    format: parse_format(&row.format)?,
+                    headers: parse_headers(row.headers)?.into_iter().collect(),
                     payload: row.payload,
                     attempts: u32::try_from(row.attempts).unwrap_or(0),
                 })

@@ -66,6 +66,8 @@ pub async fn onboard_with(store: &dyn Store, page_id: &str, controls: DeliveryCo
                 description: None,
                 filter: EndpointFilter::default(),
                 controls,
+                format: pagewire_core::PayloadFormat::Standard,
+                headers: std::collections::BTreeMap::new(),
                 secret: EndpointSecret::generate(),
             },
             NOW,
@@ -455,6 +457,55 @@ pub async fn keeps_whatsapp_phone_number_ids(store: Arc<dyn Store>) -> Result {
         .iter()
         .filter(|p| p.platform == Platform::Messenger)
         .all(|p| p.phone_number_ids.is_empty()));
+    Ok(())
+}
+
+pub async fn a_rotated_secret_keeps_signing_until_the_overlap_ends(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "116").await?;
+    store.ingest(&[request(&f, "116", &["a"])], NOW).await?;
+    let before = store.lease_due(lease(NOW, 10)).await?.remove(0);
+    assert_eq!(before.secrets.len(), 1);
+    let new = EndpointSecret::generate();
+    let rotated = store
+        .rotate_endpoint_secret(&f.tenant, &f.endpoint, new.clone(), NOW + LEASE_MS + 1_000, NOW)
+        .await?;
+    assert_eq!(rotated.previous_secret_expires_at, Some(NOW + LEASE_MS + 1_000));
+    let during = store.lease_due(lease(NOW + LEASE_MS, 10)).await?.remove(0);
+    assert_eq!(
+        during.secrets,
+        [new.clone(), before.secrets[0].clone()],
+        "the new secret first, the old one too"
+    );
+    let after = store.lease_due(lease(NOW + 2 * LEASE_MS + 1_000, 10)).await?.remove(0);
+    assert_eq!(after.secrets, [new]);
+    Ok(())
+}
+
+pub async fn enabling_an_endpoint_clears_its_failures(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "117").await?;
+    store.ingest(&[request(&f, "117", &["a"])], NOW).await?;
+    let leased = store.lease_due(lease(NOW, 10)).await?.remove(0);
+    store
+        .record_attempts(
+            &[record(&leased, NextStep::DisableEndpoint, Some(410))],
+            NOW,
+            &HealthPolicy::default(),
+        )
+        .await?;
+    let disabled = store.get_endpoint(&f.tenant, &f.endpoint).await?;
+    assert!(!disabled.enabled);
+    let update = crate::EndpointUpdate {
+        enabled: Some(true),
+        ..crate::EndpointUpdate::default()
+    };
+    let enabled = store.update_endpoint(&f.tenant, &f.endpoint, update, NOW + 1).await?;
+    assert!(enabled.enabled && enabled.disabled_reason.is_none() && enabled.consecutive_failures == 0);
+    let other = onboard(store.as_ref(), "118").await?;
+    let err = store.get_endpoint(&other.tenant, &f.endpoint).await;
+    assert!(
+        matches!(err, Err(StoreError::NotFound)),
+        "another tenant's endpoint is not found: {err:?}"
+    );
     Ok(())
 }
 

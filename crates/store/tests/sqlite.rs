@@ -33,6 +33,8 @@ contract!(
     a_failing_endpoint_is_paused_then_probed_then_disabled,
     releases_dedup_keys_after_the_window,
     keeps_whatsapp_phone_number_ids,
+    a_rotated_secret_keeps_signing_until_the_overlap_ends,
+    enabling_an_endpoint_clears_its_failures,
     keeps_tenants_apart,
     refuses_a_page_onboarded_twice,
     opens_secrets_it_sealed,
