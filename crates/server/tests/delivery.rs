@@ -416,3 +416,101 @@ async fn pauses_and_resumes_an_endpoint_and_refuses_reserved_headers() -> TestRe
     assert_eq!(status, 404, "another tenant's endpoint is not found");
     Ok(())
 }
+
+#[tokio::test]
+async fn replays_a_delivery_an_event_and_what_an_endpoint_missed() -> TestResult {
+    let app = TestApp::builder()
+        .retry_policy(pagewire_core::RetryPolicy::from_secs(&[]))
+        .spawn()
+        .await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    receiver.fail_randomly(1.0, 1);
+    let (id, _) = app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+
+    // With no retries, three events fail for good at once.
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 3)).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 3);
+    let (_, deliveries) = app.api("GET", "/v1/deliveries", &tenant.api_key, None).await?;
+    let deliveries = deliveries["data"].as_array().ok_or("no deliveries")?.clone();
+    assert!(deliveries.iter().all(|d| d["status"] == "failed"));
+    receiver.fail_randomly(0.0, 1);
+
+    // One delivery.
+    let delivery = deliveries[0]["id"].as_str().ok_or("no id")?;
+    let (status, answer) = app
+        .api(
+            "POST",
+            &format!("/v1/deliveries/{delivery}/retry"),
+            &tenant.api_key,
+            None,
+        )
+        .await?;
+    assert_eq!((status, &answer["replayed"]), (202, &json!(1)));
+    assert_eq!(app.deliver_due().await?, 1);
+
+    // One event.
+    let event = deliveries[1]["event_id"].as_str().ok_or("no event id")?;
+    let (status, _) = app
+        .api("POST", &format!("/v1/events/{event}/redeliver"), &tenant.api_key, None)
+        .await?;
+    assert_eq!(status, 202);
+    assert_eq!(app.deliver_due().await?, 1);
+
+    // Everything the endpoint missed since a time: the one still failed.
+    let (status, answer) = app
+        .api(
+            "POST",
+            &format!("/v1/endpoints/{id}/recover"),
+            &tenant.api_key,
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        )
+        .await?;
+    assert_eq!((status, &answer["replayed"]), (202, &json!(1)));
+    assert_eq!(app.deliver_due().await?, 1);
+    assert_eq!(receiver.received().iter().filter(|r| r.answered == 200).count(), 3);
+
+    // Another tenant can replay nothing of this one.
+    let other = app.create_tenant("Globex").await?;
+    let (status, _) = app
+        .api(
+            "POST",
+            &format!("/v1/deliveries/{delivery}/retry"),
+            &other.api_key,
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn offers_to_replay_what_a_re_enabled_endpoint_missed() -> TestResult {
+    let app = TestApp::builder()
+        .retry_policy(pagewire_core::RetryPolicy::from_secs(&[]))
+        .spawn()
+        .await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    receiver.respond_with([410]);
+    let (id, _) = app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 1)).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 1);
+    let (_, endpoint) = app
+        .api("GET", &format!("/v1/endpoints/{id}"), &tenant.api_key, None)
+        .await?;
+    assert_eq!(endpoint["enabled"], false, "410 Gone disables the endpoint");
+
+    let (status, resumed) = app
+        .api(
+            "PATCH",
+            &format!("/v1/endpoints/{id}"),
+            &tenant.api_key,
+            Some(json!({"enabled": true})),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(resumed["missed"]["failed_deliveries"], 1);
+    assert_eq!(resumed["missed"]["recover"], format!("/v1/endpoints/{id}/recover"));
+    Ok(())
+}

@@ -205,6 +205,17 @@ pub struct Lease {
     pub skip: Vec<EndpointId>,
 }
 
+/// Which deliveries to replay, for [`Store::replay`].
+#[derive(Debug, Clone, Copy)]
+pub enum Replay<'a> {
+    /// One delivery, whatever its state.
+    Delivery(&'a DeliveryId),
+    /// Every delivery of one event.
+    Event(&'a EventId),
+    /// An endpoint's deliveries that failed (gave up) and were created at or after `since`.
+    FailedSince { endpoint: &'a EndpointId, since: i64 },
+}
+
 /// What recording a batch of attempts changed about endpoints, for the operational events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthReport {
@@ -405,4 +416,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>>;
     /// Deliveries not yet delivered or given up.
     async fn count_pending(&self) -> Result<u64>;
+
+    /// Replays deliveries: each chosen delivery becomes due at `now` with a fresh retry schedule
+    /// (its attempt log is kept). Returns how many were replayed.
+    async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64>;
+    /// How many deliveries [`Store::replay`] would replay.
+    async fn count_replayable(&self, tenant_id: &TenantId, what: Replay<'_>) -> Result<u64>;
 }

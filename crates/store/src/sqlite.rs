@@ -21,8 +21,8 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
     ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport, Inbound,
-    IngestReceipt, IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Result,
-    RoutingData, Store, StoreError, StoredEvent, Tenant,
+    IngestReceipt, IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Replay,
+    Result, RoutingData, Store, StoreError, StoredEvent, Tenant,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -370,6 +370,25 @@ fn parse_headers(headers: Option<String>) -> Result<BTreeMap<String, String>> {
 
 fn json_headers(headers: &BTreeMap<String, String>) -> Option<String> {
     (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
+}
+
+/// The `WHERE` clause that picks the deliveries of a [`Replay`], always within one tenant.
+fn push_replay_scope<'a>(query: &mut QueryBuilder<'a, Sqlite>, tenant_id: &'a TenantId, what: Replay<'a>) {
+    query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
+    match what {
+        Replay::Delivery(id) => {
+            query.push(" AND id = ").push_bind(id.as_str());
+        }
+        Replay::Event(id) => {
+            query.push(" AND event_id = ").push_bind(id.as_str());
+        }
+        Replay::FailedSince { endpoint, since } => {
+            query
+                .push(" AND status = 'failed' AND endpoint_id = ")
+                .push_bind(endpoint.as_str());
+            query.push(" AND created_at >= ").push_bind(since);
+        }
+    }
 }
 
 fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered: bool) -> DeliveryControls {
@@ -1141,6 +1160,21 @@ impl Store for SqliteStore {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
             .fetch_one(&self.readers)
             .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64> {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ");
+        query.push_bind(now).push(", updated_at = ").push_bind(now);
+        push_replay_scope(&mut query, tenant_id, what);
+        Ok(query.build().execute(&self.writer).await?.rows_affected())
+    }
+
+    async fn count_replayable(&self, tenant_id: &TenantId, what: Replay<'_>) -> Result<u64> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM deliveries");
+        push_replay_scope(&mut query, tenant_id, what);
+        let (n,): (i64,) = query.build_query_as().fetch_one(&self.readers).await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use pagewire_core::{
     DeliveryControls, EndpointFilter, EndpointId, EndpointSecret, PayloadFormat, TenantId, RESERVED_HEADERS,
 };
-use pagewire_store::{Endpoint, EndpointUpdate, NewEndpoint};
+use pagewire_store::{Endpoint, EndpointUpdate, NewEndpoint, Replay};
 use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List};
@@ -77,6 +77,17 @@ pub struct EndpointView {
     /// The signing secret: present only in the answers to a creation and a rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
+    /// Present when an update re-enabled the endpoint: what it missed, and how to replay it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<Missed>,
+}
+
+/// Deliveries that failed while an endpoint was failing or disabled.
+#[derive(Debug, Serialize)]
+pub struct Missed {
+    failed_deliveries: u64,
+    /// `POST` this with `{"since": …}` to replay them.
+    recover: String,
 }
 
 impl From<Endpoint> for EndpointView {
@@ -103,6 +114,7 @@ impl From<Endpoint> for EndpointView {
             created_at: iso(e.created_at),
             updated_at: iso(e.updated_at),
             secret: None,
+            missed: None,
         }
     }
 }
@@ -292,6 +304,7 @@ pub(super) async fn update_endpoint(
         .await
         .map_err(not_found("endpoint"))?;
     let update = validate(body, &current, state.allow_private_endpoints)?;
+    let resumed = !current.enabled && update.enabled == Some(true);
     let endpoint = state
         .store
         .update_endpoint(&tenant.tenant_id, &id, update, state.clock.now_ms())
@@ -299,7 +312,22 @@ pub(super) async fn update_endpoint(
         .map_err(not_found("endpoint"))?;
     state.routing.reload().await?;
     tracing::info!(tenant_id = %endpoint.tenant_id, endpoint_id = %endpoint.id, enabled = endpoint.enabled, "endpoint updated");
-    Ok(ApiJson(endpoint.into()))
+    let missed = if resumed {
+        let failed = Replay::FailedSince {
+            endpoint: &id,
+            since: i64::MIN,
+        };
+        let failed_deliveries = state.store.count_replayable(&tenant.tenant_id, failed).await?;
+        (failed_deliveries > 0).then(|| Missed {
+            failed_deliveries,
+            recover: format!("/v1/endpoints/{id}/recover"),
+        })
+    } else {
+        None
+    };
+    let mut view = EndpointView::from(endpoint);
+    view.missed = missed;
+    Ok(ApiJson(view))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,6 +19,7 @@ use crate::error::{ApiError, ApiJson};
 use crate::routing::RoutingCache;
 
 mod endpoints;
+mod replay;
 
 /// What the admin API needs.
 #[derive(Debug, Clone)]
@@ -57,6 +58,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/events", get(list_events))
         .route("/v1/deliveries", get(list_deliveries))
         .route("/v1/deliveries/{delivery_id}/attempts", get(list_attempts))
+        .route("/v1/deliveries/{delivery_id}/retry", post(replay::retry_delivery))
+        .route("/v1/events/{event_id}/redeliver", post(replay::redeliver_event))
+        .route("/v1/endpoints/{endpoint_id}/recover", post(replay::recover_endpoint))
         .with_state(state)
 }
 
