@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::sender::{SendReport, Sender};
+use crate::ssrf::DestinationPolicy;
 
 /// How deliveries are sent and retried.
 #[derive(Debug, Clone)]
@@ -36,8 +37,8 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// Bytes of each answer kept in the attempt log.
     pub excerpt_limit: usize,
-    /// Refuse loopback and private destinations unless true.
-    pub allow_private: bool,
+    /// Where customer URLs may point.
+    pub destinations: Arc<DestinationPolicy>,
     pub retry: RetryPolicy,
     pub health: HealthPolicy,
 }
@@ -50,7 +51,7 @@ impl Default for DeliveryConfig {
             request_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             excerpt_limit: 8 * 1024,
-            allow_private: false,
+            destinations: Arc::default(),
             retry: RetryPolicy::default(),
             health: HealthPolicy::default(),
         }
@@ -131,7 +132,11 @@ impl Lane {
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: DeliveryConfig) -> Result<Self, reqwest::Error> {
-        let sender = Sender::new(config.request_timeout, config.allow_private, config.excerpt_limit)?;
+        let sender = Sender::new(
+            config.request_timeout,
+            Arc::clone(&config.destinations),
+            config.excerpt_limit,
+        )?;
         let (results, outcomes) = mpsc::unbounded_channel();
         Ok(Self {
             inner: Arc::new(Inner {

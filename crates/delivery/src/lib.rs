@@ -20,4 +20,4 @@ pub use dispatcher::{DeliveryConfig, Dispatcher};
 pub use meta_format::{hub_signature, meta_body};
 pub use reqwest::Error as ClientError;
 pub use sender::{SendReport, Sender};
-pub use ssrf::{check_destination, is_public_ip, DestinationError};
+pub use ssrf::{check_destination, is_public_ip, DestinationError, DestinationPolicy};

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use pagewire_core::{
     DeliveryControls, EndpointFilter, EndpointId, EndpointSecret, PayloadFormat, TenantId, RESERVED_HEADERS,
 };
+use pagewire_delivery::DestinationPolicy;
 use pagewire_store::{Endpoint, EndpointUpdate, NewEndpoint, Replay};
 use serde::{Deserialize, Serialize};
 
@@ -125,10 +126,14 @@ fn endpoint_id(raw: &str) -> Result<EndpointId, ApiError> {
 
 /// Validates `body` over `current` (an existing endpoint's settings, or the defaults) and returns
 /// the changes it asks for.
-fn validate(body: EndpointBody, current: &Endpoint, allow_private: bool) -> Result<EndpointUpdate, ApiError> {
+fn validate(
+    body: EndpointBody,
+    current: &Endpoint,
+    destinations: &DestinationPolicy,
+) -> Result<EndpointUpdate, ApiError> {
     if let Some(url) = &body.url {
         required("url", url, 2048)?;
-        pagewire_delivery::check_destination(url, allow_private)
+        pagewire_delivery::check_destination(url, destinations)
             .map_err(|e| ApiError::Validation(format!("`url`: {e}")))?;
     }
     if let Some(description) = &body.description {
@@ -241,7 +246,7 @@ pub(super) async fn create_endpoint(
         )));
     }
     let base = defaults(tenant.tenant_id.clone());
-    let update = validate(body, &base, state.allow_private_endpoints)?;
+    let update = validate(body, &base, &state.destinations)?;
     let secret = EndpointSecret::generate();
     let shown = secret.expose();
     let endpoint = state
@@ -303,7 +308,7 @@ pub(super) async fn update_endpoint(
         .get_endpoint(&tenant.tenant_id, &id)
         .await
         .map_err(not_found("endpoint"))?;
-    let update = validate(body, &current, state.allow_private_endpoints)?;
+    let update = validate(body, &current, &state.destinations)?;
     let resumed = !current.enabled && update.enabled == Some(true);
     let endpoint = state
         .store

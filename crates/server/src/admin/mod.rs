@@ -28,7 +28,8 @@ pub struct AdminState {
     pub routing: RoutingCache,
     pub auth: AuthState,
     pub clock: Arc<dyn Clock>,
-    pub allow_private_endpoints: bool,
+    /// Where endpoint URLs may point.
+    pub destinations: Arc<pagewire_delivery::DestinationPolicy>,
 }
 
 impl FromRef<AdminState> for AuthState {
