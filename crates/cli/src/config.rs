@@ -40,6 +40,10 @@ pub struct Config {
     pub master_key: Option<Secret>,
     /// Let endpoints use loopback and private addresses (local development and tests only).
     pub allow_private_endpoints: bool,
+    /// Non-public networks endpoints may use all the same, as CIDRs (`["10.20.0.0/16"]`).
+    pub endpoint_allowed_networks: Vec<String>,
+    /// Refuse endpoint URLs that are not https.
+    pub https_only_endpoints: bool,
     pub graph_url: String,
     pub graph_version: String,
     /// `all`, `ingress` (HTTP only) or `worker` (delivery only).
@@ -85,6 +89,8 @@ impl Default for Config {
             admin_token: None,
             master_key: None,
             allow_private_endpoints: false,
+            endpoint_allowed_networks: Vec::new(),
+            https_only_endpoints: false,
             graph_url: String::from("https://graph.facebook.com"),
             graph_version: String::from("v21.0"),
             role: Role::All,
@@ -143,6 +149,7 @@ impl Config {
         if self.delivery.retry_schedule_secs.len() > 50 || self.delivery.retry_schedule_secs.contains(&0) {
             bail!("delivery.retry_schedule_secs takes at most 50 waits of at least one second");
         }
+        self.destinations()?;
         if self.dedup_window_days == 0 || self.dedup_window_days > 365 {
             bail!("dedup_window_days must be between 1 and 365");
         }
@@ -162,6 +169,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where endpoint URLs may point.
+    pub fn destinations(&self) -> anyhow::Result<pagewire_delivery::DestinationPolicy> {
+        let allowed_networks = self
+            .endpoint_allowed_networks
+            .iter()
+            .map(|net| {
+                net.parse()
+                    .with_context(|| format!("endpoint_allowed_networks: `{net}` is not a CIDR"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(pagewire_delivery::DestinationPolicy {
+            allow_private: self.allow_private_endpoints,
+            allowed_networks,
+            https_only: self.https_only_endpoints,
+        })
     }
 
     /// The configuration as TOML, every secret shown as `[redacted]`.

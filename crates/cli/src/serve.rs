@@ -39,13 +39,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway_config = GatewayConfig {
         role: config.role,
         admin_token,
-        allow_private_endpoints: config.allow_private_endpoints,
         ingest: IngestConfig::default(),
         delivery: DeliveryConfig {
             concurrency: config.delivery.concurrency,
             request_timeout: Duration::from_secs(config.delivery.request_timeout_secs),
             poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
-            allow_private: config.allow_private_endpoints,
+            destinations: Arc::new(config.destinations()?),
             retry: RetryPolicy::from_secs(&config.delivery.retry_schedule_secs),
             ..DeliveryConfig::default()
         },

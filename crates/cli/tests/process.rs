@@ -230,7 +230,7 @@ async fn delivers_everything_acknowledged_before_a_crash() -> TestResult {
         post,
         &ingress.url("/v1/endpoints"),
         key,
-        Some(json!({"url": receiver.url()})),
+        Some(json!({"url": receiver.url(), "max_concurrency": 1})),
     )
     .await?;
     let endpoint_secret = endpoint["secret"].as_str().ok_or("no secret")?.to_owned();

@@ -1,142 +1,191 @@
-//! The dispatcher loop: lease, send, record, sleep until woken.
+//! The dispatcher: lease due deliveries, send each through its endpoint's lane, record outcomes.
+//!
+//! Every endpoint has a lane: a FIFO queue worked by at most `max_concurrency` tasks, paced by the
+//! endpoint's rate limit, each request also holding one permit of the global bound. A slow or dead
+//! endpoint fills only its own lane; leasing skips endpoints whose lanes still have queued work, so
+//! it never hoards deliveries it cannot start. Lanes exist only while they have work.
+//!
+//! Outcomes flow to one recorder, which writes them in batches (attempt log, next step, endpoint
+//! health). Leases are committed before anything is sent; a worker that dies leaves leases that
+//! expire, and the deliveries are sent again (at least once).
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pagewire_core::{Clock, RetryPolicy};
-use pagewire_store::{AttemptRecord, Lease, LeasedDelivery, Store, StoreError};
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use pagewire_core::{Clock, DeliveryControls, EndpointId, HealthPolicy, RetryPolicy};
+use pagewire_store::{AttemptRecord, HealthReport, Lease, LeasedDelivery, Store, StoreError};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::sender::{SendReport, Sender};
+use crate::ssrf::DestinationPolicy;
 
 /// How deliveries are sent and retried.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
-    /// Requests in flight at once, over all endpoints; also the most deliveries leased per round.
+    /// Requests in flight at once, over all endpoints.
     pub concurrency: usize,
-    /// Most deliveries of one endpoint per round. They are sent one after another, so this also
-    /// bounds how long a round can take.
-    pub per_endpoint_per_round: u32,
+    /// How many rounds of its own concurrency one endpoint may have leased (in flight or queued).
+    pub per_endpoint_rounds: u32,
     /// Whole-request timeout.
     pub request_timeout: Duration,
-    /// How often the store is polled when nothing wakes the dispatcher (another node's work, retries
-    /// that come due).
+    /// How often the store is polled when nothing wakes the dispatcher (another node's work,
+    /// retries that come due).
     pub poll_interval: Duration,
     /// Bytes of each answer kept in the attempt log.
     pub excerpt_limit: usize,
-    /// Refuse loopback and private destinations unless true.
-    pub allow_private: bool,
+    /// Where customer URLs may point.
+    pub destinations: Arc<DestinationPolicy>,
     pub retry: RetryPolicy,
+    pub health: HealthPolicy,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             concurrency: 64,
-            per_endpoint_per_round: 8,
+            per_endpoint_rounds: 2,
             request_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             excerpt_limit: 8 * 1024,
-            allow_private: false,
+            destinations: Arc::default(),
             retry: RetryPolicy::default(),
+            health: HealthPolicy::default(),
         }
     }
 }
 
 impl DeliveryConfig {
-    /// A lease outlives the longest round it can be part of (one endpoint's deliveries, sent one
-    /// after another) by a wide margin, so that only a dead worker loses one.
+    /// A lease outlives the longest wait a leased delivery can have in its lane (its rounds, one
+    /// request timeout each) plus the request itself, with a margin: only a dead worker loses one.
     fn lease_ms(&self) -> i64 {
-        let round = self.request_timeout.saturating_mul(self.per_endpoint_per_round.max(1));
-        i64::try_from((round + self.request_timeout + Duration::from_secs(30)).as_millis()).unwrap_or(i64::MAX)
+        let waits = self.request_timeout.saturating_mul(self.per_endpoint_rounds.max(1) + 1);
+        i64::try_from((waits + Duration::from_secs(30)).as_millis()).unwrap_or(i64::MAX)
     }
 }
 
-/// Leases due deliveries and sends them. Cheap to clone.
+/// Leases due deliveries and sends them. Cheap to clone; clones share lanes and bounds.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     store: Arc<dyn Store>,
     sender: Sender,
     clock: Arc<dyn Clock>,
-    config: Arc<DeliveryConfig>,
+    config: DeliveryConfig,
     wake: Arc<Notify>,
+    global: Arc<Semaphore>,
+    lanes: Mutex<HashMap<EndpointId, Arc<Lane>>>,
+    /// Signalled (all waiters) whenever a lane finishes a delivery or retires.
+    progress: Notify,
+    /// Signalled (one permit kept) whenever a lane finishes a delivery: the lease loop's cue that
+    /// there may be room again.
+    room: Notify,
+    results: mpsc::UnboundedSender<AttemptRecord>,
+    outcomes: tokio::sync::Mutex<mpsc::UnboundedReceiver<AttemptRecord>>,
+}
+
+/// One endpoint's queue and pacing.
+struct Lane {
+    state: Mutex<LaneState>,
+    max_workers: u32,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("max_workers", &self.max_workers)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    queue: VecDeque<LeasedDelivery>,
+    workers: u32,
+}
+
+impl Lane {
+    fn new(controls: DeliveryControls) -> Self {
+        let limiter = controls
+            .rate_limit
+            .and_then(NonZeroU32::new)
+            .map(|per_second| RateLimiter::direct(Quota::per_second(per_second)));
+        Self {
+            state: Mutex::new(LaneState::default()),
+            max_workers: controls.max_concurrency.clamp(1, DeliveryControls::MAX_CONCURRENCY),
+            limiter,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: DeliveryConfig) -> Result<Self, reqwest::Error> {
-        let sender = Sender::new(config.request_timeout, config.allow_private, config.excerpt_limit)?;
+        let sender = Sender::new(
+            config.request_timeout,
+            Arc::clone(&config.destinations),
+            config.excerpt_limit,
+        )?;
+        let (results, outcomes) = mpsc::unbounded_channel();
         Ok(Self {
-            store,
-            sender,
-            clock,
-            config: Arc::new(config),
-            wake: Arc::new(Notify::new()),
+            inner: Arc::new(Inner {
+                store,
+                sender,
+                clock,
+                global: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                config,
+                wake: Arc::new(Notify::new()),
+                lanes: Mutex::new(HashMap::new()),
+                progress: Notify::new(),
+                room: Notify::new(),
+                results,
+                outcomes: tokio::sync::Mutex::new(outcomes),
+            }),
         })
     }
 
     /// The handle ingress uses to wake the dispatcher after a commit.
     pub fn waker(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
+        Arc::clone(&self.inner.wake)
     }
 
-    /// One round: leases up to `concurrency` due deliveries, sends them concurrently, records every
-    /// attempt in one write. Returns how many were sent.
+    /// One round, waited for: leases what is due, sends it through the lanes, records every
+    /// outcome. Returns how many deliveries were attempted. For tests and tools that drive
+    /// delivery by hand; do not mix with [`Dispatcher::run`].
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let lease = Lease {
-            now: self.clock.now_ms(),
-            limit: u32::try_from(self.config.concurrency.max(1)).unwrap_or(u32::MAX),
-            per_endpoint: self.config.per_endpoint_per_round,
-            lease_ms: self.config.lease_ms(),
-        };
-        let leased = self.store.lease_due(lease).await?;
-        if leased.is_empty() {
+        let leased = self.inner.lease(self.inner.config.concurrency).await?;
+        let count = leased.len();
+        if count == 0 {
             return Ok(0);
         }
-        let count = leased.len();
-        // Deliveries of one endpoint go one after another, in the order they were leased (the order
-        // of their events); different endpoints are served concurrently, so a slow one delays only
-        // itself.
-        let mut by_endpoint: Vec<Vec<LeasedDelivery>> = Vec::new();
-        let mut slot: std::collections::HashMap<pagewire_core::EndpointId, usize> = std::collections::HashMap::new();
         for delivery in leased {
-            let index = *slot.entry(delivery.endpoint_id.clone()).or_insert_with(|| {
-                by_endpoint.push(Vec::new());
-                by_endpoint.len() - 1
-            });
-            by_endpoint[index].push(delivery);
+            self.inner.dispatch(delivery);
         }
-        let mut sends = JoinSet::new();
-        for queue in by_endpoint {
-            let sender = self.sender.clone();
-            let clock = Arc::clone(&self.clock);
-            sends.spawn(async move {
-                let mut done = Vec::with_capacity(queue.len());
-                for delivery in queue {
-                    let started_at = clock.now_ms();
-                    let report = sender.send(&delivery, started_at).await;
-                    done.push((delivery, started_at, report));
-                }
-                done
-            });
-        }
+        let mut outcomes = self.inner.outcomes.lock().await;
         let mut records = Vec::with_capacity(count);
-        while let Some(joined) = sends.join_next().await {
-            match joined {
-                Ok(done) => records.extend(
-                    done.into_iter()
-                        .map(|(delivery, started_at, report)| self.decide(delivery, started_at, report)),
-                ),
-                // The lease expires and another round sends it again.
-                Err(e) => tracing::error!(error = %e, "a delivery task failed"),
+        while records.len() < count {
+            match outcomes.recv().await {
+                Some(record) => records.push(record),
+                None => break,
             }
         }
-        self.store.record_attempts(&records, self.clock.now_ms()).await?;
+        drop(outcomes);
+        self.inner.record(&records).await?;
         Ok(count)
     }
 
-    /// Runs rounds until nothing is due now. For tests and tools that drive delivery by hand.
+    /// Runs rounds until nothing is due at the clock's current time.
     pub async fn drain(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
@@ -146,6 +195,161 @@ impl Dispatcher {
             }
             total += sent;
         }
+    }
+
+    /// Delivers until `shutdown` is cancelled: leases whenever ingress wakes it, a lane makes room,
+    /// or `poll_interval` passes. On shutdown it stops leasing, lets requests in flight finish
+    /// within one request timeout, and records their outcomes; queued deliveries not yet started
+    /// keep their leases, which expire, and are sent again later.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let inner = Arc::clone(&self.inner);
+        tracing::info!(concurrency = inner.config.concurrency, "dispatcher started");
+        let recorder = tokio::spawn(Arc::clone(&inner).record_continuously(shutdown.clone()));
+        let mut backoff = Duration::from_millis(100);
+        let backlog_limit = inner.config.concurrency.max(1) * 2;
+        while !shutdown.is_cancelled() {
+            let room = backlog_limit.saturating_sub(inner.queued());
+            let leased = if room == 0 {
+                Ok(Vec::new())
+            } else {
+                inner.lease(room).await
+            };
+            match leased {
+                Ok(leased) if !leased.is_empty() => {
+                    backoff = Duration::from_millis(100);
+                    for delivery in leased {
+                        inner.dispatch(delivery);
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), "leasing deliveries failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = inner.wake.notified() => {}
+                () = inner.room.notified() => {}
+                () = tokio::time::sleep(inner.config.poll_interval) => {}
+            }
+        }
+        inner.abandon_queued();
+        let grace = inner.config.request_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, inner.until_idle()).await.is_err() {
+            tracing::warn!("requests still in flight at shutdown; their leases will expire and they will be resent");
+        }
+        // Every sender of outcomes is the workers'; with them done, the recorder drains and stops.
+        if let Err(e) = recorder.await {
+            tracing::error!(error = %e, "the delivery recorder failed");
+        }
+        tracing::info!("dispatcher stopped");
+    }
+}
+
+impl Inner {
+    fn lanes(&self) -> MutexGuard<'_, HashMap<EndpointId, Arc<Lane>>> {
+        self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Deliveries leased by this worker and not yet started.
+    fn queued(&self) -> usize {
+        self.lanes().values().map(|lane| lane.state().queue.len()).sum()
+    }
+
+    async fn lease(self: &Arc<Self>, limit: usize) -> Result<Vec<LeasedDelivery>, StoreError> {
+        let skip = self
+            .lanes()
+            .iter()
+            .filter(|(_, lane)| !lane.state().queue.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let lease = Lease {
+            now: self.clock.now_ms(),
+            limit: u32::try_from(limit.max(1)).unwrap_or(u32::MAX),
+            per_endpoint_rounds: self.config.per_endpoint_rounds,
+            lease_ms: self.config.lease_ms(),
+            skip,
+        };
+        self.store.lease_due(lease).await
+    }
+
+    /// Queues a delivery in its endpoint's lane, starting a worker if the lane has room for one.
+    fn dispatch(self: &Arc<Self>, delivery: LeasedDelivery) {
+        let endpoint = delivery.endpoint_id.clone();
+        let lane = {
+            let mut lanes = self.lanes();
+            Arc::clone(
+                lanes
+                    .entry(endpoint.clone())
+                    .or_insert_with(|| Arc::new(Lane::new(delivery.controls))),
+            )
+        };
+        let start_worker = {
+            let mut state = lane.state();
+            state.queue.push_back(delivery);
+            let start = state.workers < lane.max_workers;
+            if start {
+                state.workers += 1;
+            }
+            start
+        };
+        if start_worker {
+            tokio::spawn(Arc::clone(self).work_lane(endpoint, lane));
+        }
+    }
+
+    /// One worker of a lane: takes deliveries in order until the queue is empty.
+    async fn work_lane(self: Arc<Self>, endpoint: EndpointId, lane: Arc<Lane>) {
+        loop {
+            loop {
+                let next = lane.state().queue.pop_front();
+                let Some(delivery) = next else { break };
+                self.deliver(&lane, delivery).await;
+            }
+            // Retire the worker, and the lane with its last worker, under the map's lock, so that
+            // a concurrent dispatch either finds the lane alive or makes a new one.
+            let retired = {
+                let mut lanes = self.lanes();
+                let mut state = lane.state();
+                if state.queue.is_empty() {
+                    state.workers = state.workers.saturating_sub(1);
+                    if state.workers == 0 {
+                        drop(state);
+                        lanes.remove(&endpoint);
+                    }
+                    true
+                } else {
+                    // Work arrived after the queue looked empty: keep going.
+                    false
+                }
+            };
+            if retired {
+                break;
+            }
+        }
+        self.progress.notify_waiters();
+    }
+
+    async fn deliver(&self, lane: &Lane, delivery: LeasedDelivery) {
+        if let Some(limiter) = &lane.limiter {
+            limiter.until_ready().await;
+        }
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = Arc::clone(&self.global).acquire_owned().await;
+        let started_at = self.clock.now_ms();
+        let report = self.sender.send(&delivery, started_at).await;
+        drop(permit);
+        let record = self.decide(delivery, started_at, report);
+        let _ = self.results.send(record);
+        self.room.notify_one();
+        self.progress.notify_waiters();
     }
 
     fn decide(&self, delivery: LeasedDelivery, started_at: i64, report: SendReport) -> AttemptRecord {
@@ -180,38 +384,76 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers until `shutdown` is cancelled: a round whenever ingress wakes it, and at least every
-    /// `poll_interval`. On shutdown it stops leasing and lets the round in flight finish; leases left
-    /// unrecorded expire and are sent again.
-    pub async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(concurrency = self.config.concurrency, "dispatcher started");
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            match self.run_once().await {
-                Ok(sent) if sent > 0 => {
-                    backoff = Duration::from_millis(100);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), "dispatcher round failed");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.config.poll_interval) => {}
-            }
+    async fn record(&self, records: &[AttemptRecord]) -> Result<HealthReport, StoreError> {
+        let report = self
+            .store
+            .record_attempts(records, self.clock.now_ms(), &self.config.health)
+            .await?;
+        for (endpoint_id, tenant_id, reason) in &report.disabled {
+            tracing::warn!(%endpoint_id, %tenant_id, reason, "endpoint disabled");
         }
-        tracing::info!("dispatcher stopped");
+        for (endpoint_id, tenant_id) in &report.recovered {
+            tracing::info!(%endpoint_id, %tenant_id, "endpoint recovered");
+        }
+        Ok(report)
+    }
+
+    /// Writes outcomes as they come, in batches, until shutdown and every worker is done.
+    async fn record_continuously(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut outcomes = self.outcomes.lock().await;
+        let mut batch = Vec::with_capacity(512);
+        loop {
+            let first = tokio::select! {
+                record = outcomes.recv() => record,
+                () = shutdown.cancelled(), if batch.is_empty() => {
+                    // Finish what the workers still send, then stop.
+                    self.until_idle().await;
+                    outcomes.try_recv().ok()
+                }
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < 512 {
+                match outcomes.try_recv() {
+                    Ok(record) => batch.push(record),
+                    Err(_) => break,
+                }
+            }
+            let mut wait = Duration::from_millis(50);
+            loop {
+                match self.record(&batch).await {
+                    Ok(_) => break,
+                    Err(e) if wait <= Duration::from_secs(5) => {
+                        tracing::warn!(error = %e, records = batch.len(), "recording attempts failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    Err(e) => {
+                        // The leases expire and the deliveries are sent again.
+                        tracing::error!(error = %e, records = batch.len(), "recording attempts failed; dropping them");
+                        break;
+                    }
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Drops queued deliveries that have not started (their leases expire).
+    fn abandon_queued(&self) {
+        for lane in self.lanes().values() {
+            lane.state().queue.clear();
+        }
+    }
+
+    /// Waits until no lane has a worker.
+    async fn until_idle(&self) {
+        loop {
+            let progressed = self.progress.notified();
+            if self.lanes().is_empty() {
+                return;
+            }
+            progressed.await;
+        }
     }
 }

@@ -12,10 +12,12 @@
 //! This crate must not depend on the HTTP server or on a particular storage backend.
 
 mod dispatcher;
+mod meta_format;
 mod sender;
 mod ssrf;
 
 pub use dispatcher::{DeliveryConfig, Dispatcher};
+pub use meta_format::{hub_signature, meta_body};
 pub use reqwest::Error as ClientError;
 pub use sender::{SendReport, Sender};
-pub use ssrf::{check_destination, is_public_ip, DestinationError};
+pub use ssrf::{check_destination, is_public_ip, DestinationError, DestinationPolicy};

@@ -1,12 +1,14 @@
 //! One pooled HTTP client that signs and sends deliveries and classifies what comes back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pagewire_core::DeliveryOutcome;
+use pagewire_core::{DeliveryOutcome, PayloadFormat};
 use pagewire_store::LeasedDelivery;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
-use crate::ssrf::{self, check_destination, BlockedAddress};
+use crate::meta_format::{hub_signature, meta_body};
+use crate::ssrf::{check_destination, BlockedAddress, DestinationPolicy, PolicyResolver};
 
 const USER_AGENT_VALUE: &str = concat!("Pagewire/", env!("CARGO_PKG_VERSION"));
 
@@ -24,27 +26,30 @@ pub struct SendReport {
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    allow_private: bool,
+    destinations: Arc<DestinationPolicy>,
     excerpt_limit: usize,
 }
 
 impl Sender {
     /// Builds the client: keep-alive pool, no redirects (a redirect is the customer's answer, not an
-    /// invitation to go elsewhere), a whole-request timeout, and — unless `allow_private` — a resolver
-    /// that refuses private addresses.
-    pub fn new(timeout: Duration, allow_private: bool, excerpt_limit: usize) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
+    /// invitation to go elsewhere), a whole-request timeout, and a resolver that connects only to
+    /// addresses the policy permits.
+    pub fn new(
+        timeout: Duration,
+        destinations: Arc<DestinationPolicy>,
+        excerpt_limit: usize,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(60));
-        if !allow_private {
-            builder = builder.dns_resolver(ssrf::resolver());
-        }
+            .tcp_keepalive(Duration::from_secs(60))
+            .dns_resolver(Arc::new(PolicyResolver(Arc::clone(&destinations))))
+            .build()?;
         Ok(Self {
-            client: builder.build()?,
-            allow_private,
+            client,
+            destinations,
             excerpt_limit,
         })
     }
@@ -53,7 +58,7 @@ impl Sender {
     pub async fn send(&self, delivery: &LeasedDelivery, now_ms: i64) -> SendReport {
         let started = Instant::now();
         let elapsed = |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        if let Err(e) = check_destination(&delivery.url, self.allow_private) {
+        if let Err(e) = check_destination(&delivery.url, &self.destinations) {
             return SendReport {
                 outcome: DeliveryOutcome::Blocked,
                 status_code: None,
@@ -62,19 +67,18 @@ impl Sender {
                 response_excerpt: None,
             };
         }
-        let timestamp = now_ms.div_euclid(1000);
-        let signature = delivery
-            .secret
-            .sign(delivery.event_id.as_str(), timestamp, delivery.payload.as_bytes());
-        let request = self
-            .client
-            .post(&delivery.url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-            .header("webhook-id", delivery.event_id.as_str())
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(delivery.payload.clone());
+        let request = match self.request(delivery, now_ms) {
+            Ok(request) => request,
+            Err(e) => {
+                return SendReport {
+                    outcome: DeliveryOutcome::ConnectionFailed,
+                    status_code: None,
+                    duration_ms: 0,
+                    error: Some(format!("the stored event could not be prepared: {e}")),
+                    response_excerpt: None,
+                };
+            }
+        };
 
         match request.send().await {
             Ok(mut response) => {
@@ -122,6 +126,48 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+impl Sender {
+    /// The signed request: the event with Standard Webhooks headers (one `v1` signature per live
+    /// secret, so that both verify during a rotation), or Meta's body with `X-Hub-Signature-256`;
+    /// then the endpoint's own headers.
+    fn request(&self, delivery: &LeasedDelivery, now_ms: i64) -> Result<reqwest::RequestBuilder, serde_json::Error> {
+        let mut request = self
+            .client
+            .post(&delivery.url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        for (name, value) in &delivery.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = match delivery.format {
+            PayloadFormat::Standard => {
+                let timestamp = now_ms.div_euclid(1000);
+                let id = delivery.event_id.as_str();
+                let signatures: Vec<String> = delivery
+                    .secrets
+                    .iter()
+                    .map(|secret| secret.sign(id, timestamp, delivery.payload.as_bytes()))
+                    .collect();
+                request
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", timestamp.to_string())
+                    .header("webhook-signature", signatures.join(" "))
+                    .body(delivery.payload.clone())
+            }
+            PayloadFormat::Meta => {
+                let body = meta_body(&delivery.payload)?;
+                let signature = delivery
+                    .secrets
+                    .first()
+                    .map(|secret| hub_signature(&secret.expose(), body.as_bytes()))
+                    .unwrap_or_default();
+                request.header("x-hub-signature-256", signature).body(body)
+            }
+        };
+        Ok(request)
     }
 }
 
@@ -183,7 +229,10 @@ mod tests {
             endpoint_id: EndpointId::new(),
             tenant_id: TenantId::new(),
             url: url.to_owned(),
-            secret: EndpointSecret::generate(),
+            secrets: vec![EndpointSecret::generate()],
+            controls: pagewire_core::DeliveryControls::default(),
+            format: PayloadFormat::Standard,
+            headers: Vec::new(),
             payload: String::from("{}"),
             attempts: 0,
         }
@@ -197,7 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_loopback_addresses_and_names_at_send_time() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), false, 1024)?;
+        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::default()), 1024)?;
         let (_listener, url) = listener().await?;
         let by_address = sender.send(&delivery(&url), 0).await;
         assert_eq!(by_address.outcome, DeliveryOutcome::Blocked);
@@ -224,7 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_a_capped_excerpt_and_honours_retry_after() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), true, 8)?;
+        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 8)?;
         let url = answer_once(
             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Length: 21\r\n\r\nbusy, come back later",
         )
@@ -243,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn does_not_follow_redirects_and_410_means_gone() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), true, 1024)?;
+        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 1024)?;
         let url =
             answer_once("HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nContent-Length: 0\r\n\r\n").await?;
         let report = sender.send(&delivery(&url), 0).await;
@@ -261,7 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_a_connection_failure() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), true, 1024)?;
+        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 1024)?;
         let (listener, url) = listener().await?;
         drop(listener);
         let report = sender.send(&delivery(&url), 0).await;

@@ -5,6 +5,33 @@ use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// Where customer URLs may point. The default refuses every address that is not on the public
+/// internet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationPolicy {
+    /// Allow every address (local development and tests).
+    pub allow_private: bool,
+    /// Non-public networks that are allowed all the same (an operator's own services).
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Refuse plain `http://` URLs.
+    pub https_only: bool,
+}
+
+impl DestinationPolicy {
+    /// Allows everything, as local development and tests need.
+    pub fn permissive() -> Self {
+        Self {
+            allow_private: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a resolved address may be connected to.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_private || is_public_ip(ip) || self.allowed_networks.iter().any(|net| net.contains(&ip))
+    }
+}
+
 /// Why a URL may not be used as an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
@@ -12,6 +39,8 @@ pub enum DestinationError {
     Invalid(String),
     #[error("only http and https URLs can receive events")]
     Scheme,
+    #[error("only https URLs can receive events here")]
+    HttpsOnly,
     #[error("`{0}` is a loopback, private or link-local address; endpoints must be publicly reachable")]
     Private(String),
 }
@@ -55,24 +84,23 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 /// Checks a URL's shape and, when the host is an address or `localhost`, whether it may be reached.
 /// Host names are checked again at every connection, when they resolve.
-pub fn check_destination(url: &str, allow_private: bool) -> Result<url::Url, DestinationError> {
+pub fn check_destination(url: &str, policy: &DestinationPolicy) -> Result<url::Url, DestinationError> {
     let parsed = url::Url::parse(url).map_err(|e| DestinationError::Invalid(e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(DestinationError::Scheme);
+    match parsed.scheme() {
+        "https" => {}
+        "http" if policy.https_only => return Err(DestinationError::HttpsOnly),
+        "http" => {}
+        _ => return Err(DestinationError::Scheme),
     }
-    let host = match parsed.host() {
-        Some(host) => host,
-        None => return Err(DestinationError::Invalid(String::from("the URL has no host"))),
+    let Some(host) = parsed.host() else {
+        return Err(DestinationError::Invalid(String::from("the URL has no host")));
     };
-    if allow_private {
-        return Ok(parsed);
-    }
     let blocked = match host {
-        url::Host::Ipv4(ip) => !is_public_ip(IpAddr::V4(ip)),
-        url::Host::Ipv6(ip) => !is_public_ip(IpAddr::V6(ip)),
+        url::Host::Ipv4(ip) => !policy.permits(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => !policy.permits(IpAddr::V6(ip)),
         url::Host::Domain(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
+            !policy.allow_private && (name == "localhost" || name.ends_with(".localhost"))
         }
     };
     if blocked {
@@ -87,26 +115,23 @@ pub fn check_destination(url: &str, allow_private: bool) -> Result<url::Url, Des
 pub(crate) struct BlockedAddress(pub String);
 
 /// A resolver that drops refused addresses, so that a public name pointing at a private address (or
-/// re-pointed there later) cannot reach it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PublicOnlyResolver;
+/// re-pointed there later: DNS rebinding) cannot reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyResolver(pub Arc<DestinationPolicy>);
 
-impl Resolve for PublicOnlyResolver {
+impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
+        let policy = Arc::clone(&self.0);
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| is_public_ip(a.ip())).collect();
-            if public.is_empty() {
+            let permitted: Vec<SocketAddr> = addrs.into_iter().filter(|a| policy.permits(a.ip())).collect();
+            if permitted.is_empty() {
                 return Err(Box::new(BlockedAddress(host)) as Box<dyn std::error::Error + Send + Sync>);
             }
-            Ok(Box::new(public.into_iter()) as Addrs)
+            Ok(Box::new(permitted.into_iter()) as Addrs)
         })
     }
-}
-
-pub(crate) fn resolver() -> Arc<PublicOnlyResolver> {
-    Arc::new(PublicOnlyResolver)
 }
 
 #[cfg(test)]
@@ -128,7 +153,10 @@ mod tests {
             "http://0.0.0.0/",
         ] {
             assert!(
-                matches!(check_destination(url, false), Err(DestinationError::Private(_))),
+                matches!(
+                    check_destination(url, &DestinationPolicy::default()),
+                    Err(DestinationError::Private(_))
+                ),
                 "{url} should be refused"
             );
         }
@@ -136,19 +164,46 @@ mod tests {
 
     #[test]
     fn accepts_public_addresses_and_names_and_everything_when_allowed() {
-        assert!(check_destination("https://hooks.example.com/meta", false).is_ok());
-        assert!(check_destination("http://93.184.216.34/", false).is_ok());
-        assert!(check_destination("http://127.0.0.1:9000/", true).is_ok());
+        let strict = DestinationPolicy::default();
+        assert!(check_destination("https://hooks.example.com/meta", &strict).is_ok());
+        assert!(check_destination("http://93.184.216.34/", &strict).is_ok());
+        assert!(check_destination("http://127.0.0.1:9000/", &DestinationPolicy::permissive()).is_ok());
+    }
+
+    #[test]
+    fn an_allow_list_opens_only_its_networks() -> Result<(), ipnet::AddrParseError> {
+        let policy = DestinationPolicy {
+            allowed_networks: vec!["10.20.0.0/16".parse()?],
+            ..DestinationPolicy::default()
+        };
+        assert!(check_destination("http://10.20.3.4/hook", &policy).is_ok());
+        assert!(check_destination("http://10.21.3.4/hook", &policy).is_err());
+        assert!(check_destination("http://169.254.169.254/", &policy).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn https_only_refuses_plain_http() {
+        let policy = DestinationPolicy {
+            https_only: true,
+            ..DestinationPolicy::default()
+        };
+        assert_eq!(
+            check_destination("http://hooks.example.com/", &policy).err(),
+            Some(DestinationError::HttpsOnly)
+        );
+        assert!(check_destination("https://hooks.example.com/", &policy).is_ok());
     }
 
     #[test]
     fn refuses_other_schemes_and_garbage() {
+        let policy = DestinationPolicy::permissive();
         assert_eq!(
-            check_destination("ftp://example.com/", false).err(),
+            check_destination("ftp://example.com/", &policy).err(),
             Some(DestinationError::Scheme)
         );
         assert!(matches!(
-            check_destination("not a url", true),
+            check_destination("not a url", &policy),
             Err(DestinationError::Invalid(_))
         ));
     }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use pagewire_core::{Clock, EventId, InboundId};
+use pagewire_core::{Clock, EventFacts, EventId, InboundId};
 use pagewire_meta::{Envelope, SignatureError, SignatureHeader, VerifiedEnvelope};
 use pagewire_store::{IngestRequest, NewEvent, UnroutableEntry};
 use serde::Deserialize;
@@ -238,9 +238,19 @@ async fn accept(
             continue;
         };
         let route_id = item.entry_id.as_deref().unwrap_or_default();
-        let endpoints = routing.endpoints_for(&page.tenant_id, &item.event_type, &[&item.page_id, route_id]);
+        let facts = EventFacts {
+            event_type: &item.event_type,
+            page_ids: &[&item.page_id, route_id],
+            standby: item.standby,
+        };
+        let endpoints = routing.endpoints_for(&page.tenant_id, &facts);
         let id = EventId::new();
-        let (event_type, page_id, dedup_key) = (item.event_type.clone(), item.page_id.clone(), item.dedup_key.clone());
+        let (event_type, page_id, dedup_key, conversation_id) = (
+            item.event_type.clone(),
+            item.page_id.clone(),
+            item.dedup_key.clone(),
+            item.conversation_id.clone(),
+        );
         let payload = item
             .into_event(id.clone(), page.tenant_id.clone(), inbound_id.clone(), received_at)
             .to_json();
@@ -250,6 +260,7 @@ async fn accept(
             page_id,
             event_type,
             dedup_key,
+            conversation_id,
             payload,
             endpoints,
         });

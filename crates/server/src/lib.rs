@@ -56,7 +56,6 @@ impl Role {
 pub struct GatewayConfig {
     pub role: Role,
     pub admin_token: auth::AdminToken,
-    pub allow_private_endpoints: bool,
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
     /// How often the routing snapshot is re-read, to see changes made through other nodes.
@@ -154,7 +153,7 @@ impl Gateway {
                 routing: routing.clone(),
                 auth: auth::AuthState::new(Arc::clone(&store), config.admin_token),
                 clock: Arc::clone(&clock),
-                allow_private_endpoints: config.allow_private_endpoints,
+                destinations: std::sync::Arc::clone(&config.delivery.destinations),
             };
             router = router.merge(ingress::router(ingress)).merge(admin::router(admin));
         }

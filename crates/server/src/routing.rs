@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use pagewire_core::{EndpointFilter, EndpointId, Platform, TenantId};
+use pagewire_core::{EndpointFilter, EndpointId, EventFacts, Platform, TenantId};
 use pagewire_store::{RoutingData, Store, StoreError};
 use subtle::ConstantTimeEq;
 
@@ -103,13 +103,13 @@ impl Routing {
         self.pages.get(page_id)
     }
 
-    /// The enabled endpoints of `tenant` whose filters accept an event known by `page_ids`.
-    pub fn endpoints_for(&self, tenant: &TenantId, event_type: &str, page_ids: &[&str]) -> Vec<EndpointId> {
+    /// The enabled endpoints of `tenant` whose filters accept the event.
+    pub fn endpoints_for(&self, tenant: &TenantId, event: &EventFacts<'_>) -> Vec<EndpointId> {
         self.endpoints
             .get(tenant)
             .map(|eps| {
                 eps.iter()
-                    .filter(|ep| ep.filter.matches(event_type, page_ids))
+                    .filter(|ep| ep.filter.matches(event))
                     .map(|ep| ep.id.clone())
                     .collect()
             })

@@ -27,7 +27,9 @@ async fn onboarded(
     app.create_page(&tenant, PAGE_A, APP_ID).await?;
     app.create_page(&tenant, PAGE_B, APP_ID).await?;
     let receiver = Receiver::start().await?;
-    let (_, secret) = app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    // One request at a time: events arrive in exactly the order Meta sent them; standby items too.
+    let endpoint = json!({"url": receiver.url(), "max_concurrency": 1, "include_standby": true});
+    let (_, secret) = app.create_endpoint(&tenant, endpoint).await?;
     Ok((tenant, receiver, secret))
 }
 

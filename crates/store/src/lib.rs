@@ -7,11 +7,13 @@
 //!
 //! This crate must not depend on HTTP types: handlers map its errors, it never sees a request.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId, NextStep,
-    PageRecordId, Platform, Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
+    HealthPolicy, InboundId, NextStep, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
 };
 
 mod error;
@@ -93,8 +95,18 @@ pub struct Endpoint {
     pub url: String,
     pub description: Option<String>,
     pub filter: EndpointFilter,
+    pub controls: DeliveryControls,
+    pub format: PayloadFormat,
+    /// Extra headers sent with every delivery.
+    pub headers: BTreeMap<String, String>,
+    /// While a rotated-out secret still signs: until when.
+    pub previous_secret_expires_at: Option<i64>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// Consecutive failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// While set and in the future, the breaker is open: nothing is sent before it.
+    pub paused_until: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -105,7 +117,23 @@ pub struct NewEndpoint {
     pub url: String,
     pub description: Option<String>,
     pub filter: EndpointFilter,
+    pub controls: DeliveryControls,
+    pub format: PayloadFormat,
+    pub headers: BTreeMap<String, String>,
     pub secret: EndpointSecret,
+}
+
+/// Changes to an endpoint; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointUpdate {
+    pub url: Option<String>,
+    pub description: Option<Option<String>>,
+    pub filter: Option<EndpointFilter>,
+    pub controls: Option<DeliveryControls>,
+    pub format: Option<PayloadFormat>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Enabling clears the disabled reason and the endpoint's failure history.
+    pub enabled: Option<bool>,
 }
 
 /// What ingress needs to route and verify without touching the database: every app, Page and
@@ -145,6 +173,8 @@ pub struct NewEvent {
     pub page_id: String,
     pub event_type: String,
     pub dedup_key: String,
+    /// Orders the event's deliveries to endpoints that deliver in order per conversation.
+    pub conversation_id: Option<String>,
     pub payload: String,
     pub endpoints: Vec<EndpointId>,
 }
@@ -158,15 +188,41 @@ pub struct IngestReceipt {
 }
 
 /// What to lease, for [`Store::lease_due`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Per endpoint at most `max_concurrency × per_endpoint_rounds` deliveries are leased (one while
+/// its breaker probes), only the first pending delivery of each conversation for endpoints that
+/// deliver in order, and none for paused endpoints or the ones in `skip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub now: i64,
     /// Most deliveries in all.
     pub limit: u32,
-    /// Most deliveries of one endpoint, so that one busy endpoint cannot fill a round.
-    pub per_endpoint: u32,
+    /// How many full rounds of its concurrency one endpoint may have leased at once.
+    pub per_endpoint_rounds: u32,
     /// How long the lease lasts.
     pub lease_ms: i64,
+    /// Endpoints whose queues are full in this worker.
+    pub skip: Vec<EndpointId>,
+}
+
+/// Which deliveries to replay, for [`Store::replay`].
+#[derive(Debug, Clone, Copy)]
+pub enum Replay<'a> {
+    /// One delivery, whatever its state.
+    Delivery(&'a DeliveryId),
+    /// Every delivery of one event.
+    Event(&'a EventId),
+    /// An endpoint's deliveries that failed (gave up) and were created at or after `since`.
+    FailedSince { endpoint: &'a EndpointId, since: i64 },
+}
+
+/// What recording a batch of attempts changed about endpoints, for the operational events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthReport {
+    /// Endpoints disabled by this batch: gone (410), or failing for longer than the policy allows.
+    pub disabled: Vec<(EndpointId, TenantId, String)>,
+    /// Endpoints that had been failing and succeeded again.
+    pub recovered: Vec<(EndpointId, TenantId)>,
 }
 
 /// A delivery leased to this worker: everything needed to send it.
@@ -178,7 +234,11 @@ pub struct LeasedDelivery {
     pub endpoint_id: EndpointId,
     pub tenant_id: TenantId,
     pub url: String,
-    pub secret: EndpointSecret,
+    /// The secrets that sign: the current one first, then a rotated-out one still in its overlap.
+    pub secrets: Vec<EndpointSecret>,
+    pub controls: DeliveryControls,
+    pub format: PayloadFormat,
+    pub headers: Vec<(String, String)>,
     pub payload: String,
     /// Attempts made before this one.
     pub attempts: u32,
@@ -305,6 +365,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint>;
     async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>>;
+    async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint>;
+    async fn update_endpoint(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        update: EndpointUpdate,
+        now: i64,
+    ) -> Result<Endpoint>;
+    /// Makes `secret` the signing secret; the current one keeps signing too until `previous_until`.
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        secret: EndpointSecret,
+        previous_until: i64,
+        now: i64,
+    ) -> Result<Endpoint>;
 
     /// Everything ingress routes by, secrets opened.
     async fn load_routing(&self) -> Result<RoutingData>;
@@ -325,8 +402,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>>;
 
     /// Records attempts and applies their next steps, in one transaction. A record whose lease was
-    /// taken over meanwhile is kept in the attempt log but does not change the delivery.
-    async fn record_attempts(&self, records: &[AttemptRecord], now: i64) -> Result<()>;
+    /// taken over meanwhile is kept in the attempt log but does not change the delivery. Updates
+    /// each endpoint's health: a success closes its breaker; failures open it after
+    /// `health.threshold` in a row, for a pause that doubles with each further failure; an endpoint
+    /// failing for longer than `health.disable_after` is disabled.
+    async fn record_attempts(&self, records: &[AttemptRecord], now: i64, health: &HealthPolicy)
+        -> Result<HealthReport>;
 
     async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>>;
     async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>>;
@@ -335,4 +416,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>>;
     /// Deliveries not yet delivered or given up.
     async fn count_pending(&self) -> Result<u64>;
+
+    /// Replays deliveries: each chosen delivery becomes due at `now` with a fresh retry schedule
+    /// (its attempt log is kept). Returns how many were replayed.
+    async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64>;
+    /// How many deliveries [`Store::replay`] would replay.
+    async fn count_replayable(&self, tenant_id: &TenantId, what: Replay<'_>) -> Result<u64>;
 }

@@ -6,22 +6,23 @@
 //! sqlx's SQLite driver costs tens of microseconds per statement, so hot paths write many rows per
 //! statement.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId, MasterKey,
-    NextStep, PageRecordId, Platform, Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
+    HealthPolicy, InboundId, MasterKey, NextStep, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
-    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, Inbound, IngestReceipt, IngestRequest, Lease,
-    LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Result, RoutingData, Store, StoreError,
-    StoredEvent, Tenant,
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport, Inbound,
+    IngestReceipt, IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Replay,
+    Result, RoutingData, Store, StoreError, StoredEvent, Tenant,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -137,18 +138,48 @@ type PageRow = (
     Option<String>,
     i64,
 );
-type EndpointRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    bool,
-    Option<String>,
-    i64,
-    i64,
-);
+#[derive(sqlx::FromRow)]
+struct LeasedRow {
+    id: String,
+    event_id: String,
+    endpoint_id: String,
+    tenant_id: String,
+    url: String,
+    secret_sealed: String,
+    previous_secret_sealed: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    payload: String,
+    attempts: i64,
+    max_concurrency: i64,
+    rate_limit: Option<i64>,
+    ordered: bool,
+    format: String,
+    headers: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    tenant_id: String,
+    url: String,
+    description: Option<String>,
+    event_types: Option<String>,
+    page_ids: Option<String>,
+    include_standby: bool,
+    include_echoes: bool,
+    max_concurrency: i64,
+    rate_limit: Option<i64>,
+    ordered: bool,
+    format: String,
+    headers: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    consecutive_failures: i64,
+    probe_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
 type DeliveryRow = (
     String,
     String,
@@ -166,8 +197,8 @@ type DeliveryRow = (
 const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at";
 const PAGE_COLUMNS: &str =
     "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
-const ENDPOINT_COLUMNS: &str =
-    "id, tenant_id, url, description, event_types, page_ids, enabled, disabled_reason, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
+                                ordered, format, headers, previous_secret_expires_at, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                 last_status, last_error, created_at, updated_at";
 
@@ -203,22 +234,169 @@ fn parse_json_list(value: Option<String>) -> Result<Option<Vec<String>>> {
 }
 
 fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
-    let (id, tenant_id, url, description, event_types, page_ids, enabled, disabled_reason, created_at, updated_at) =
-        row;
     Ok(Endpoint {
-        id: parse_id(&id)?,
-        tenant_id: parse_id(&tenant_id)?,
-        url,
-        description,
+        id: parse_id(&row.id)?,
+        tenant_id: parse_id(&row.tenant_id)?,
+        url: row.url,
+        description: row.description,
         filter: EndpointFilter {
-            event_types: parse_json_list(event_types)?,
-            page_ids: parse_json_list(page_ids)?,
+            event_types: parse_json_list(row.event_types)?,
+            page_ids: parse_json_list(row.page_ids)?,
+            include_standby: row.include_standby,
+            include_echoes: row.include_echoes,
         },
-        enabled,
-        disabled_reason,
-        created_at,
-        updated_at,
+        controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+        format: parse_format(&row.format)?,
+        headers: parse_headers(row.headers)?,
+        previous_secret_expires_at: row.previous_secret_expires_at,
+        enabled: row.enabled,
+        disabled_reason: row.disabled_reason,
+        consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
+        paused_until: row.probe_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     })
+}
+
+/// Applies a batch of outcomes to the health of each endpoint involved: one statement per endpoint,
+/// not per attempt.
+async fn update_health(
+    tx: &mut sqlx::SqliteConnection,
+    records: &[AttemptRecord],
+    now: i64,
+    health: &HealthPolicy,
+) -> Result<HealthReport> {
+    #[derive(Default)]
+    struct Tally {
+        succeeded: bool,
+        failed: i64,
+        gone: bool,
+    }
+    let mut tallies: std::collections::BTreeMap<&str, Tally> = std::collections::BTreeMap::new();
+    for r in records {
+        let tally = tallies.entry(r.endpoint_id.as_str()).or_default();
+        match r.next {
+            NextStep::Done => tally.succeeded = true,
+            NextStep::DisableEndpoint => tally.gone = true,
+            NextStep::RetryAt(_) | NextStep::GiveUp => tally.failed += 1,
+        }
+    }
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let mut report = HealthReport::default();
+    for (endpoint, tally) in tallies {
+        if tally.gone {
+            let row: Option<(String,)> = sqlx::query_as(
+                "UPDATE endpoints SET enabled = 0, disabled_reason = 'the endpoint answered 410 Gone', updated_at = ? \
+                 WHERE id = ? AND enabled = 1 RETURNING tenant_id",
+            )
+            .bind(now)
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((tenant,)) = row {
+                report
+                    .disabled
+                    .push((parse_id(endpoint)?, parse_id(&tenant)?, String::from("gone")));
+            }
+        } else if tally.succeeded {
+            // A success closes the breaker; the endpoint "recovered" if the breaker had been open.
+            let reopened: Option<(String,)> = sqlx::query_as(
+                "UPDATE endpoints SET consecutive_failures = 0, failing_since = NULL, probe_at = NULL \
+                 WHERE id = ? AND probe_at IS NOT NULL RETURNING tenant_id",
+            )
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match reopened {
+                Some((tenant,)) => report.recovered.push((parse_id(endpoint)?, parse_id(&tenant)?)),
+                None => {
+                    sqlx::query(
+                        "UPDATE endpoints SET consecutive_failures = 0, failing_since = NULL \
+                         WHERE id = ? AND consecutive_failures > 0",
+                    )
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        } else if tally.failed > 0 {
+            // After `threshold` failures in a row the breaker opens for a pause that doubles with
+            // each further failure; `probe_at` is when one delivery may try again.
+            let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
+                "UPDATE endpoints SET consecutive_failures = consecutive_failures + ?1, \
+                   failing_since = COALESCE(failing_since, ?2), \
+                   probe_at = CASE WHEN consecutive_failures + ?1 >= ?3 \
+                     THEN ?2 + MIN(?4 << MIN(consecutive_failures + ?1 - ?3, 30), ?5) ELSE probe_at END \
+                 WHERE id = ?6 RETURNING tenant_id, failing_since, probe_at",
+            )
+            .bind(tally.failed)
+            .bind(now)
+            .bind(i64::from(health.threshold))
+            .bind(ms(health.first_pause))
+            .bind(ms(health.max_pause))
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((tenant, Some(since), _)) = row {
+                if now.saturating_sub(since) >= ms(health.disable_after) {
+                    sqlx::query(
+                        "UPDATE endpoints SET enabled = 0, disabled_reason = 'failing without a success for too long', \
+                         updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await?;
+                    report
+                        .disabled
+                        .push((parse_id(endpoint)?, parse_id(&tenant)?, String::from("failing")));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn parse_format(format: &str) -> Result<PayloadFormat> {
+    PayloadFormat::parse(format).ok_or_else(|| StoreError::Corrupt(format!("unknown endpoint format `{format}`")))
+}
+
+fn parse_headers(headers: Option<String>) -> Result<BTreeMap<String, String>> {
+    headers
+        .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("endpoint headers: {e}"))))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn json_headers(headers: &BTreeMap<String, String>) -> Option<String> {
+    (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
+}
+
+/// The `WHERE` clause that picks the deliveries of a [`Replay`], always within one tenant.
+fn push_replay_scope<'a>(query: &mut QueryBuilder<'a, Sqlite>, tenant_id: &'a TenantId, what: Replay<'a>) {
+    query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
+    match what {
+        Replay::Delivery(id) => {
+            query.push(" AND id = ").push_bind(id.as_str());
+        }
+        Replay::Event(id) => {
+            query.push(" AND event_id = ").push_bind(id.as_str());
+        }
+        Replay::FailedSince { endpoint, since } => {
+            query
+                .push(" AND status = 'failed' AND endpoint_id = ")
+                .push_bind(endpoint.as_str());
+            query.push(" AND created_at >= ").push_bind(since);
+        }
+    }
+}
+
+fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered: bool) -> DeliveryControls {
+    DeliveryControls {
+        max_concurrency: u32::try_from(max_concurrency).unwrap_or(1).max(1),
+        rate_limit: rate_limit.and_then(|r| u32::try_from(r).ok()),
+        ordered,
+    }
 }
 
 fn delivery_from_row(row: DeliveryRow) -> Result<Delivery> {
@@ -447,8 +625,9 @@ impl Store for SqliteStore {
     async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint> {
         let id = EndpointId::new();
         sqlx::query(
-            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, secret_sealed, \
-             enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, include_standby, \
+             include_echoes, secret_sealed, max_concurrency, rate_limit, ordered, format, headers, enabled, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(id.as_str())
         .bind(endpoint.tenant_id.as_str())
@@ -456,7 +635,14 @@ impl Store for SqliteStore {
         .bind(endpoint.description.as_deref())
         .bind(json_list(endpoint.filter.event_types.as_ref()))
         .bind(json_list(endpoint.filter.page_ids.as_ref()))
+        .bind(endpoint.filter.include_standby)
+        .bind(endpoint.filter.include_echoes)
         .bind(self.key.seal(ENDPOINT_SECRET, &endpoint.secret.expose()))
+        .bind(i64::from(endpoint.controls.max_concurrency))
+        .bind(endpoint.controls.rate_limit.map(i64::from))
+        .bind(endpoint.controls.ordered)
+        .bind(endpoint.format.as_str())
+        .bind(json_headers(&endpoint.headers))
         .bind(now)
         .bind(now)
         .execute(&self.writer)
@@ -467,8 +653,14 @@ impl Store for SqliteStore {
             url: endpoint.url,
             description: endpoint.description,
             filter: endpoint.filter,
+            controls: endpoint.controls,
+            format: endpoint.format,
+            headers: endpoint.headers,
+            previous_secret_expires_at: None,
             enabled: true,
             disabled_reason: None,
+            consecutive_failures: 0,
+            paused_until: None,
             created_at: now,
             updated_at: now,
         })
@@ -482,6 +674,99 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         rows.into_iter().map(endpoint_from_row).collect()
+    }
+
+    async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.readers)
+        .await?;
+        endpoint_from_row(row)
+    }
+
+    async fn update_endpoint(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        update: EndpointUpdate,
+        now: i64,
+    ) -> Result<Endpoint> {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE endpoints SET updated_at = ");
+        query.push_bind(now);
+        if let Some(url) = &update.url {
+            query.push(", url = ").push_bind(url.as_str());
+        }
+        if let Some(description) = &update.description {
+            query.push(", description = ").push_bind(description.as_deref());
+        }
+        if let Some(filter) = &update.filter {
+            query
+                .push(", event_types = ")
+                .push_bind(json_list(filter.event_types.as_ref()))
+                .push(", page_ids = ")
+                .push_bind(json_list(filter.page_ids.as_ref()))
+                .push(", include_standby = ")
+                .push_bind(filter.include_standby)
+                .push(", include_echoes = ")
+                .push_bind(filter.include_echoes);
+        }
+        if let Some(controls) = &update.controls {
+            query
+                .push(", max_concurrency = ")
+                .push_bind(i64::from(controls.max_concurrency))
+                .push(", rate_limit = ")
+                .push_bind(controls.rate_limit.map(i64::from))
+                .push(", ordered = ")
+                .push_bind(controls.ordered);
+        }
+        if let Some(format) = update.format {
+            query.push(", format = ").push_bind(format.as_str());
+        }
+        if let Some(headers) = &update.headers {
+            query.push(", headers = ").push_bind(json_headers(headers));
+        }
+        match update.enabled {
+            Some(true) => {
+                query.push(
+                    ", enabled = 1, disabled_reason = NULL, consecutive_failures = 0, failing_since = NULL, \
+                     probe_at = NULL",
+                );
+            }
+            Some(false) => {
+                query.push(", enabled = 0, disabled_reason = 'disabled by the tenant'");
+            }
+            None => {}
+        }
+        query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
+        query.push(" AND id = ").push_bind(id.as_str());
+        query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
+        let row: EndpointRow = query.build_query_as().fetch_one(&self.writer).await?;
+        endpoint_from_row(row)
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        secret: EndpointSecret,
+        previous_until: i64,
+        now: i64,
+    ) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(&format!(
+            "UPDATE endpoints SET previous_secret_sealed = secret_sealed, previous_secret_expires_at = ?, \
+             secret_sealed = ?, updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(previous_until)
+        .bind(self.key.seal(ENDPOINT_SECRET, &secret.expose()))
+        .bind(now)
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.writer)
+        .await?;
+        endpoint_from_row(row)
     }
 
     async fn load_routing(&self) -> Result<RoutingData> {
@@ -569,14 +854,15 @@ impl Store for SqliteStore {
         }
         for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
-                 created_at, updated_at) ",
+                "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, ordering_key, status, attempts, \
+                 next_attempt_at, created_at, updated_at) ",
             );
             insert.push_values(chunk, |mut row, (id, event, endpoint)| {
                 row.push_bind(id.as_str())
                     .push_bind(event.id.as_str())
                     .push_bind(endpoint.as_str())
                     .push_bind(event.tenant_id.as_str())
+                    .push_bind(event.conversation_id.as_deref())
                     .push_bind(DeliveryStatus::Pending.as_str())
                     .push_bind(0_i64)
                     .push_bind(now)
@@ -612,33 +898,60 @@ impl Store for SqliteStore {
 
     async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>> {
         let mut tx = self.writer.begin().await?;
-        // The window is taken over a bounded set of the earliest due rows, so a deep backlog costs
-        // the same as a short one.
-        let leased: Vec<(String, i64)> = sqlx::query_as(
-            "UPDATE deliveries SET next_attempt_at = ?1 + ?2, lease_seq = lease_seq + 1, updated_at = ?1 \
-             WHERE id IN ( \
-               SELECT id FROM ( \
-                 SELECT id, due, seq, ROW_NUMBER() OVER (PARTITION BY endpoint_id ORDER BY due, seq) AS nth \
-                 FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at AS due, d.rowid AS seq \
-                       FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
-                       WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND e.enabled = 1 \
-                       ORDER BY d.next_attempt_at, d.rowid LIMIT ?5)) \
-               WHERE nth <= ?4 ORDER BY due, seq LIMIT ?3) \
-             RETURNING id, lease_seq",
-        )
-        .bind(lease.now)
-        .bind(lease.lease_ms)
-        .bind(i64::from(lease.limit))
-        .bind(i64::from(lease.per_endpoint.max(1)))
-        .bind(i64::from(lease.limit.saturating_mul(16).max(1024)))
-        .fetch_all(&mut *tx)
-        .await?;
+        // Candidates are a bounded set of the earliest due rows, so a deep backlog costs the same as
+        // a short one; the window then caps each endpoint at its share.
+        let mut update = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET next_attempt_at = ");
+        update
+            .push_bind(lease.now.saturating_add(lease.lease_ms))
+            .push(", lease_seq = lease_seq + 1, updated_at = ")
+            .push_bind(lease.now)
+            .push(
+                " WHERE id IN ( \
+                   SELECT id FROM ( \
+                     SELECT id, due, seq, cap, \
+                            ROW_NUMBER() OVER (PARTITION BY endpoint_id ORDER BY due, seq) AS nth \
+                     FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at AS due, d.rowid AS seq, \
+                                  CASE WHEN e.probe_at IS NOT NULL THEN 1 ELSE e.max_concurrency * ",
+            )
+            .push_bind(i64::from(lease.per_endpoint_rounds.max(1)))
+            .push(
+                " END AS cap \
+                   FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id \
+                   WHERE d.status = 'pending' AND e.enabled = 1 AND d.next_attempt_at <= ",
+            )
+            .push_bind(lease.now)
+            .push(" AND (e.probe_at IS NULL OR e.probe_at <= ")
+            .push_bind(lease.now)
+            .push(
+                ") AND (e.ordered = 0 OR d.ordering_key IS NULL OR NOT EXISTS ( \
+                       SELECT 1 FROM deliveries p \
+                       WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key \
+                         AND p.status = 'pending' AND p.rowid < d.rowid))",
+            );
+        if !lease.skip.is_empty() {
+            update.push(" AND d.endpoint_id NOT IN (");
+            let mut skip = update.separated(", ");
+            for endpoint in &lease.skip {
+                skip.push_bind(endpoint.as_str());
+            }
+            update.push(")");
+        }
+        update
+            .push(" ORDER BY d.next_attempt_at, d.rowid LIMIT ")
+            .push_bind(i64::from(lease.limit.saturating_mul(16).max(1024)))
+            .push(")) WHERE nth <= cap ORDER BY due, seq LIMIT ")
+            .push_bind(i64::from(lease.limit))
+            .push(") RETURNING id, lease_seq");
+        let leased: Vec<(String, i64)> = update.build_query_as().fetch_all(&mut *tx).await?;
         if leased.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
         }
+
         let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT d.id, d.event_id, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, ev.payload, d.attempts \
+            "SELECT d.id, d.event_id, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
+                    e.previous_secret_sealed, e.previous_secret_expires_at, ev.payload, d.attempts, \
+                    e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
              FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
              WHERE d.id IN (",
         );
@@ -647,35 +960,59 @@ impl Store for SqliteStore {
             ids.push_bind(id.as_str());
         }
         select.push(") ORDER BY d.rowid");
-        let rows: Vec<(String, String, String, String, String, String, String, i64)> =
-            select.build_query_as().fetch_all(&mut *tx).await?;
+        let rows: Vec<LeasedRow> = select.build_query_as().fetch_all(&mut *tx).await?;
+
+        // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's lease.
+        let mut probe = QueryBuilder::<Sqlite>::new("UPDATE endpoints SET probe_at = ");
+        probe.push_bind(lease.now.saturating_add(lease.lease_ms));
+        probe.push(" WHERE probe_at IS NOT NULL AND id IN (");
+        let mut endpoints = probe.separated(", ");
+        for row in &rows {
+            endpoints.push_bind(row.endpoint_id.as_str());
+        }
+        probe.push(")");
+        probe.build().execute(&mut *tx).await?;
         tx.commit().await?;
 
         let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+        let open = |sealed: &str| -> Result<EndpointSecret> {
+            EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))
+        };
         rows.into_iter()
-            .map(
-                |(id, event_id, endpoint_id, tenant_id, url, secret, payload, attempts)| {
-                    let secret = self.key.open(ENDPOINT_SECRET, &secret)?;
-                    Ok(LeasedDelivery {
-                        lease_seq: seqs.get(id.as_str()).copied().unwrap_or_default(),
-                        id: parse_id(&id)?,
-                        event_id: parse_id(&event_id)?,
-                        endpoint_id: parse_id(&endpoint_id)?,
-                        tenant_id: parse_id(&tenant_id)?,
-                        url,
-                        secret: EndpointSecret::parse(&secret)
-                            .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?,
-                        payload,
-                        attempts: u32::try_from(attempts).unwrap_or(0),
-                    })
-                },
-            )
+            .map(|row| {
+                let mut secrets = vec![open(&row.secret_sealed)?];
+                if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
+                    if until > lease.now {
+                        secrets.push(open(previous)?);
+                    }
+                }
+                Ok(LeasedDelivery {
+                    lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
+                    id: parse_id(&row.id)?,
+                    event_id: parse_id(&row.event_id)?,
+                    endpoint_id: parse_id(&row.endpoint_id)?,
+                    tenant_id: parse_id(&row.tenant_id)?,
+                    url: row.url,
+                    secrets,
+                    controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+                    format: parse_format(&row.format)?,
+                    headers: parse_headers(row.headers)?.into_iter().collect(),
+                    payload: row.payload,
+                    attempts: u32::try_from(row.attempts).unwrap_or(0),
+                })
+            })
             .collect()
     }
 
-    async fn record_attempts(&self, records: &[AttemptRecord], now: i64) -> Result<()> {
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: i64,
+        health: &HealthPolicy,
+    ) -> Result<HealthReport> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(HealthReport::default());
         }
         let mut tx = self.writer.begin().await?;
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
@@ -721,18 +1058,9 @@ impl Store for SqliteStore {
             update.push(" FROM v WHERE deliveries.id = v.id AND deliveries.lease_seq = v.seq");
             update.build().execute(&mut *tx).await?;
         }
-        for r in records.iter().filter(|r| r.next == NextStep::DisableEndpoint) {
-            sqlx::query(
-                "UPDATE endpoints SET enabled = 0, disabled_reason = 'the endpoint answered 410 Gone', updated_at = ? \
-                 WHERE id = ?",
-            )
-            .bind(now)
-            .bind(r.endpoint_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        let report = update_health(&mut tx, records, now, health).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(report)
     }
 
     async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>> {
@@ -832,6 +1160,21 @@ impl Store for SqliteStore {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
             .fetch_one(&self.readers)
             .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64> {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ");
+        query.push_bind(now).push(", updated_at = ").push_bind(now);
+        push_replay_scope(&mut query, tenant_id, what);
+        Ok(query.build().execute(&self.writer).await?.rows_affected())
+    }
+
+    async fn count_replayable(&self, tenant_id: &TenantId, what: Replay<'_>) -> Result<u64> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM deliveries");
+        push_replay_scope(&mut query, tenant_id, what);
+        let (n,): (i64,) = query.build_query_as().fetch_one(&self.readers).await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pagewire_core::{EndpointFilter, EndpointSecret, EventId, InboundId, NextStep, Platform, Secret, TenantId};
+use pagewire_core::{
+    DeliveryControls, EndpointFilter, EndpointSecret, EventId, HealthPolicy, InboundId, NextStep, Platform, Secret,
+    TenantId,
+};
 
 use crate::{
     AttemptRecord, DeliveryStatus, IngestRequest, Lease, NewEndpoint, NewEvent, NewMetaApp, NewPage, Store, StoreError,
@@ -23,6 +26,11 @@ pub struct Fixture {
 }
 
 pub async fn onboard(store: &dyn Store, page_id: &str) -> Result<Fixture> {
+    onboard_with(store, page_id, DeliveryControls::default()).await
+}
+
+/// Like [`onboard`], with the endpoint's delivery controls.
+pub async fn onboard_with(store: &dyn Store, page_id: &str, controls: DeliveryControls) -> Result<Fixture> {
     let tenant = store.create_tenant("Acme", NOW).await?.id;
     let app_id = format!("9{page_id}");
     store
@@ -57,6 +65,9 @@ pub async fn onboard(store: &dyn Store, page_id: &str) -> Result<Fixture> {
                 url: String::from("https://example.com/hook"),
                 description: None,
                 filter: EndpointFilter::default(),
+                controls,
+                format: pagewire_core::PayloadFormat::Standard,
+                headers: std::collections::BTreeMap::new(),
                 secret: EndpointSecret::generate(),
             },
             NOW,
@@ -66,8 +77,15 @@ pub async fn onboard(store: &dyn Store, page_id: &str) -> Result<Fixture> {
     Ok(Fixture { tenant, endpoint })
 }
 
-/// A request with one event per dedup key, each going to `fixture.endpoint`.
+/// A request with one event per dedup key, each going to `fixture.endpoint`, all in one
+/// conversation.
 pub fn request(fixture: &Fixture, page_id: &str, keys: &[&str]) -> IngestRequest {
+    let keyed: Vec<(&str, &str)> = keys.iter().map(|k| (*k, "user")).collect();
+    request_in(fixture, page_id, &keyed)
+}
+
+/// A request with one event per `(dedup key, conversation)`.
+pub fn request_in(fixture: &Fixture, page_id: &str, keys: &[(&str, &str)]) -> IngestRequest {
     IngestRequest {
         inbound_id: InboundId::new(),
         received_at: NOW,
@@ -78,12 +96,13 @@ pub fn request(fixture: &Fixture, page_id: &str, keys: &[&str]) -> IngestRequest
         unroutable: Vec::new(),
         events: keys
             .iter()
-            .map(|key| NewEvent {
+            .map(|(key, conversation)| NewEvent {
                 id: EventId::new(),
                 tenant_id: fixture.tenant.clone(),
                 page_id: page_id.to_owned(),
                 event_type: String::from("messenger.message"),
                 dedup_key: (*key).to_owned(),
+                conversation_id: Some(format!("{page_id}:{conversation}")),
                 payload: format!("{{\"key\":\"{key}\"}}"),
                 endpoints: vec![fixture.endpoint.clone()],
             })
@@ -95,8 +114,9 @@ fn lease(now: i64, limit: u32) -> Lease {
     Lease {
         now,
         limit,
-        per_endpoint: limit,
+        per_endpoint_rounds: 1,
         lease_ms: LEASE_MS,
+        skip: Vec::new(),
     }
 }
 
@@ -166,7 +186,11 @@ pub async fn a_stale_lease_does_not_overwrite_a_newer_one(store: Arc<dyn Store>)
     let stale = store.lease_due(lease(NOW, 10)).await?.remove(0);
     let fresh = store.lease_due(lease(NOW + LEASE_MS, 10)).await?.remove(0);
     store
-        .record_attempts(&[record(&stale, NextStep::GiveUp, Some(500))], NOW)
+        .record_attempts(
+            &[record(&stale, NextStep::GiveUp, Some(500))],
+            NOW,
+            &HealthPolicy::default(),
+        )
         .await?;
     let delivery = store.deliveries_of_event(&f.tenant, &fresh.event_id).await?.remove(0);
     assert_eq!(
@@ -175,7 +199,11 @@ pub async fn a_stale_lease_does_not_overwrite_a_newer_one(store: Arc<dyn Store>)
         "the stale worker's decision is ignored"
     );
     store
-        .record_attempts(&[record(&fresh, NextStep::Done, Some(200))], NOW)
+        .record_attempts(
+            &[record(&fresh, NextStep::Done, Some(200))],
+            NOW,
+            &HealthPolicy::default(),
+        )
         .await?;
     let delivery = store.deliveries_of_event(&f.tenant, &fresh.event_id).await?.remove(0);
     assert_eq!(delivery.status, DeliveryStatus::Delivered);
@@ -192,13 +220,21 @@ pub async fn retries_come_due_at_their_time_and_giving_up_fails(store: Arc<dyn S
     store.ingest(&[request(&f, "104", &["a"])], NOW).await?;
     let leased = store.lease_due(lease(NOW, 10)).await?.remove(0);
     store
-        .record_attempts(&[record(&leased, NextStep::RetryAt(NOW + 5_000), Some(503))], NOW)
+        .record_attempts(
+            &[record(&leased, NextStep::RetryAt(NOW + 5_000), Some(503))],
+            NOW,
+            &HealthPolicy::default(),
+        )
         .await?;
     assert!(store.lease_due(lease(NOW + 4_999, 10)).await?.is_empty());
     let retry = store.lease_due(lease(NOW + 5_000, 10)).await?.remove(0);
     assert_eq!(retry.attempts, 1);
     store
-        .record_attempts(&[record(&retry, NextStep::GiveUp, Some(503))], NOW + 5_000)
+        .record_attempts(
+            &[record(&retry, NextStep::GiveUp, Some(503))],
+            NOW + 5_000,
+            &HealthPolicy::default(),
+        )
         .await?;
     let delivery = store.deliveries_of_event(&f.tenant, &retry.event_id).await?.remove(0);
     assert_eq!(
@@ -214,7 +250,11 @@ pub async fn a_gone_endpoint_is_disabled_and_its_deliveries_wait(store: Arc<dyn 
     store.ingest(&[request(&f, "105", &["a", "b"])], NOW).await?;
     let leased = store.lease_due(lease(NOW, 1)).await?.remove(0);
     store
-        .record_attempts(&[record(&leased, NextStep::DisableEndpoint, Some(410))], NOW)
+        .record_attempts(
+            &[record(&leased, NextStep::DisableEndpoint, Some(410))],
+            NOW,
+            &HealthPolicy::default(),
+        )
         .await?;
     let endpoint = store.list_endpoints(&f.tenant).await?.remove(0);
     assert!(!endpoint.enabled);
@@ -231,26 +271,144 @@ pub async fn a_gone_endpoint_is_disabled_and_its_deliveries_wait(store: Arc<dyn 
 }
 
 pub async fn one_endpoint_cannot_fill_a_round(store: Arc<dyn Store>) -> Result {
-    let busy = onboard(store.as_ref(), "110").await?;
+    let controls = DeliveryControls {
+        max_concurrency: 4,
+        ..DeliveryControls::default()
+    };
+    let busy = onboard_with(store.as_ref(), "110", controls).await?;
     let quiet = onboard(store.as_ref(), "111").await?;
     let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     store.ingest(&[request(&busy, "110", &keys)], NOW).await?;
     store.ingest(&[request(&quiet, "111", &["q"])], NOW).await?;
-    let round = store
-        .lease_due(Lease {
-            now: NOW,
-            limit: 10,
-            per_endpoint: 4,
-            lease_ms: LEASE_MS,
-        })
-        .await?;
+    let round = store.lease_due(lease(NOW, 10)).await?;
     let busy_count = round.iter().filter(|d| d.endpoint_id == busy.endpoint).count();
-    assert_eq!(busy_count, 4);
+    assert_eq!(busy_count, 4, "the endpoint's concurrency bounds its share");
     assert!(
         round.iter().any(|d| d.endpoint_id == quiet.endpoint),
         "the quiet endpoint gets its turn"
     );
+    let skipping = Lease {
+        skip: vec![busy.endpoint.clone()],
+        ..lease(NOW + LEASE_MS, 10)
+    };
+    assert!(store
+        .lease_due(skipping)
+        .await?
+        .iter()
+        .all(|d| d.endpoint_id != busy.endpoint));
+    Ok(())
+}
+
+pub async fn ordered_endpoints_get_one_event_per_conversation_at_a_time(store: Arc<dyn Store>) -> Result {
+    let controls = DeliveryControls {
+        ordered: true,
+        ..DeliveryControls::default()
+    };
+    let f = onboard_with(store.as_ref(), "114", controls).await?;
+    let keys = [
+        ("a1", "alice"),
+        ("b1", "bob"),
+        ("a2", "alice"),
+        ("b2", "bob"),
+        ("a3", "alice"),
+    ];
+    store.ingest(&[request_in(&f, "114", &keys)], NOW).await?;
+    let heads = store.lease_due(lease(NOW, 10)).await?;
+    let payloads: Vec<&str> = heads.iter().map(|d| d.payload.as_str()).collect();
+    assert_eq!(
+        payloads,
+        ["{\"key\":\"a1\"}", "{\"key\":\"b1\"}"],
+        "only the head of each conversation"
+    );
+
+    // Alice's head is retried later: her conversation waits; Bob's moves on once b1 is delivered.
+    let (a1, b1) = (&heads[0], &heads[1]);
+    let records = [
+        record(a1, NextStep::RetryAt(NOW + 10_000), Some(503)),
+        record(b1, NextStep::Done, Some(200)),
+    ];
+    store.record_attempts(&records, NOW, &HealthPolicy::default()).await?;
+    let next = store.lease_due(lease(NOW + 1, 10)).await?;
+    let payloads: Vec<&str> = next.iter().map(|d| d.payload.as_str()).collect();
+    assert_eq!(payloads, ["{\"key\":\"b2\"}"]);
+    let later = store.lease_due(lease(NOW + 10_000, 10)).await?;
+    assert_eq!(
+        later.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>(),
+        ["{\"key\":\"a1\"}"]
+    );
+    Ok(())
+}
+
+pub async fn a_failing_endpoint_is_paused_then_probed_then_disabled(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "115").await?;
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    store.ingest(&[request(&f, "115", &keys)], NOW).await?;
+    let health = HealthPolicy {
+        threshold: 3,
+        first_pause: std::time::Duration::from_secs(10),
+        max_pause: std::time::Duration::from_secs(60),
+        disable_after: std::time::Duration::from_secs(3600),
+    };
+    // Three failures in a row open the breaker.
+    let round = store.lease_due(lease(NOW, 3)).await?;
+    let failed: Vec<AttemptRecord> = round
+        .iter()
+        .map(|d| record(d, NextStep::RetryAt(NOW + 1), Some(500)))
+        .collect();
+    assert!(store.record_attempts(&failed, NOW, &health).await?.disabled.is_empty());
+    let endpoint = store.list_endpoints(&f.tenant).await?.remove(0);
+    assert_eq!(
+        (endpoint.consecutive_failures, endpoint.paused_until),
+        (3, Some(NOW + 10_000))
+    );
+    assert!(
+        store.lease_due(lease(NOW + 9_999, 10)).await?.is_empty(),
+        "paused: nothing is sent"
+    );
+
+    // The pause ends: one probe, and only one while it is out.
+    let probe = store.lease_due(lease(NOW + 10_000, 10)).await?;
+    assert_eq!(probe.len(), 1);
+    assert!(store.lease_due(lease(NOW + 10_001, 10)).await?.is_empty());
+    // The probe fails: a longer pause.
+    store
+        .record_attempts(
+            &[record(&probe[0], NextStep::RetryAt(NOW + 10_001), Some(500))],
+            NOW + 10_000,
+            &health,
+        )
+        .await?;
+    let endpoint = store.list_endpoints(&f.tenant).await?.remove(0);
+    assert_eq!(endpoint.paused_until, Some(NOW + 10_000 + 20_000));
+
+    // The next probe succeeds: the breaker closes and everything due flows again.
+    let probe = store.lease_due(lease(NOW + 30_000, 10)).await?;
+    assert_eq!(probe.len(), 1);
+    let report = store
+        .record_attempts(&[record(&probe[0], NextStep::Done, Some(200))], NOW + 30_000, &health)
+        .await?;
+    assert_eq!(report.recovered, [(f.endpoint.clone(), f.tenant.clone())]);
+    assert_eq!(store.lease_due(lease(NOW + 30_001, 10)).await?.len(), 10);
+
+    // Failing without a success for longer than the policy allows disables it.
+    let again = store.lease_due(lease(NOW + 100_000, 3)).await?;
+    let failed: Vec<AttemptRecord> = again
+        .iter()
+        .map(|d| record(d, NextStep::RetryAt(NOW + 1), Some(500)))
+        .collect();
+    store.record_attempts(&failed, NOW + 100_000, &health).await?;
+    let probe = store.lease_due(lease(NOW + 200_000, 10)).await?;
+    let report = store
+        .record_attempts(
+            &[record(&probe[0], NextStep::RetryAt(NOW + 1), Some(500))],
+            NOW + 100_000 + 3_600_000,
+            &health,
+        )
+        .await?;
+    assert_eq!(report.disabled.len(), 1);
+    assert!(!store.list_endpoints(&f.tenant).await?[0].enabled);
     Ok(())
 }
 
@@ -299,6 +457,55 @@ pub async fn keeps_whatsapp_phone_number_ids(store: Arc<dyn Store>) -> Result {
         .iter()
         .filter(|p| p.platform == Platform::Messenger)
         .all(|p| p.phone_number_ids.is_empty()));
+    Ok(())
+}
+
+pub async fn a_rotated_secret_keeps_signing_until_the_overlap_ends(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "116").await?;
+    store.ingest(&[request(&f, "116", &["a"])], NOW).await?;
+    let before = store.lease_due(lease(NOW, 10)).await?.remove(0);
+    assert_eq!(before.secrets.len(), 1);
+    let new = EndpointSecret::generate();
+    let rotated = store
+        .rotate_endpoint_secret(&f.tenant, &f.endpoint, new.clone(), NOW + LEASE_MS + 1_000, NOW)
+        .await?;
+    assert_eq!(rotated.previous_secret_expires_at, Some(NOW + LEASE_MS + 1_000));
+    let during = store.lease_due(lease(NOW + LEASE_MS, 10)).await?.remove(0);
+    assert_eq!(
+        during.secrets,
+        [new.clone(), before.secrets[0].clone()],
+        "the new secret first, the old one too"
+    );
+    let after = store.lease_due(lease(NOW + 2 * LEASE_MS + 1_000, 10)).await?.remove(0);
+    assert_eq!(after.secrets, [new]);
+    Ok(())
+}
+
+pub async fn enabling_an_endpoint_clears_its_failures(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "117").await?;
+    store.ingest(&[request(&f, "117", &["a"])], NOW).await?;
+    let leased = store.lease_due(lease(NOW, 10)).await?.remove(0);
+    store
+        .record_attempts(
+            &[record(&leased, NextStep::DisableEndpoint, Some(410))],
+            NOW,
+            &HealthPolicy::default(),
+        )
+        .await?;
+    let disabled = store.get_endpoint(&f.tenant, &f.endpoint).await?;
+    assert!(!disabled.enabled);
+    let update = crate::EndpointUpdate {
+        enabled: Some(true),
+        ..crate::EndpointUpdate::default()
+    };
+    let enabled = store.update_endpoint(&f.tenant, &f.endpoint, update, NOW + 1).await?;
+    assert!(enabled.enabled && enabled.disabled_reason.is_none() && enabled.consecutive_failures == 0);
+    let other = onboard(store.as_ref(), "118").await?;
+    let err = store.get_endpoint(&other.tenant, &f.endpoint).await;
+    assert!(
+        matches!(err, Err(StoreError::NotFound)),
+        "another tenant's endpoint is not found: {err:?}"
+    );
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pagewire_core::{Clock, ManualClock, MasterKey, RetryPolicy, Secret};
-use pagewire_delivery::{DeliveryConfig, Dispatcher};
+use pagewire_delivery::{DeliveryConfig, DestinationPolicy, Dispatcher};
 use pagewire_server::auth::AdminToken;
 use pagewire_server::{Gateway, GatewayConfig, IngestConfig, Role};
 use pagewire_store::{SqliteStore, SqliteStoreOptions, Store};
@@ -80,10 +80,13 @@ impl TestAppBuilder {
                 Role::Ingress
             },
             admin_token: AdminToken::from_token(&Secret::new(ADMIN_TOKEN.to_owned())),
-            allow_private_endpoints: !self.refuse_private_endpoints,
             ingest: IngestConfig::default(),
             delivery: DeliveryConfig {
-                allow_private: !self.refuse_private_endpoints,
+                destinations: Arc::new(if self.refuse_private_endpoints {
+                    DestinationPolicy::default()
+                } else {
+                    DestinationPolicy::permissive()
+                }),
                 request_timeout: Duration::from_secs(10),
                 poll_interval: Duration::from_millis(50),
                 retry: self.retry.unwrap_or_default(),

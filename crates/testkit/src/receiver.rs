@@ -61,6 +61,8 @@ impl Received {
 struct Inner {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<u16>>,
+    /// After the script: fail this share of requests with 503, drawn from a seeded generator.
+    random_failures: Mutex<Option<(f64, rand::rngs::StdRng)>>,
     arrived: Notify,
 }
 
@@ -106,6 +108,18 @@ impl Receiver {
         self.inner.script().extend(statuses);
     }
 
+    /// After the script, answers 503 to a `ratio` of requests at random (reproducibly, from
+    /// `seed`) and 200 to the rest.
+    pub fn fail_randomly(&self, ratio: f64, seed: u64) {
+        use rand::SeedableRng;
+        *self
+            .inner
+            .random_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((ratio, rand::rngs::StdRng::seed_from_u64(seed)));
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.inner.received().clone()
@@ -145,7 +159,22 @@ impl Drop for Receiver {
 /// Answers the scripted status with a short body naming it, which the gateway keeps as the
 /// response excerpt of the attempt.
 async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
-    let answered = inner.script().pop_front().unwrap_or(200);
+    let scripted = inner.script().pop_front();
+    let answered = scripted.unwrap_or_else(|| {
+        use rand::Rng;
+        let mut random = inner
+            .random_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fail = random
+            .as_mut()
+            .is_some_and(|(ratio, rng)| rng.gen_bool(ratio.clamp(0.0, 1.0)));
+        if fail {
+            503
+        } else {
+            200
+        }
+    });
     inner.received().push(Received {
         headers,
         body,

@@ -9,14 +9,17 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use pagewire_core::{Clock, DeliveryId, EndpointFilter, EndpointSecret, EventId, Platform, Secret, TenantId};
-use pagewire_store::{Delivery, Endpoint, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Store, StoreError, Tenant};
+use pagewire_core::{Clock, DeliveryId, EventId, Platform, Secret, TenantId};
+use pagewire_store::{Delivery, MetaApp, NewMetaApp, NewPage, Page, Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::auth::{generate_token, hash_api_key, AuthState, Caller, Operator, TenantContext, API_KEY_PREFIX};
 use crate::error::{ApiError, ApiJson};
 use crate::routing::RoutingCache;
+
+mod endpoints;
+mod replay;
 
 /// What the admin API needs.
 #[derive(Debug, Clone)]
@@ -25,7 +28,8 @@ pub struct AdminState {
     pub routing: RoutingCache,
     pub auth: AuthState,
     pub clock: Arc<dyn Clock>,
-    pub allow_private_endpoints: bool,
+    /// Where endpoint URLs may point.
+    pub destinations: Arc<pagewire_delivery::DestinationPolicy>,
 }
 
 impl FromRef<AdminState> for AuthState {
@@ -40,10 +44,24 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/tenants/{tenant_id}/api-keys", post(create_api_key))
         .route("/v1/apps", post(create_app).get(list_apps))
         .route("/v1/pages", post(create_page).get(list_pages))
-        .route("/v1/endpoints", post(create_endpoint).get(list_endpoints))
+        .route(
+            "/v1/endpoints",
+            post(endpoints::create_endpoint).get(endpoints::list_endpoints),
+        )
+        .route(
+            "/v1/endpoints/{endpoint_id}",
+            get(endpoints::get_endpoint).patch(endpoints::update_endpoint),
+        )
+        .route(
+            "/v1/endpoints/{endpoint_id}/rotate-secret",
+            post(endpoints::rotate_endpoint_secret),
+        )
         .route("/v1/events", get(list_events))
         .route("/v1/deliveries", get(list_deliveries))
         .route("/v1/deliveries/{delivery_id}/attempts", get(list_attempts))
+        .route("/v1/deliveries/{delivery_id}/retry", post(replay::retry_delivery))
+        .route("/v1/events/{event_id}/redeliver", post(replay::redeliver_event))
+        .route("/v1/endpoints/{endpoint_id}/recover", post(replay::recover_endpoint))
         .with_state(state)
 }
 
@@ -63,11 +81,11 @@ impl<T> From<Vec<T>> for List<T> {
     }
 }
 
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     pagewire_core::clock::rfc3339_ms(ms)
 }
 
-fn required(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn required(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::Validation(format!("`{field}` must not be empty")));
     }
@@ -80,7 +98,7 @@ fn required(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 }
 
 /// Meta's ids are decimal digits.
-fn meta_id(field: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn meta_id(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::Validation(format!(
             "`{field}` must be a Meta id: 1 to 32 decimal digits"
@@ -192,7 +210,7 @@ async fn create_api_key(
     ))
 }
 
-fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+pub(crate) fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
     move |e| match e {
         StoreError::NotFound => ApiError::NotFound(what),
         other => other.into(),
@@ -373,105 +391,6 @@ async fn list_pages(
     let pages = state.store.list_pages(&tenant.tenant_id).await?;
     Ok(ApiJson(
         pages.into_iter().map(PageView::from).collect::<Vec<_>>().into(),
-    ))
-}
-
-// ---- endpoints ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateEndpoint {
-    url: String,
-    event_types: Option<Vec<String>>,
-    page_ids: Option<Vec<String>>,
-    description: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EndpointView {
-    id: pagewire_core::EndpointId,
-    tenant_id: TenantId,
-    url: String,
-    description: Option<String>,
-    event_types: Option<Vec<String>>,
-    page_ids: Option<Vec<String>>,
-    enabled: bool,
-    disabled_reason: Option<String>,
-    created_at: String,
-    updated_at: String,
-    /// The signing secret: present only in the answer to the creation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-}
-
-impl From<Endpoint> for EndpointView {
-    fn from(e: Endpoint) -> Self {
-        Self {
-            id: e.id,
-            tenant_id: e.tenant_id,
-            url: e.url,
-            description: e.description,
-            event_types: e.filter.event_types,
-            page_ids: e.filter.page_ids,
-            enabled: e.enabled,
-            disabled_reason: e.disabled_reason,
-            created_at: iso(e.created_at),
-            updated_at: iso(e.updated_at),
-            secret: None,
-        }
-    }
-}
-
-async fn create_endpoint(
-    State(state): State<AdminState>,
-    tenant: TenantContext,
-    ApiJson(body): ApiJson<CreateEndpoint>,
-) -> Result<(StatusCode, ApiJson<EndpointView>), ApiError> {
-    required("url", &body.url, 2048)?;
-    pagewire_delivery::check_destination(&body.url, state.allow_private_endpoints)
-        .map_err(|e| ApiError::Validation(format!("`url`: {e}")))?;
-    if let Some(description) = &body.description {
-        required("description", description, 500)?;
-    }
-    for page_id in body.page_ids.iter().flatten() {
-        meta_id("page_ids[]", page_id)?;
-    }
-    let filter = EndpointFilter {
-        event_types: body.event_types,
-        page_ids: body.page_ids,
-    };
-    filter
-        .validate()
-        .map_err(|e| ApiError::Validation(format!("`event_types`: {e}")))?;
-    let secret = EndpointSecret::generate();
-    let shown = secret.expose();
-    let endpoint = state
-        .store
-        .create_endpoint(
-            NewEndpoint {
-                tenant_id: tenant.tenant_id,
-                url: body.url,
-                description: body.description,
-                filter,
-                secret,
-            },
-            state.clock.now_ms(),
-        )
-        .await?;
-    state.routing.reload().await?;
-    tracing::info!(tenant_id = %endpoint.tenant_id, endpoint_id = %endpoint.id, "endpoint created");
-    let mut view = EndpointView::from(endpoint);
-    view.secret = Some(shown);
-    Ok((StatusCode::CREATED, ApiJson(view)))
-}
-
-async fn list_endpoints(
-    State(state): State<AdminState>,
-    tenant: TenantContext,
-) -> Result<ApiJson<List<EndpointView>>, ApiError> {
-    let endpoints = state.store.list_endpoints(&tenant.tenant_id).await?;
-    Ok(ApiJson(
-        endpoints.into_iter().map(EndpointView::from).collect::<Vec<_>>().into(),
     ))
 }
 
