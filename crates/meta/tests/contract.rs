@@ -284,3 +284,27 @@ fn every_whatsapp_message_type_and_media_kind_has_a_fixture() -> TestResult {
     assert_eq!(message_types, expected.into_iter().map(str::to_owned).collect());
     Ok(())
 }
+
+#[test]
+fn every_fixture_event_validates_against_the_schema_in_openapi_yaml() -> TestResult {
+    let schema = pagewire_testkit::contract::EventContract::load().map_err(|e| e.to_string())?;
+    let mut checked = 0;
+    for (name, path) in fixtures()? {
+        let body = fs::read(&path)?;
+        for item in normalize(&body)? {
+            // An item without a Page id cannot be routed to a tenant: it is kept for the operator,
+            // never delivered as an event.
+            if item.page_id.is_empty() {
+                continue;
+            }
+            let event = item.into_event(EventId::new(), TenantId::new(), InboundId::new(), 1_747_231_900_000);
+            let json: Value = serde_json::from_str(&event.to_json())?;
+            schema
+                .validate(&json)
+                .map_err(|errors| format!("{name}: {errors}\n{json}"))?;
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "only {checked} events checked");
+    Ok(())
+}

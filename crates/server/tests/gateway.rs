@@ -594,7 +594,6 @@ fn whatsapp_body() -> Vec<u8> {
 }
 
 #[tokio::test]
-#[ignore = "Instagram and WhatsApp normalization land next"]
 async fn delivers_whatsapp_messages_and_statuses_routed_by_the_business_account() -> TestResult {
     let app = TestApp::spawn().await?;
     let tenant = app.create_tenant("Acme").await?;
@@ -643,7 +642,6 @@ async fn refuses_phone_numbers_on_accounts_other_than_whatsapp() -> TestResult {
 }
 
 #[tokio::test]
-#[ignore = "Instagram and WhatsApp normalization land next"]
 async fn delivers_instagram_messages_of_an_onboarded_account() -> TestResult {
     let app = TestApp::spawn().await?;
     let tenant = app.create_tenant("Acme").await?;

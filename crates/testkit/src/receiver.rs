@@ -61,6 +61,8 @@ impl Received {
 struct Inner {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<u16>>,
+    /// Standard Webhooks bodies that break the event contract in `openapi.yaml`.
+    violations: Mutex<Vec<String>>,
     /// After the script: fail this share of requests with 503, drawn from a seeded generator.
     random_failures: Mutex<Option<(f64, rand::rngs::StdRng)>>,
     arrived: Notify,
@@ -120,9 +122,25 @@ impl Receiver {
             Some((ratio, rand::rngs::StdRng::seed_from_u64(seed)));
     }
 
-    /// Everything received so far.
+    /// Everything received so far. Panics if an event broke the contract.
     pub fn received(&self) -> Vec<Received> {
+        self.assert_contract();
         self.inner.received().clone()
+    }
+
+    /// Every event the receiver got (Standard Webhooks format) is checked against the event
+    /// schema of `openapi.yaml` as it arrives; this panics with the violations, if any.
+    pub fn assert_contract(&self) {
+        let violations = self
+            .inner
+            .violations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(
+            violations.is_empty(),
+            "events broke the contract in openapi.yaml:\n{}",
+            violations.join("\n")
+        );
     }
 
     /// Waits until at least `n` requests have arrived, or panics after `deadline`.
@@ -140,6 +158,7 @@ impl Receiver {
             }
         })
         .await;
+        self.assert_contract();
         match waited {
             Ok(received) => received,
             Err(_) => panic!(
@@ -156,9 +175,30 @@ impl Drop for Receiver {
     }
 }
 
+fn check_contract(inner: &Inner, body: &[u8]) {
+    let verdict = match (
+        crate::contract::EventContract::load(),
+        serde_json::from_slice::<Value>(body),
+    ) {
+        (Ok(contract), Ok(event)) => contract.validate(&event).map_err(|e| format!("{e}\nin {event}")),
+        (Err(e), _) => Err(format!("the contract did not load: {e}")),
+        (_, Err(e)) => Err(format!("the body is not JSON: {e}")),
+    };
+    if let Err(violation) = verdict {
+        inner
+            .violations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(violation);
+    }
+}
+
 /// Answers the scripted status with a short body naming it, which the gateway keeps as the
 /// response excerpt of the attempt.
 async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    if headers.contains_key("webhook-id") {
+        check_contract(&inner, &body);
+    }
     let scripted = inner.script().pop_front();
     let answered = scripted.unwrap_or_else(|| {
         use rand::Rng;
