@@ -117,7 +117,10 @@ impl<'a> VerifiedEnvelope<'a> {
         let mut items = Vec::with_capacity(envelope.item_count());
         for entry in envelope.entries() {
             if entry.has_no_item_arrays() {
-                object.normalize(Slot::new(entry, Field::Entry, 0, entry.raw()), &mut items);
+                // Such entries come only through the tolerant parse, which keeps their bytes.
+                if let Some(raw) = entry.raw() {
+                    object.normalize(Slot::new(entry, Field::Entry, 0, raw), &mut items);
+                }
                 continue;
             }
             let arrays = [
