@@ -52,6 +52,8 @@ pub struct Config {
     /// Days during which Meta's redeliveries of an item are recognized and dropped (Meta retries
     /// WhatsApp webhooks for up to 7 days).
     pub dedup_window_days: u64,
+    /// Days final events, deliveries, attempts and raw POSTs are kept (a tenant can have its own).
+    pub retention_days: u64,
     pub delivery: DeliverySection,
 }
 
@@ -96,6 +98,7 @@ impl Default for Config {
             role: Role::All,
             log_format: LogFormat::Text,
             dedup_window_days: 7,
+            retention_days: 30,
             delivery: DeliverySection::default(),
         }
     }
@@ -152,6 +155,12 @@ impl Config {
         self.destinations()?;
         if self.dedup_window_days == 0 || self.dedup_window_days > 365 {
             bail!("dedup_window_days must be between 1 and 365");
+        }
+        if self.retention_days < self.dedup_window_days || self.retention_days > 3650 {
+            bail!(
+                "retention_days must be between dedup_window_days ({}) and 3650",
+                self.dedup_window_days
+            );
         }
         if let Some(token) = &self.admin_token {
             if token.expose().len() < 16 {

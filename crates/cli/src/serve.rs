@@ -50,6 +50,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         routing_refresh: Duration::from_secs(30),
         dedup_window: Duration::from_secs(config.dedup_window_days.saturating_mul(24 * 3600)),
+        retention: Duration::from_secs(config.retention_days.saturating_mul(24 * 3600)),
         maintenance_interval: Duration::from_secs(3600),
     };
     let gateway = Gateway::build(shared, Arc::new(SystemClock) as Arc<dyn Clock>, gateway_config)

@@ -63,6 +63,9 @@ pub struct GatewayConfig {
     /// How long Meta's redeliveries of an item are recognized (Meta retries WhatsApp for up to 7
     /// days); older dedup keys are released.
     pub dedup_window: Duration,
+    /// How long final events, their deliveries and attempts, and raw POSTs are kept, for tenants
+    /// without a retention of their own.
+    pub retention: Duration,
     /// How often housekeeping (releasing dedup keys) runs.
     pub maintenance_interval: Duration,
 }
@@ -95,20 +98,42 @@ pub struct Maintenance {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     dedup_window: Duration,
+    retention: Duration,
+}
+
+/// What one housekeeping pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub dedup_keys_released: u64,
+    pub events_pruned: u64,
+    pub inbound_pruned: u64,
 }
 
 impl Maintenance {
-    /// One housekeeping pass; returns how many dedup keys were released.
-    pub async fn run_once(&self) -> Result<u64, StoreError> {
-        let window = i64::try_from(self.dedup_window.as_millis()).unwrap_or(i64::MAX);
+    /// One housekeeping pass: release dedup keys older than the window, prune what retention no
+    /// longer keeps.
+    pub async fn run_once(&self) -> Result<MaintenanceReport, StoreError> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let now = self.clock.now_ms();
         let released = self
             .store
-            .release_dedup_keys(self.clock.now_ms().saturating_sub(window))
+            .release_dedup_keys(now.saturating_sub(ms(self.dedup_window)))
             .await?;
-        if released > 0 {
-            tracing::info!(released, "released dedup keys older than the window");
+        let pruned = self.store.prune(now, ms(self.retention)).await?;
+        let report = MaintenanceReport {
+            dedup_keys_released: released,
+            events_pruned: pruned.events,
+            inbound_pruned: pruned.inbound,
+        };
+        if report != MaintenanceReport::default() {
+            tracing::info!(
+                dedup_keys_released = report.dedup_keys_released,
+                events_pruned = report.events_pruned,
+                inbound_pruned = report.inbound_pruned,
+                "housekeeping done"
+            );
         }
-        Ok(released)
+        Ok(report)
     }
 
     async fn run(self, every: Duration, shutdown: CancellationToken) {
@@ -161,6 +186,7 @@ impl Gateway {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
             dedup_window: config.dedup_window,
+            retention: config.retention,
         };
         let router = router
             .fallback(|| async { error::ApiError::NotFound("this route") })

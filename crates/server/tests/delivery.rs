@@ -514,3 +514,42 @@ async fn offers_to_replay_what_a_re_enabled_endpoint_missed() -> TestResult {
     assert_eq!(resumed["missed"]["recover"], format!("/v1/endpoints/{id}/recover"));
     Ok(())
 }
+
+#[tokio::test]
+async fn prunes_delivered_events_after_the_retention() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    app.create_endpoint(&tenant, json!({"url": receiver.url()})).await?;
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 2)).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 2);
+
+    let day = Duration::from_secs(86_400);
+    app.clock.advance(day * 29);
+    assert_eq!(
+        app.run_maintenance().await?.events_pruned,
+        0,
+        "kept for 30 days by default"
+    );
+    app.clock.advance(day * 2);
+    let report = app.run_maintenance().await?;
+    assert_eq!((report.events_pruned, report.inbound_pruned), (2, 1));
+    let (_, events) = app.api("GET", "/v1/events", &tenant.api_key, None).await?;
+    assert_eq!(events["data"], json!([]));
+
+    // A tenant's own retention, set by the operator.
+    let (status, updated) = app
+        .api(
+            "PATCH",
+            &format!("/v1/tenants/{}", tenant.id),
+            pagewire_testkit::app::ADMIN_TOKEN,
+            Some(json!({"retention_days": 3})),
+        )
+        .await?;
+    assert_eq!((status, &updated["retention_days"]), (200, &json!(3)));
+    assert_eq!(app.send_signed(APP_SECRET, messages(10, 1)).await?.0, 200);
+    assert_eq!(app.deliver_due().await?, 1);
+    app.clock.advance(day * 4);
+    assert_eq!(app.run_maintenance().await?.events_pruned, 1);
+    Ok(())
+}

@@ -552,13 +552,13 @@ async fn recognizes_redeliveries_for_the_dedup_window_only() -> TestResult {
 
     // Meta retries WhatsApp for up to seven days: within the window a redelivery is dropped.
     app.clock.advance(day * 6);
-    assert_eq!(app.run_maintenance().await?, 0);
+    assert_eq!(app.run_maintenance().await?.dedup_keys_released, 0);
     assert_eq!(app.send_signed(APP_SECRET, body.clone()).await?.0, 200);
     assert_eq!(app.deliver_due().await?, 0);
 
     // After it, the key is released and the same item is a new event.
     app.clock.advance(day * 2);
-    assert_eq!(app.run_maintenance().await?, 1);
+    assert_eq!(app.run_maintenance().await?.dedup_keys_released, 1);
     assert_eq!(app.send_signed(APP_SECRET, body).await?.0, 200);
     assert_eq!(app.deliver_due().await?, 1);
     assert_eq!(receiver.wait_for(2, WAIT).await.len(), 2);

@@ -31,6 +31,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
+    /// Days final events are kept; `None` for the operator's default.
+    pub retention_days: Option<u32>,
     pub created_at: i64,
 }
 
@@ -203,6 +205,13 @@ pub struct Lease {
     pub lease_ms: i64,
     /// Endpoints whose queues are full in this worker.
     pub skip: Vec<EndpointId>,
+}
+
+/// What a pruning pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub events: u64,
+    pub inbound: u64,
 }
 
 /// Which deliveries to replay, for [`Store::replay`].
@@ -390,6 +399,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// events (an event whose dedup key the tenant's Page already has is a duplicate and skipped), and
     /// one pending delivery per new event and endpoint. Returns one receipt per request, in order.
     async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>>;
+
+    /// Deletes what retention no longer keeps, in bounded batches: events older than their tenant's
+    /// retention (`retention_days`, else `default_retention_ms`) whose deliveries are all final,
+    /// with those deliveries and their attempts; and raw POSTs older than the default.
+    async fn prune(&self, now: i64, default_retention_ms: i64) -> Result<PruneReport>;
+    /// Sets a tenant's retention; `None` returns it to the operator's default.
+    async fn set_tenant_retention(&self, id: &TenantId, days: Option<u32>) -> Result<Tenant>;
 
     /// Forgets the dedup keys of events received before `before` (Unix ms), so that the dedup index
     /// stays the size of the window; returns how many were released. Releases in bounded steps so

@@ -21,8 +21,8 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
     ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport, Inbound,
-    IngestReceipt, IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, Replay,
-    Result, RoutingData, Store, StoreError, StoredEvent, Tenant,
+    IngestReceipt, IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, PruneReport,
+    Replay, Result, RoutingData, Store, StoreError, StoredEvent, Tenant,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -138,6 +138,25 @@ type PageRow = (
     Option<String>,
     i64,
 );
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    retention_days: Option<i64>,
+    created_at: i64,
+}
+
+const TENANT_COLUMNS: &str = "id, name, retention_days, created_at";
+
+fn tenant_from_row(row: TenantRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: parse_id(&row.id)?,
+        name: row.name,
+        retention_days: row.retention_days.and_then(|d| u32::try_from(d).ok()),
+        created_at: row.created_at,
+    })
+}
+
 #[derive(sqlx::FromRow)]
 struct LeasedRow {
     id: String,
@@ -442,35 +461,77 @@ impl Store for SqliteStore {
         Ok(Tenant {
             id,
             name: name.to_owned(),
+            retention_days: None,
             created_at: now,
         })
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY id")
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))
             .fetch_all(&self.readers)
             .await?;
-        rows.into_iter()
-            .map(|(id, name, created_at)| {
-                Ok(Tenant {
-                    id: parse_id(&id)?,
-                    name,
-                    created_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(tenant_from_row).collect()
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
-        let (name, created_at): (String, i64) = sqlx::query_as("SELECT name, created_at FROM tenants WHERE id = ?")
+        let row: TenantRow = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?"))
             .bind(id.as_str())
             .fetch_one(&self.readers)
             .await?;
-        Ok(Tenant {
-            id: id.clone(),
-            name,
-            created_at,
-        })
+        tenant_from_row(row)
+    }
+
+    async fn set_tenant_retention(&self, id: &TenantId, days: Option<u32>) -> Result<Tenant> {
+        let row: TenantRow = sqlx::query_as(&format!(
+            "UPDATE tenants SET retention_days = ? WHERE id = ? RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(days.map(i64::from))
+        .bind(id.as_str())
+        .fetch_one(&self.writer)
+        .await?;
+        tenant_from_row(row)
+    }
+
+    async fn prune(&self, now: i64, default_retention_ms: i64) -> Result<PruneReport> {
+        const STEP: i64 = 1_000;
+        const DAY_MS: i64 = 86_400_000;
+        let mut report = PruneReport::default();
+        // Deleting an event deletes its deliveries and their attempts (foreign keys cascade).
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM events WHERE rowid IN ( \
+                   SELECT e.rowid FROM events e JOIN tenants t ON t.id = e.tenant_id \
+                   WHERE e.received_at < ?1 - COALESCE(t.retention_days * ?2, ?3) \
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+                   LIMIT ?4)",
+            )
+            .bind(now)
+            .bind(DAY_MS)
+            .bind(default_retention_ms)
+            .bind(STEP)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            report.events += done;
+            if done < u64::try_from(STEP).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE received_at < ? LIMIT ?)",
+            )
+            .bind(now.saturating_sub(default_retention_ms))
+            .bind(STEP)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            report.inbound += done;
+            if done < u64::try_from(STEP).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+        Ok(report)
     }
 
     async fn create_api_key(

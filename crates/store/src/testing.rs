@@ -509,6 +509,55 @@ pub async fn enabling_an_endpoint_clears_its_failures(store: Arc<dyn Store>) -> 
     Ok(())
 }
 
+pub async fn prunes_final_events_after_retention_and_keeps_pending_ones(store: Arc<dyn Store>) -> Result {
+    const DAY: i64 = 86_400_000;
+    let f = onboard(store.as_ref(), "119").await?;
+    store
+        .ingest(&[request(&f, "119", &["delivered", "pending"])], NOW)
+        .await?;
+    let leased = store.lease_due(lease(NOW, 10)).await?;
+    let delivered = leased
+        .iter()
+        .find(|d| d.payload.contains("\"delivered\""))
+        .ok_or("no delivery")?;
+    store
+        .record_attempts(
+            &[record(delivered, NextStep::Done, Some(200))],
+            NOW,
+            &HealthPolicy::default(),
+        )
+        .await?;
+
+    // Within the default retention nothing goes.
+    assert_eq!(
+        store.prune(NOW + 29 * DAY, 30 * DAY).await?,
+        crate::PruneReport::default()
+    );
+    // After it, the delivered event goes with its delivery and attempts; the pending one stays.
+    let report = store.prune(NOW + 31 * DAY, 30 * DAY).await?;
+    assert_eq!((report.events, report.inbound), (1, 1));
+    let left = store.list_events(&f.tenant, 10).await?;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].payload.contains("pending"));
+    assert!(store.attempts_of_delivery(&f.tenant, &delivered.id).await?.is_empty());
+
+    // A tenant's own, shorter retention.
+    let short = onboard(store.as_ref(), "120").await?;
+    store.set_tenant_retention(&short.tenant, Some(2)).await?;
+    store.ingest(&[request(&short, "120", &["x"])], NOW).await?;
+    let leased = store.lease_due(lease(NOW, 10)).await?;
+    let x = leased
+        .iter()
+        .find(|d| d.endpoint_id == short.endpoint)
+        .ok_or("no delivery")?;
+    store
+        .record_attempts(&[record(x, NextStep::Done, Some(200))], NOW, &HealthPolicy::default())
+        .await?;
+    assert_eq!(store.prune(NOW + 3 * DAY, 30 * DAY).await?.events, 1);
+    assert_eq!(store.get_tenant(&short.tenant).await?.retention_days, Some(2));
+    Ok(())
+}
+
 pub async fn keeps_tenants_apart(store: Arc<dyn Store>) -> Result {
     let acme = onboard(store.as_ref(), "106").await?;
     let globex = onboard(store.as_ref(), "107").await?;

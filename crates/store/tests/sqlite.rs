@@ -35,6 +35,7 @@ contract!(
     keeps_whatsapp_phone_number_ids,
     a_rotated_secret_keeps_signing_until_the_overlap_ends,
     enabling_an_endpoint_clears_its_failures,
+    prunes_final_events_after_retention_and_keeps_pending_ones,
     keeps_tenants_apart,
     refuses_a_page_onboarded_twice,
     opens_secrets_it_sealed,

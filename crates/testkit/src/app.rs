@@ -94,6 +94,7 @@ impl TestAppBuilder {
             },
             routing_refresh: Duration::from_secs(3600),
             dedup_window: Duration::from_secs(7 * 24 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
             maintenance_interval: Duration::from_secs(24 * 3600),
         };
         let gateway = Gateway::build(Arc::clone(&store), Arc::new(clock.clone()) as Arc<dyn Clock>, config).await?;
@@ -169,8 +170,8 @@ impl TestApp {
         Ok(self.dispatcher.drain().await?)
     }
 
-    /// Runs one housekeeping pass at the clock's current time; returns the dedup keys released.
-    pub async fn run_maintenance(&self) -> Result<u64, BoxError> {
+    /// Runs one housekeeping pass at the clock's current time.
+    pub async fn run_maintenance(&self) -> Result<pagewire_server::MaintenanceReport, BoxError> {
         Ok(self.maintenance.run_once().await?)
     }
 

@@ -41,6 +41,7 @@ impl FromRef<AdminState> for AuthState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants/{tenant_id}", get(get_tenant).patch(update_tenant))
         .route("/v1/tenants/{tenant_id}/api-keys", post(create_api_key))
         .route("/v1/apps", post(create_app).get(list_apps))
         .route("/v1/pages", post(create_page).get(list_pages))
@@ -119,6 +120,8 @@ pub struct CreateTenant {
 pub struct TenantView {
     id: TenantId,
     name: String,
+    /// Days final events are kept; null for the operator's default.
+    retention_days: Option<u32>,
     created_at: String,
 }
 
@@ -127,9 +130,49 @@ impl From<Tenant> for TenantView {
         Self {
             id: t.id,
             name: t.name,
+            retention_days: t.retention_days,
             created_at: iso(t.created_at),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// Days final events, deliveries and attempts are kept; null returns to the default.
+    retention_days: Option<u32>,
+}
+
+async fn get_tenant(
+    State(state): State<AdminState>,
+    _: Operator,
+    Path(tenant_id): Path<String>,
+) -> Result<ApiJson<TenantView>, ApiError> {
+    let id: TenantId = tenant_id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
+    Ok(ApiJson(
+        state.store.get_tenant(&id).await.map_err(not_found("tenant"))?.into(),
+    ))
+}
+
+async fn update_tenant(
+    State(state): State<AdminState>,
+    _: Operator,
+    Path(tenant_id): Path<String>,
+    ApiJson(body): ApiJson<UpdateTenant>,
+) -> Result<ApiJson<TenantView>, ApiError> {
+    let id: TenantId = tenant_id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
+    if body.retention_days.is_some_and(|days| !(1..=3650).contains(&days)) {
+        return Err(ApiError::Validation(String::from(
+            "`retention_days` must be between 1 and 3650",
+        )));
+    }
+    let tenant = state
+        .store
+        .set_tenant_retention(&id, body.retention_days)
+        .await
+        .map_err(not_found("tenant"))?;
+    tracing::info!(tenant_id = %tenant.id, retention_days = tenant.retention_days, "tenant retention set");
+    Ok(ApiJson(tenant.into()))
 }
 
 async fn create_tenant(
