@@ -156,6 +156,16 @@ impl EndpointFilter {
     }
 
     /// Checks every pattern's shape, so that a typo is an error at registration, not silence later.
+    /// Whether the endpoint asked for an operational event (`endpoint.disabled`, …): only by naming
+    /// it or its family (`endpoint.*`); `*` alone means every Meta event.
+    pub fn wants_operational(&self, event_type: &str) -> bool {
+        let family = event_type.split_once('.').map(|(family, _)| family);
+        self.event_types
+            .iter()
+            .flatten()
+            .any(|p| p == event_type || (p.strip_suffix(".*").is_some() && p.strip_suffix(".*") == family))
+    }
+
     pub fn validate(&self) -> Result<(), InvalidPattern> {
         let word = |w: &str| {
             !w.is_empty()

@@ -110,3 +110,45 @@ impl Event {
         serde_json::to_string(self).unwrap_or_default()
     }
 }
+
+/// An event about a tenant's own delivery rather than from Meta: `endpoint.disabled`,
+/// `endpoint.recovered`, `delivery.exhausted`. It reaches only the endpoints whose `event_types`
+/// name it (or `endpoint.*`, `delivery.*`), signed like every event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperationalEvent {
+    pub id: EventId,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+    pub tenant_id: TenantId,
+    pub timestamp_ms: i64,
+    /// When it happened, RFC 3339 UTC.
+    pub created_at: String,
+    pub data: serde_json::Value,
+}
+
+impl OperationalEvent {
+    /// The operational event types.
+    pub const TYPES: [&'static str; 3] = ["endpoint.disabled", "endpoint.recovered", "delivery.exhausted"];
+
+    pub fn new(event_type: &str, tenant_id: TenantId, now_ms: i64, data: serde_json::Value) -> Self {
+        Self {
+            id: EventId::new(),
+            event_type: event_type.to_owned(),
+            version: EVENT_VERSION,
+            tenant_id,
+            timestamp_ms: now_ms,
+            created_at: crate::clock::rfc3339_ms(now_ms),
+            data,
+        }
+    }
+
+    /// Whether `event_type` is one of these, not a Meta event.
+    pub fn is_operational(event_type: &str) -> bool {
+        event_type.starts_with("endpoint.") || event_type.starts_with("delivery.")
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

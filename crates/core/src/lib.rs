@@ -19,7 +19,7 @@ pub mod signing;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{CryptoError, MasterKey};
 pub use endpoint::{DeliveryControls, EndpointFilter, EventFacts, HealthPolicy, PayloadFormat, RESERVED_HEADERS};
-pub use event::{Direction, Event, EventSource, NestedSource, Platform, EVENT_VERSION};
+pub use event::{Direction, Event, EventSource, NestedSource, OperationalEvent, Platform, EVENT_VERSION};
 pub use id::*;
 pub use retry::{DeliveryOutcome, NextStep, RetryPolicy};
 pub use secret::Secret;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use pagewire_core::{Clock, DeliveryControls, EndpointId, HealthPolicy, RetryPolicy};
+use pagewire_core::{Clock, DeliveryControls, EndpointId, HealthPolicy, NextStep, OperationalEvent, RetryPolicy};
 use pagewire_store::{AttemptRecord, HealthReport, Lease, LeasedDelivery, Store, StoreError};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -253,6 +253,48 @@ impl Dispatcher {
     }
 }
 
+/// The operational events a batch of outcomes calls for: endpoints disabled or recovered, and
+/// deliveries that gave up (except deliveries of operational events, which would echo forever).
+fn operational_events(records: &[AttemptRecord], report: &HealthReport, now: i64) -> Vec<OperationalEvent> {
+    let mut events = Vec::new();
+    for (endpoint_id, tenant_id, reason) in &report.disabled {
+        tracing::warn!(%endpoint_id, %tenant_id, reason, "endpoint disabled");
+        let data = serde_json::json!({"endpoint_id": endpoint_id, "reason": reason});
+        events.push(OperationalEvent::new("endpoint.disabled", tenant_id.clone(), now, data));
+    }
+    for (endpoint_id, tenant_id) in &report.recovered {
+        tracing::info!(%endpoint_id, %tenant_id, "endpoint recovered");
+        let data = serde_json::json!({"endpoint_id": endpoint_id});
+        events.push(OperationalEvent::new(
+            "endpoint.recovered",
+            tenant_id.clone(),
+            now,
+            data,
+        ));
+    }
+    for record in records {
+        if record.next != NextStep::GiveUp || OperationalEvent::is_operational(&record.event_type) {
+            continue;
+        }
+        let data = serde_json::json!({
+            "delivery_id": record.delivery_id,
+            "event_id": record.event_id,
+            "event_type": record.event_type,
+            "endpoint_id": record.endpoint_id,
+            "attempts": record.attempt,
+            "last_status": record.status_code,
+            "last_error": record.error,
+        });
+        events.push(OperationalEvent::new(
+            "delivery.exhausted",
+            record.tenant_id.clone(),
+            now,
+            data,
+        ));
+    }
+    events
+}
+
 impl Inner {
     fn lanes(&self) -> MutexGuard<'_, HashMap<EndpointId, Arc<Lane>>> {
         self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -372,6 +414,9 @@ impl Inner {
         AttemptRecord {
             delivery_id: delivery.id,
             endpoint_id: delivery.endpoint_id,
+            tenant_id: delivery.tenant_id,
+            event_id: delivery.event_id,
+            event_type: delivery.event_type,
             lease_seq: delivery.lease_seq,
             attempt,
             started_at,
@@ -385,15 +430,16 @@ impl Inner {
     }
 
     async fn record(&self, records: &[AttemptRecord]) -> Result<HealthReport, StoreError> {
-        let report = self
-            .store
-            .record_attempts(records, self.clock.now_ms(), &self.config.health)
-            .await?;
-        for (endpoint_id, tenant_id, reason) in &report.disabled {
-            tracing::warn!(%endpoint_id, %tenant_id, reason, "endpoint disabled");
-        }
-        for (endpoint_id, tenant_id) in &report.recovered {
-            tracing::info!(%endpoint_id, %tenant_id, "endpoint recovered");
+        let now = self.clock.now_ms();
+        let report = self.store.record_attempts(records, now, &self.config.health).await?;
+        let operational = operational_events(records, &report, now);
+        if !operational.is_empty() {
+            // A failure here loses only the notice, never a delivery: log it and go on.
+            match self.store.emit_operational(&operational, now).await {
+                Ok(deliveries) if deliveries > 0 => self.wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "storing operational events failed"),
+            }
         }
         Ok(report)
     }

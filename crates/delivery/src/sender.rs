@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pagewire_core::{DeliveryOutcome, PayloadFormat};
+use pagewire_core::{DeliveryOutcome, OperationalEvent, PayloadFormat};
 use pagewire_store::LeasedDelivery;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
@@ -142,30 +142,29 @@ impl Sender {
         for (name, value) in &delivery.headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let request = match delivery.format {
-            PayloadFormat::Standard => {
-                let timestamp = now_ms.div_euclid(1000);
-                let id = delivery.event_id.as_str();
-                let signatures: Vec<String> = delivery
-                    .secrets
-                    .iter()
-                    .map(|secret| secret.sign(id, timestamp, delivery.payload.as_bytes()))
-                    .collect();
-                request
-                    .header("webhook-id", id)
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signatures.join(" "))
-                    .body(delivery.payload.clone())
-            }
-            PayloadFormat::Meta => {
-                let body = meta_body(&delivery.payload)?;
-                let signature = delivery
-                    .secrets
-                    .first()
-                    .map(|secret| hub_signature(&secret.expose(), body.as_bytes()))
-                    .unwrap_or_default();
-                request.header("x-hub-signature-256", signature).body(body)
-            }
+        // Operational events have no Meta form: they always go as events.
+        let meta = delivery.format == PayloadFormat::Meta && !OperationalEvent::is_operational(&delivery.event_type);
+        let request = if meta {
+            let body = meta_body(&delivery.payload)?;
+            let signature = delivery
+                .secrets
+                .first()
+                .map(|secret| hub_signature(&secret.expose(), body.as_bytes()))
+                .unwrap_or_default();
+            request.header("x-hub-signature-256", signature).body(body)
+        } else {
+            let timestamp = now_ms.div_euclid(1000);
+            let id = delivery.event_id.as_str();
+            let signatures: Vec<String> = delivery
+                .secrets
+                .iter()
+                .map(|secret| secret.sign(id, timestamp, delivery.payload.as_bytes()))
+                .collect();
+            request
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signatures.join(" "))
+                .body(delivery.payload.clone())
         };
         Ok(request)
     }
@@ -226,6 +225,7 @@ mod tests {
             id: DeliveryId::new(),
             lease_seq: 1,
             event_id: EventId::new(),
+            event_type: String::from("messenger.message"),
             endpoint_id: EndpointId::new(),
             tenant_id: TenantId::new(),
             url: url.to_owned(),

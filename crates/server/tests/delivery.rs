@@ -553,3 +553,58 @@ async fn prunes_delivered_events_after_the_retention() -> TestResult {
     assert_eq!(app.run_maintenance().await?.events_pruned, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn tells_the_tenant_when_an_endpoint_is_disabled_recovers_or_a_delivery_gives_up() -> TestResult {
+    let app = TestApp::builder()
+        .retry_policy(pagewire_core::RetryPolicy::from_secs(&[60]))
+        .spawn()
+        .await?;
+    let tenant = tenant_with_page(&app).await?;
+    let monitor = Receiver::start().await?;
+    let (_, monitor_secret) = app
+        .create_endpoint(
+            &tenant,
+            json!({"url": monitor.url(), "event_types": ["endpoint.*", "delivery.exhausted"]}),
+        )
+        .await?;
+    let plain = Receiver::start().await?;
+    app.create_endpoint(&tenant, json!({"url": plain.url()})).await?;
+    let gone = Receiver::start().await?;
+    gone.respond_with([410]);
+    let (gone_id, _) = app
+        .create_endpoint(&tenant, json!({"url": gone.url(), "event_types": ["messenger.*"]}))
+        .await?;
+    let flaky = Receiver::start().await?;
+    flaky.fail_randomly(1.0, 1);
+    let (flaky_id, _) = app
+        .create_endpoint(&tenant, json!({"url": flaky.url(), "event_types": ["messenger.*"]}))
+        .await?;
+
+    // One event: the gone endpoint is disabled, the flaky one fails; then, with its one retry
+    // failed too, the delivery to the flaky endpoint gives up.
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 1)).await?.0, 200);
+    app.deliver_due().await?;
+    app.clock.advance(Duration::from_secs(120));
+    app.deliver_due().await?;
+
+    let notices: Vec<Value> = monitor.received().iter().map(|r| r.json()).collect();
+    let of_type = |t: &str| notices.iter().filter(|n| n["type"] == t).cloned().collect::<Vec<_>>();
+    let disabled = of_type("endpoint.disabled");
+    assert_eq!(disabled.len(), 1, "{notices:?}");
+    assert_eq!(disabled[0]["data"], json!({"endpoint_id": gone_id, "reason": "gone"}));
+    let exhausted = of_type("delivery.exhausted");
+    assert_eq!(exhausted.len(), 1, "{notices:?}");
+    assert_eq!(exhausted[0]["data"]["endpoint_id"], flaky_id.as_str());
+    assert_eq!(exhausted[0]["data"]["attempts"], 2);
+    assert_eq!(exhausted[0]["data"]["last_status"], 503);
+    assert_eq!(exhausted[0]["data"]["event_type"], "messenger.message");
+    for notice in monitor.received() {
+        notice.verify_signature_only(&monitor_secret)?;
+    }
+    assert!(
+        plain.received().iter().all(|r| r.json()["type"] == "messenger.message"),
+        "endpoints that did not ask get no operational events"
+    );
+    Ok(())
+}

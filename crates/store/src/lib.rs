@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pagewire_core::{
     ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
-    HealthPolicy, InboundId, NextStep, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
+    HealthPolicy, InboundId, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
 };
 
 mod error;
@@ -240,6 +240,7 @@ pub struct LeasedDelivery {
     pub id: DeliveryId,
     pub lease_seq: i64,
     pub event_id: EventId,
+    pub event_type: String,
     pub endpoint_id: EndpointId,
     pub tenant_id: TenantId,
     pub url: String,
@@ -258,6 +259,9 @@ pub struct LeasedDelivery {
 pub struct AttemptRecord {
     pub delivery_id: DeliveryId,
     pub endpoint_id: EndpointId,
+    pub tenant_id: TenantId,
+    pub event_id: EventId,
+    pub event_type: String,
     pub lease_seq: i64,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -411,6 +415,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// stays the size of the window; returns how many were released. Releases in bounded steps so
     /// that ingest is never blocked for long.
     async fn release_dedup_keys(&self, before: i64) -> Result<u64>;
+
+    /// Stores operational events (`endpoint.disabled`, …) with one pending delivery to each enabled
+    /// endpoint of their tenant that asked for them; returns how many deliveries were created.
+    async fn emit_operational(&self, events: &[OperationalEvent], now: i64) -> Result<usize>;
 
     /// Leases due deliveries of enabled endpoints, committing the lease before returning. A lease
     /// that ends unrecorded makes the delivery due again. Deliveries come in the order of their

@@ -14,7 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pagewire_core::{
     ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
-    HealthPolicy, InboundId, MasterKey, NextStep, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
+    HealthPolicy, InboundId, MasterKey, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform, Secret,
+    TenantId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
@@ -161,6 +162,7 @@ fn tenant_from_row(row: TenantRow) -> Result<Tenant> {
 struct LeasedRow {
     id: String,
     event_id: String,
+    event_type: String,
     endpoint_id: String,
     tenant_id: String,
     url: String,
@@ -957,6 +959,55 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn emit_operational(&self, events: &[OperationalEvent], now: i64) -> Result<usize> {
+        let mut created = 0;
+        for event in events {
+            let endpoints: Vec<EndpointRow> = sqlx::query_as(&format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = ? AND enabled = 1 ORDER BY id"
+            ))
+            .bind(event.tenant_id.as_str())
+            .fetch_all(&self.readers)
+            .await?;
+            let mut wanted = Vec::new();
+            for row in endpoints {
+                let endpoint = endpoint_from_row(row)?;
+                if endpoint.filter.wants_operational(&event.event_type) {
+                    wanted.push(endpoint.id);
+                }
+            }
+            let mut tx = self.writer.begin().await?;
+            sqlx::query(
+                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
+                 VALUES (?, ?, '', ?, NULL, '', ?, ?)",
+            )
+            .bind(event.id.as_str())
+            .bind(event.tenant_id.as_str())
+            .bind(event.event_type.as_str())
+            .bind(now)
+            .bind(event.to_json())
+            .execute(&mut *tx)
+            .await?;
+            for endpoint in &wanted {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
+                     created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                )
+                .bind(DeliveryId::new().as_str())
+                .bind(event.id.as_str())
+                .bind(endpoint.as_str())
+                .bind(event.tenant_id.as_str())
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            created += wanted.len();
+        }
+        Ok(created)
+    }
+
     async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>> {
         let mut tx = self.writer.begin().await?;
         // Candidates are a bounded set of the earliest due rows, so a deep backlog costs the same as
@@ -1010,7 +1061,7 @@ impl Store for SqliteStore {
         }
 
         let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT d.id, d.event_id, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
+            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
                     e.previous_secret_sealed, e.previous_secret_expires_at, ev.payload, d.attempts, \
                     e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
              FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
@@ -1052,6 +1103,7 @@ impl Store for SqliteStore {
                     lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
                     id: parse_id(&row.id)?,
                     event_id: parse_id(&row.event_id)?,
+                    event_type: row.event_type,
                     endpoint_id: parse_id(&row.endpoint_id)?,
                     tenant_id: parse_id(&row.tenant_id)?,
                     url: row.url,

@@ -124,6 +124,9 @@ fn record(d: &crate::LeasedDelivery, next: NextStep, status: Option<u16>) -> Att
     AttemptRecord {
         delivery_id: d.id.clone(),
         endpoint_id: d.endpoint_id.clone(),
+        tenant_id: d.tenant_id.clone(),
+        event_id: d.event_id.clone(),
+        event_type: d.event_type.clone(),
         lease_seq: d.lease_seq,
         attempt: d.attempts + 1,
         started_at: NOW,

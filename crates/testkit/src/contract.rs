@@ -40,6 +40,9 @@ pub const DOCUMENT_URI: &str = "https://pagewire.invalid/openapi.yaml";
 /// The JSON pointer of the event schema inside the OpenAPI document.
 pub const EVENT_SCHEMA_POINTER: &str = "/components/schemas/Event";
 
+/// The JSON pointer of the operational event schema (`endpoint.disabled`, …).
+pub const OPERATIONAL_SCHEMA_POINTER: &str = "/components/schemas/OperationalEvent";
+
 /// Types whose `data` is `{field, value}`: `<platform>.<field>` for a change field without a type of
 /// its own. Their suffix must equal `data.field`, which JSON Schema cannot express.
 const FIELD_CHANGE_PLATFORMS: [&str; 3] = ["page.", "instagram.", "whatsapp."];
@@ -52,6 +55,8 @@ pub struct EventContract {
 
 struct Inner {
     validator: Validator,
+    /// Present when the document has an `OperationalEvent` schema.
+    operational: Option<Validator>,
     document: Value,
     named_types: Vec<String>,
 }
@@ -94,18 +99,26 @@ impl EventContract {
         let registry = Registry::new()
             .add(DOCUMENT_URI, Draft::Draft202012.create_resource(document.clone()))?
             .prepare()?;
-        let entry = serde_json::json!({ "$ref": format!("{DOCUMENT_URI}#{EVENT_SCHEMA_POINTER}") });
-        let validator = jsonschema::options()
-            .with_draft(Draft::Draft202012)
-            .with_registry(&registry)
-            .offline()
-            .should_validate_formats(true)
-            .build(&entry)
-            .map_err(|err| format!("compiling {EVENT_SCHEMA_POINTER}: {err}"))?;
+        let compile = |pointer: &str| -> Result<Validator, ContractError> {
+            let entry = serde_json::json!({ "$ref": format!("{DOCUMENT_URI}#{pointer}") });
+            jsonschema::options()
+                .with_draft(Draft::Draft202012)
+                .with_registry(&registry)
+                .offline()
+                .should_validate_formats(true)
+                .build(&entry)
+                .map_err(|err| format!("compiling {pointer}: {err}").into())
+        };
+        let validator = compile(EVENT_SCHEMA_POINTER)?;
+        let operational = match document.pointer(OPERATIONAL_SCHEMA_POINTER) {
+            Some(_) => Some(compile(OPERATIONAL_SCHEMA_POINTER)?),
+            None => None,
+        };
         let named_types = named_types(&document);
         Ok(Self {
             inner: Arc::new(Inner {
                 validator,
+                operational,
                 document,
                 named_types,
             }),
@@ -115,9 +128,16 @@ impl EventContract {
     /// Checks one event. The error lists every violation, one per line, each with the JSON pointer
     /// of the offending value (`/data/mid: …`; `/` for the event itself).
     pub fn validate(&self, event: &Value) -> Result<(), String> {
-        let mut errors: Vec<String> = self
-            .inner
-            .validator
+        // Operational events (`endpoint.disabled`, …) have their own schema.
+        let operational = event["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("endpoint.") || t.starts_with("delivery."));
+        let validator = if operational {
+            &self.inner.operational
+        } else {
+            &self.inner.validator
+        };
+        let mut errors: Vec<String> = validator
             .iter_errors(event)
             .map(|error| {
                 let path = error.instance_path().to_string();
