@@ -132,10 +132,10 @@ impl EventContract {
         let operational = event["type"]
             .as_str()
             .is_some_and(|t| t.starts_with("endpoint.") || t.starts_with("delivery."));
-        let validator = if operational {
-            &self.inner.operational
-        } else {
-            &self.inner.validator
+        let validator = match (operational, &self.inner.operational) {
+            (false, _) => &self.inner.validator,
+            (true, Some(validator)) => validator,
+            (true, None) => return Err(format!("/type: the document has no {OPERATIONAL_SCHEMA_POINTER}")),
         };
         let mut errors: Vec<String> = validator
             .iter_errors(event)
