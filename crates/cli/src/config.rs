@@ -69,6 +69,8 @@ pub struct DeliverySection {
     /// Seconds to wait before each retry; the delivery gives up after the last. Each wait is spread
     /// by ±20 %.
     pub retry_schedule_secs: Vec<u64>,
+    /// Days an endpoint may fail without a single success before it is disabled.
+    pub disable_after_days: u64,
 }
 
 impl Default for DeliverySection {
@@ -78,6 +80,7 @@ impl Default for DeliverySection {
             request_timeout_secs: 15,
             poll_interval_ms: 1000,
             retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400],
+            disable_after_days: 5,
         }
     }
 }
@@ -148,6 +151,9 @@ impl Config {
         }
         if self.delivery.request_timeout_secs == 0 || self.delivery.request_timeout_secs > 300 {
             bail!("delivery.request_timeout_secs must be between 1 and 300");
+        }
+        if self.delivery.disable_after_days == 0 || self.delivery.disable_after_days > 365 {
+            bail!("delivery.disable_after_days must be between 1 and 365");
         }
         if self.delivery.retry_schedule_secs.len() > 50 || self.delivery.retry_schedule_secs.contains(&0) {
             bail!("delivery.retry_schedule_secs takes at most 50 waits of at least one second");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use pagewire_core::{Clock, MasterKey, RetryPolicy, Secret, SystemClock};
+use pagewire_core::{Clock, HealthPolicy, MasterKey, RetryPolicy, Secret, SystemClock};
 use pagewire_delivery::DeliveryConfig;
 use pagewire_server::auth::{generate_token, AdminToken, ADMIN_TOKEN_PREFIX};
 use pagewire_server::{Gateway, GatewayConfig, IngestConfig};
@@ -46,6 +46,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
             destinations: Arc::new(config.destinations()?),
             retry: RetryPolicy::from_secs(&config.delivery.retry_schedule_secs),
+            health: HealthPolicy {
+                disable_after: Duration::from_secs(config.delivery.disable_after_days.saturating_mul(24 * 3600)),
+                ..HealthPolicy::default()
+            },
             ..DeliveryConfig::default()
         },
         routing_refresh: Duration::from_secs(30),
