@@ -608,3 +608,42 @@ async fn tells_the_tenant_when_an_endpoint_is_disabled_recovers_or_a_delivery_gi
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn sends_a_test_event_of_a_chosen_type_to_one_endpoint() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let chosen = Receiver::start().await?;
+    let other = Receiver::start().await?;
+    let (id, secret) = app.create_endpoint(&tenant, json!({"url": chosen.url()})).await?;
+    app.create_endpoint(&tenant, json!({"url": other.url()})).await?;
+
+    let (status, sent) = app
+        .api(
+            "POST",
+            &format!("/v1/endpoints/{id}/test"),
+            &tenant.api_key,
+            Some(json!({"type": "whatsapp.button_reply"})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(app.deliver_due().await?, 1);
+    let received = &chosen.wait_for(1, WAIT).await[0];
+    received.verify(&secret)?;
+    let event = received.json();
+    assert_eq!(event["type"], "whatsapp.button_reply");
+    assert_eq!(event["id"], sent["event_id"]);
+    assert_eq!(event["tenant_id"], tenant.id.as_str());
+    assert!(other.received().is_empty(), "only the chosen endpoint");
+
+    let (status, problem) = app
+        .api(
+            "POST",
+            &format!("/v1/endpoints/{id}/test"),
+            &tenant.api_key,
+            Some(json!({"type": "messenger.nothing"})),
+        )
+        .await?;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
+    Ok(())
+}

@@ -416,6 +416,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// that ingest is never blocked for long.
     async fn release_dedup_keys(&self, before: i64) -> Result<u64>;
 
+    /// Stores an example event and one pending delivery of it to one endpoint: a test send.
+    async fn send_test_event(&self, event: &NewEvent, endpoint: &EndpointId, now: i64) -> Result<DeliveryId>;
+
     /// Stores operational events (`endpoint.disabled`, …) with one pending delivery to each enabled
     /// endpoint of their tenant that asked for them; returns how many deliveries were created.
     async fn emit_operational(&self, events: &[OperationalEvent], now: i64) -> Result<usize>;

@@ -959,6 +959,39 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn send_test_event(&self, event: &crate::NewEvent, endpoint: &EndpointId, now: i64) -> Result<DeliveryId> {
+        let delivery = DeliveryId::new();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
+             VALUES (?, ?, ?, ?, NULL, '', ?, ?)",
+        )
+        .bind(event.id.as_str())
+        .bind(event.tenant_id.as_str())
+        .bind(event.page_id.as_str())
+        .bind(event.event_type.as_str())
+        .bind(now)
+        .bind(event.payload.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
+             created_at, updated_at) SELECT ?, ?, id, tenant_id, 'pending', 0, ?, ?, ? FROM endpoints \
+             WHERE id = ? AND tenant_id = ?",
+        )
+        .bind(delivery.as_str())
+        .bind(event.id.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(endpoint.as_str())
+        .bind(event.tenant_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(delivery)
+    }
+
     async fn emit_operational(&self, events: &[OperationalEvent], now: i64) -> Result<usize> {
         let mut created = 0;
         for event in events {

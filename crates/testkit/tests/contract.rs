@@ -1,7 +1,7 @@
 //! The event contract, checked: `openapi.yaml` (`components.schemas.Event`) against the example
-//! events in `contract_examples.json`, and `docs/events.md` against both.
+//! events in `docs/examples/events.json`, and `docs/events.md` against both.
 //!
-//! `contract_examples.json` holds one realistic event (or more) for every type. `docs/events.md`
+//! `docs/examples/events.json` holds one realistic event (or more) for every type. `docs/events.md`
 //! mirrors it: every ```` ```json <type> ```` block there is the `data` of one of these examples, and
 //! every plain ```` ```json ```` block is a whole event that must validate.
 
@@ -71,7 +71,7 @@ fn manifest_dir() -> PathBuf {
 }
 
 fn examples() -> Result<Vec<Value>, ContractError> {
-    let text = std::fs::read_to_string(manifest_dir().join("tests/contract_examples.json"))?;
+    let text = std::fs::read_to_string(manifest_dir().join("../../docs/examples/events.json"))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -206,7 +206,7 @@ fn every_json_block_of_the_event_docs_is_an_example_that_keeps_the_contract() ->
                 let Some(event) = mirrored else {
                     panic!(
                         "docs/events.md:{}: this `{event_type}` data is not the data of any example in \
-                         contract_examples.json; keep the two in step",
+                         docs/examples/events.json; keep the two in step",
                         block.line
                     );
                 };

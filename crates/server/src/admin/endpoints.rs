@@ -6,10 +6,11 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pagewire_core::{
-    DeliveryControls, EndpointFilter, EndpointId, EndpointSecret, PayloadFormat, TenantId, RESERVED_HEADERS,
+    DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId, PayloadFormat,
+    TenantId, RESERVED_HEADERS,
 };
 use pagewire_delivery::DestinationPolicy;
-use pagewire_store::{Endpoint, EndpointUpdate, NewEndpoint, Replay};
+use pagewire_store::{Endpoint, EndpointUpdate, NewEndpoint, NewEvent, Replay};
 use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List};
@@ -379,4 +380,78 @@ pub(super) async fn rotate_endpoint_secret(
     let mut view = EndpointView::from(endpoint);
     view.secret = Some(shown);
     Ok(ApiJson(view))
+}
+
+/// One example event of every type (the same examples `docs/events.md` shows and the contract tests
+/// check), used for test sends.
+const EXAMPLES: &str = include_str!("../../../../docs/examples/events.json");
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSend {
+    /// The type of the example event (default `messenger.message`).
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestSent {
+    event_id: EventId,
+    delivery_id: DeliveryId,
+    #[serde(rename = "type")]
+    event_type: String,
+}
+
+/// `POST /v1/endpoints/{id}/test`: sends an example event of the chosen type to this endpoint only,
+/// through the usual delivery (signed, retried, logged).
+pub(super) async fn send_test_event(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+    Path(id): Path<String>,
+    body: bytes::Bytes,
+) -> Result<(StatusCode, ApiJson<TestSent>), ApiError> {
+    let endpoint = endpoint_id(&id)?;
+    state
+        .store
+        .get_endpoint(&tenant.tenant_id, &endpoint)
+        .await
+        .map_err(not_found("endpoint"))?;
+    let body: TestSend = if body.iter().all(u8::is_ascii_whitespace) {
+        TestSend::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
+    };
+    let wanted = body.event_type.unwrap_or_else(|| String::from("messenger.message"));
+    let examples: Vec<serde_json::Value> = serde_json::from_str(EXAMPLES).map_err(ApiError::internal)?;
+    let Some(mut event) = examples.into_iter().find(|e| e["type"] == wanted.as_str()) else {
+        return Err(ApiError::Validation(format!(
+            "`type`: there is no example of `{wanted}`"
+        )));
+    };
+    let now = state.clock.now_ms();
+    let event_id = EventId::new();
+    event["id"] = serde_json::json!(event_id);
+    event["tenant_id"] = serde_json::json!(tenant.tenant_id);
+    event["received_at"] = serde_json::json!(iso(now));
+    event["source"]["inbound_id"] = serde_json::json!(InboundId::new());
+    let new_event = NewEvent {
+        id: event_id.clone(),
+        tenant_id: tenant.tenant_id.clone(),
+        page_id: event["page_id"].as_str().unwrap_or_default().to_owned(),
+        event_type: wanted.clone(),
+        dedup_key: String::new(),
+        conversation_id: None,
+        payload: event.to_string(),
+        endpoints: Vec::new(),
+    };
+    let delivery_id = state.store.send_test_event(&new_event, &endpoint, now).await?;
+    tracing::info!(tenant_id = %tenant.tenant_id, endpoint_id = %endpoint, event_type = %wanted, "test event queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(TestSent {
+            event_id,
+            delivery_id,
+            event_type: wanted,
+        }),
+    ))
 }

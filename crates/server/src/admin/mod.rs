@@ -63,6 +63,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/deliveries/{delivery_id}/retry", post(replay::retry_delivery))
         .route("/v1/events/{event_id}/redeliver", post(replay::redeliver_event))
         .route("/v1/endpoints/{endpoint_id}/recover", post(replay::recover_endpoint))
+        .route("/v1/endpoints/{endpoint_id}/test", post(endpoints::send_test_event))
         .with_state(state)
 }
 
