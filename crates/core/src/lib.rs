@@ -23,4 +23,4 @@ pub use event::{Direction, Event, EventSource, NestedSource, OperationalEvent, P
 pub use id::*;
 pub use retry::{DeliveryOutcome, NextStep, RetryPolicy};
 pub use secret::Secret;
-pub use signing::{EndpointSecret, SigningError};
+pub use signing::{Ed25519Key, EndpointSecret, SigningError};

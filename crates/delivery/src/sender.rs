@@ -155,10 +155,12 @@ impl Sender {
         } else {
             let timestamp = now_ms.div_euclid(1000);
             let id = delivery.event_id.as_str();
+            let body = delivery.payload.as_bytes();
             let signatures: Vec<String> = delivery
                 .secrets
                 .iter()
-                .map(|secret| secret.sign(id, timestamp, delivery.payload.as_bytes()))
+                .map(|secret| secret.sign(id, timestamp, body))
+                .chain(delivery.ed25519.iter().map(|key| key.sign(id, timestamp, body)))
                 .collect();
             request
                 .header("webhook-id", id)
@@ -230,6 +232,7 @@ mod tests {
             tenant_id: TenantId::new(),
             url: url.to_owned(),
             secrets: vec![EndpointSecret::generate()],
+            ed25519: None,
             controls: pagewire_core::DeliveryControls::default(),
             format: PayloadFormat::Standard,
             headers: Vec::new(),

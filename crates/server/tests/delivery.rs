@@ -647,3 +647,56 @@ async fn sends_a_test_event_of_a_chosen_type_to_one_endpoint() -> TestResult {
     assert_eq!((status, problem["code"].as_str()), (422, Some("validation_failed")));
     Ok(())
 }
+
+#[tokio::test]
+async fn signs_with_ed25519_for_endpoints_that_verify_with_a_public_key() -> TestResult {
+    use base64::Engine;
+    use ed25519_dalek::Verifier;
+    let app = TestApp::spawn().await?;
+    let tenant = tenant_with_page(&app).await?;
+    let receiver = Receiver::start().await?;
+    let endpoint = app
+        .api(
+            "POST",
+            "/v1/endpoints",
+            &tenant.api_key,
+            Some(json!({"url": receiver.url(), "ed25519": true})),
+        )
+        .await?
+        .1;
+    let public_key = endpoint["public_key"].as_str().ok_or("no public key")?;
+    let secret = endpoint["secret"].as_str().ok_or("no secret")?;
+    assert_eq!(app.send_signed(APP_SECRET, messages(0, 1)).await?.0, 200);
+    app.deliver_due().await?;
+    let received = &receiver.wait_for(1, WAIT).await[0];
+    received.verify(secret)?; // the v1 (HMAC) signature still verifies
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(public_key.strip_prefix("whpk_").ok_or("not whpk_")?)?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(key.as_slice().try_into()?)?;
+    let signed = format!(
+        "{}.{}.{}",
+        received.header("webhook-id").ok_or("no id")?,
+        received.header("webhook-timestamp").ok_or("no timestamp")?,
+        std::str::from_utf8(&received.body)?
+    );
+    let v1a = received
+        .header("webhook-signature")
+        .and_then(|all| all.split(' ').find_map(|s| s.strip_prefix("v1a,")))
+        .ok_or("no v1a signature")?;
+    let signature = ed25519_dalek::Signature::from_slice(&b64.decode(v1a)?)?;
+    key.verify(signed.as_bytes(), &signature)?;
+
+    // Turning it off drops the key.
+    let id = endpoint["id"].as_str().ok_or("no id")?;
+    let (_, updated) = app
+        .api(
+            "PATCH",
+            &format!("/v1/endpoints/{id}"),
+            &tenant.api_key,
+            Some(json!({"ed25519": false})),
+        )
+        .await?;
+    assert_eq!(updated["public_key"], Value::Null);
+    Ok(())
+}

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
-    HealthPolicy, InboundId, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform, Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret,
+    EventId, HealthPolicy, InboundId, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform, Secret,
+    TenantId,
 };
 
 mod error;
@@ -103,6 +104,8 @@ pub struct Endpoint {
     pub headers: BTreeMap<String, String>,
     /// While a rotated-out secret still signs: until when.
     pub previous_secret_expires_at: Option<i64>,
+    /// The public key (`whpk_…`) when the endpoint also gets ed25519 (`v1a`) signatures.
+    pub public_key: Option<String>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     /// Consecutive failed attempts since the last success.
@@ -123,6 +126,7 @@ pub struct NewEndpoint {
     pub format: PayloadFormat,
     pub headers: BTreeMap<String, String>,
     pub secret: EndpointSecret,
+    pub ed25519: Option<Ed25519Key>,
 }
 
 /// Changes to an endpoint; `None` leaves a field as it is.
@@ -134,6 +138,8 @@ pub struct EndpointUpdate {
     pub controls: Option<DeliveryControls>,
     pub format: Option<PayloadFormat>,
     pub headers: Option<BTreeMap<String, String>>,
+    /// `Some(Some(key))` adds (or replaces) the ed25519 key, `Some(None)` removes it.
+    pub ed25519: Option<Option<Ed25519Key>>,
     /// Enabling clears the disabled reason and the endpoint's failure history.
     pub enabled: Option<bool>,
 }
@@ -246,6 +252,8 @@ pub struct LeasedDelivery {
     pub url: String,
     /// The secrets that sign: the current one first, then a rotated-out one still in its overlap.
     pub secrets: Vec<EndpointSecret>,
+    /// Signs `v1a` too when set.
+    pub ed25519: Option<Ed25519Key>,
     pub controls: DeliveryControls,
     pub format: PayloadFormat,
     pub headers: Vec<(String, String)>,

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId,
-    HealthPolicy, InboundId, MasterKey, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform, Secret,
-    TenantId,
+    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret,
+    EventId, HealthPolicy, InboundId, MasterKey, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform,
+    Secret, TenantId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
@@ -32,6 +32,7 @@ const APP_SECRET: &str = "app_secret";
 const VERIFY_TOKEN: &str = "verify_token";
 const PAGE_TOKEN: &str = "page_token";
 const ENDPOINT_SECRET: &str = "endpoint_secret";
+const ENDPOINT_ED25519: &str = "endpoint_ed25519";
 
 /// Rows per multi-row statement: well under SQLite's limit of 32766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -114,6 +115,23 @@ impl SqliteStore {
         Ok(Secret::new(self.key.open(purpose, sealed)?))
     }
 
+    fn open_ed25519(&self, sealed: &str) -> Result<Ed25519Key> {
+        Ed25519Key::parse(&self.key.open(ENDPOINT_ED25519, sealed)?)
+            .map_err(|e| StoreError::Corrupt(format!("endpoint ed25519 key: {e}")))
+    }
+
+    /// An endpoint as the API shows it: the ed25519 key reduced to its public half.
+    fn endpoint_from_row(&self, row: EndpointRow) -> Result<Endpoint> {
+        let public_key = row
+            .ed25519_sealed
+            .as_deref()
+            .map(|sealed| self.open_ed25519(sealed))
+            .transpose()?;
+        let mut endpoint = endpoint_from_row(row)?;
+        endpoint.public_key = public_key.as_ref().map(Ed25519Key::public_key);
+        Ok(endpoint)
+    }
+
     fn app_from_row(&self, row: AppRow) -> Result<MetaApp> {
         let (id, app_id, tenant_id, secret, token, created_at) = row;
         Ok(MetaApp {
@@ -169,6 +187,7 @@ struct LeasedRow {
     secret_sealed: String,
     previous_secret_sealed: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    ed25519_sealed: Option<String>,
     payload: String,
     attempts: i64,
     max_concurrency: i64,
@@ -194,6 +213,7 @@ struct EndpointRow {
     format: String,
     headers: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    ed25519_sealed: Option<String>,
     enabled: bool,
     disabled_reason: Option<String>,
     consecutive_failures: i64,
@@ -219,7 +239,7 @@ const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_toke
 const PAGE_COLUMNS: &str =
     "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
-                                ordered, format, headers, previous_secret_expires_at, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
+                                ordered, format, headers, previous_secret_expires_at, ed25519_sealed, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                 last_status, last_error, created_at, updated_at";
 
@@ -270,6 +290,7 @@ fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
         format: parse_format(&row.format)?,
         headers: parse_headers(row.headers)?,
         previous_secret_expires_at: row.previous_secret_expires_at,
+        public_key: None,
         enabled: row.enabled,
         disabled_reason: row.disabled_reason,
         consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
@@ -689,8 +710,8 @@ impl Store for SqliteStore {
         let id = EndpointId::new();
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, include_standby, \
-             include_echoes, secret_sealed, max_concurrency, rate_limit, ordered, format, headers, enabled, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+             include_echoes, secret_sealed, max_concurrency, rate_limit, ordered, format, headers, ed25519_sealed, \
+             enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(id.as_str())
         .bind(endpoint.tenant_id.as_str())
@@ -706,6 +727,12 @@ impl Store for SqliteStore {
         .bind(endpoint.controls.ordered)
         .bind(endpoint.format.as_str())
         .bind(json_headers(&endpoint.headers))
+        .bind(
+            endpoint
+                .ed25519
+                .as_ref()
+                .map(|key| self.key.seal(ENDPOINT_ED25519, &key.expose())),
+        )
         .bind(now)
         .bind(now)
         .execute(&self.writer)
@@ -720,6 +747,7 @@ impl Store for SqliteStore {
             format: endpoint.format,
             headers: endpoint.headers,
             previous_secret_expires_at: None,
+            public_key: endpoint.ed25519.as_ref().map(Ed25519Key::public_key),
             enabled: true,
             disabled_reason: None,
             consecutive_failures: 0,
@@ -736,7 +764,7 @@ impl Store for SqliteStore {
         .bind(tenant_id.as_str())
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter().map(endpoint_from_row).collect()
+        rows.into_iter().map(|row| self.endpoint_from_row(row)).collect()
     }
 
     async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint> {
@@ -747,7 +775,7 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_one(&self.readers)
         .await?;
-        endpoint_from_row(row)
+        self.endpoint_from_row(row)
     }
 
     async fn update_endpoint(
@@ -791,6 +819,10 @@ impl Store for SqliteStore {
         if let Some(headers) = &update.headers {
             query.push(", headers = ").push_bind(json_headers(headers));
         }
+        if let Some(key) = &update.ed25519 {
+            let sealed = key.as_ref().map(|key| self.key.seal(ENDPOINT_ED25519, &key.expose()));
+            query.push(", ed25519_sealed = ").push_bind(sealed);
+        }
         match update.enabled {
             Some(true) => {
                 query.push(
@@ -807,7 +839,7 @@ impl Store for SqliteStore {
         query.push(" AND id = ").push_bind(id.as_str());
         query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
         let row: EndpointRow = query.build_query_as().fetch_one(&self.writer).await?;
-        endpoint_from_row(row)
+        self.endpoint_from_row(row)
     }
 
     async fn rotate_endpoint_secret(
@@ -829,7 +861,7 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_one(&self.writer)
         .await?;
-        endpoint_from_row(row)
+        self.endpoint_from_row(row)
     }
 
     async fn load_routing(&self) -> Result<RoutingData> {
@@ -1095,7 +1127,7 @@ impl Store for SqliteStore {
 
         let mut select = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
-                    e.previous_secret_sealed, e.previous_secret_expires_at, ev.payload, d.attempts, \
+                    e.previous_secret_sealed, e.previous_secret_expires_at, e.ed25519_sealed, ev.payload, d.attempts, \
                     e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
              FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
              WHERE d.id IN (",
@@ -1141,6 +1173,11 @@ impl Store for SqliteStore {
                     tenant_id: parse_id(&row.tenant_id)?,
                     url: row.url,
                     secrets,
+                    ed25519: row
+                        .ed25519_sealed
+                        .as_deref()
+                        .map(|sealed| self.open_ed25519(sealed))
+                        .transpose()?,
                     controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
                     format: parse_format(&row.format)?,
                     headers: parse_headers(row.headers)?.into_iter().collect(),

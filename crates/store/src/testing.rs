@@ -69,6 +69,7 @@ pub async fn onboard_with(store: &dyn Store, page_id: &str, controls: DeliveryCo
                 format: pagewire_core::PayloadFormat::Standard,
                 headers: std::collections::BTreeMap::new(),
                 secret: EndpointSecret::generate(),
+                ed25519: None,
             },
             NOW,
         )

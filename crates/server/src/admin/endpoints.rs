@@ -6,8 +6,8 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pagewire_core::{
-    DeliveryControls, DeliveryId, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId, PayloadFormat,
-    TenantId, RESERVED_HEADERS,
+    DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId,
+    PayloadFormat, TenantId, RESERVED_HEADERS,
 };
 use pagewire_delivery::DestinationPolicy;
 use pagewire_store::{Endpoint, EndpointUpdate, NewEndpoint, NewEvent, Replay};
@@ -47,6 +47,8 @@ pub struct EndpointBody {
     format: Option<PayloadFormat>,
     /// Extra headers sent with every delivery.
     headers: Option<BTreeMap<String, String>>,
+    /// Also sign with ed25519 (`v1a`), verifiable with the endpoint's public key alone.
+    ed25519: Option<bool>,
     /// Updates only: false pauses delivery, true resumes it and clears the failure history.
     enabled: Option<bool>,
 }
@@ -74,6 +76,8 @@ pub struct EndpointView {
     paused_until: Option<String>,
     /// While a rotated-out secret still signs: until when.
     previous_secret_expires_at: Option<String>,
+    /// With ed25519 signing on: the public key (`whpk_…`) that verifies the `v1a` signatures.
+    public_key: Option<String>,
     created_at: String,
     updated_at: String,
     /// The signing secret: present only in the answers to a creation and a rotation.
@@ -113,6 +117,7 @@ impl From<Endpoint> for EndpointView {
             consecutive_failures: e.consecutive_failures,
             paused_until: e.paused_until.map(iso),
             previous_secret_expires_at: e.previous_secret_expires_at.map(iso),
+            public_key: e.public_key,
             created_at: iso(e.created_at),
             updated_at: iso(e.updated_at),
             secret: None,
@@ -183,6 +188,12 @@ fn validate(
         controls: controls_changed.then_some(controls),
         format: body.format,
         headers: body.headers,
+        // Turning it on keeps an existing key, so receivers need not change theirs.
+        ed25519: match (body.ed25519, current.public_key.is_some()) {
+            (Some(true), false) => Some(Some(Ed25519Key::generate())),
+            (Some(false), true) => Some(None),
+            _ => None,
+        },
         enabled: body.enabled,
     })
 }
@@ -224,6 +235,7 @@ fn defaults(tenant_id: TenantId) -> Endpoint {
         format: PayloadFormat::Standard,
         headers: BTreeMap::new(),
         previous_secret_expires_at: None,
+        public_key: None,
         enabled: true,
         disabled_reason: None,
         consecutive_failures: 0,
@@ -262,6 +274,7 @@ pub(super) async fn create_endpoint(
                 format: update.format.unwrap_or(base.format),
                 headers: update.headers.unwrap_or_default(),
                 secret,
+                ed25519: update.ed25519.flatten(),
             },
             state.clock.now_ms(),
         )
