@@ -135,7 +135,10 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
         }
-        let env = Env::prefixed("PAGEWIRE_").split("__").ignore(&["config"]);
+        // Variables other commands read (`--config`, `simulate`, `receive`) are not settings.
+        let env = Env::prefixed("PAGEWIRE_")
+            .split("__")
+            .ignore(&["config", "simulate_app_secret", "receive_secret"]);
         let config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(flags))

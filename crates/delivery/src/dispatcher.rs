@@ -84,8 +84,8 @@ struct Inner {
     lanes: Mutex<HashMap<EndpointId, Arc<Lane>>>,
     /// Signalled (all waiters) whenever a lane finishes a delivery or retires.
     progress: Notify,
-    /// Signalled (one permit kept) whenever a lane finishes a delivery: the lease loop's cue that
-    /// there may be room again.
+    /// Signalled (one permit kept) whenever a lane's queue runs empty: the lease loop's cue that
+    /// there is room again. (Waking on every delivery would run a lease per delivery.)
     room: Notify,
     results: mpsc::UnboundedSender<AttemptRecord>,
     outcomes: tokio::sync::Mutex<mpsc::UnboundedReceiver<AttemptRecord>>,
@@ -351,8 +351,17 @@ impl Inner {
     async fn work_lane(self: Arc<Self>, endpoint: EndpointId, lane: Arc<Lane>) {
         loop {
             loop {
-                let next = lane.state().queue.pop_front();
+                let (next, emptied) = {
+                    let mut state = lane.state();
+                    let next = state.queue.pop_front();
+                    (next, state.queue.is_empty())
+                };
                 let Some(delivery) = next else { break };
+                if emptied {
+                    // The lane can take more: leasing skips lanes with queued work, so this is
+                    // the moment a lease can find something for it again.
+                    self.room.notify_one();
+                }
                 self.deliver(&lane, delivery).await;
             }
             // Retire the worker, and the lane with its last worker, under the map's lock, so that
@@ -390,7 +399,6 @@ impl Inner {
         drop(permit);
         let record = self.decide(delivery, started_at, report);
         let _ = self.results.send(record);
-        self.room.notify_one();
         self.progress.notify_waiters();
     }
 

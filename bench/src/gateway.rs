@@ -1,0 +1,136 @@
+//! A `pagewire serve` process for the harness: started on a data directory, onboarded through its
+//! API, stopped with SIGTERM.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const ADMIN_TOKEN: &str = "pwadm_bench_operator_token_0123456789";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Ingress,
+    Worker,
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    base_url: String,
+    client: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts `binary serve` with the harness's settings and `settings` (`PAGEWIRE_…` variables).
+    pub async fn start(
+        binary: &Path,
+        data_dir: &Path,
+        role: Role,
+        settings: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let role = match role {
+            Role::Ingress => "ingress",
+            Role::Worker => "worker",
+        };
+        let mut child = Command::new(binary)
+            .args(["serve", "--role", role])
+            .env("PAGEWIRE_DATA_DIR", data_dir)
+            .env("PAGEWIRE_LISTEN", "127.0.0.1:0")
+            .env("PAGEWIRE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PAGEWIRE_ALLOW_PRIVATE_ENDPOINTS", "true")
+            .env("PAGEWIRE_DELIVERY__POLL_INTERVAL_MS", "100")
+            .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base_url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.strip_prefix("pagewire listening on ") {
+                    return Ok::<_, std::io::Error>(Some(url.trim().to_owned()));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .context("pagewire did not start within 30 s")??
+        .context("pagewire exited before listening")?;
+        Ok(Self {
+            child,
+            base_url,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    async fn call(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("POST {path} answered {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    /// A tenant with a key, its own app and one Page; returns the key.
+    pub async fn onboard(&self, app_id: &str, app_secret: &str, page_id: &str) -> anyhow::Result<String> {
+        let tenant = self.call("/v1/tenants", ADMIN_TOKEN, json!({"name": "Bench"})).await?;
+        let tenant_id = tenant["id"].as_str().context("no tenant id")?;
+        let key = self
+            .call(&format!("/v1/tenants/{tenant_id}/api-keys"), ADMIN_TOKEN, json!({}))
+            .await?;
+        let key = key["key"].as_str().context("no key")?.to_owned();
+        self.call(
+            "/v1/apps",
+            &key,
+            json!({"app_id": app_id, "app_secret": app_secret, "verify_token": "bench"}),
+        )
+        .await?;
+        self.call("/v1/pages", &key, json!({"page_id": page_id, "app_id": app_id}))
+            .await?;
+        Ok(key)
+    }
+
+    pub async fn create_endpoint(&self, key: &str, body: Value) -> anyhow::Result<Value> {
+        self.call("/v1/endpoints", key, body).await
+    }
+
+    /// SIGTERM, and wait for the graceful exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        }
+        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("pagewire exited with {status}");
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("pagewire did not stop within 60 s of SIGTERM")
+            }
+        }
+    }
+}

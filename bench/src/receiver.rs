@@ -1,0 +1,124 @@
+//! The harness's endpoints: a fast receiver that counts every event id (so loss and duplicates are
+//! measured), and one that accepts connections and never answers.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Router;
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+struct Counts {
+    ids: HashSet<String>,
+    duplicated: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    counts: Mutex<Counts>,
+    arrived: Notify,
+}
+
+/// Answers 200 at once and counts `webhook-id`s.
+#[derive(Debug)]
+pub struct Counter {
+    url: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counter {
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/events", listener.local_addr()?);
+        let shared = Arc::new(Shared::default());
+        let app = Router::new().fallback(count).with_state(Arc::clone(&shared));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, shared, task })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// (unique ids, duplicates) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let counts = self
+            .shared
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (u64::try_from(counts.ids.len()).unwrap_or(u64::MAX), counts.duplicated)
+    }
+
+    /// Waits until `n` distinct events have arrived.
+    pub async fn wait_for(&self, n: u64, deadline: Duration) -> Result<(), tokio::time::error::Elapsed> {
+        tokio::time::timeout(deadline, async {
+            loop {
+                let arrived = self.shared.arrived.notified();
+                if self.counts().0 >= n {
+                    return;
+                }
+                // Wake now and then even without news, in case a notification raced the check.
+                let _ = tokio::time::timeout(Duration::from_millis(50), arrived).await;
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn count(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> StatusCode {
+    let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    {
+        let mut counts = shared.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !counts.ids.insert(id.to_owned()) {
+            counts.duplicated += 1;
+        }
+    }
+    shared.arrived.notify_waiters();
+    StatusCode::OK
+}
+
+/// Accepts connections and holds them open without answering.
+#[derive(Debug)]
+pub struct HangingEndpoint {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HangingEndpoint {
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        Ok(Self { url, task })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for HangingEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
