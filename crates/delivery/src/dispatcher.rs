@@ -23,6 +23,11 @@ use tokio_util::sync::CancellationToken;
 use crate::sender::{SendReport, Sender};
 use crate::ssrf::DestinationPolicy;
 
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 1024;
+/// How long the recorder gathers outcomes before writing them.
+const RECORD_GATHER: Duration = Duration::from_millis(5);
+
 /// How deliveries are sent and retried.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -467,10 +472,13 @@ impl Inner {
             };
             let Some(first) = first else { break };
             batch.push(first);
-            while batch.len() < 512 {
-                match outcomes.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
+            // Gather for a few milliseconds: one transaction (and one fsync) then records hundreds
+            // of attempts instead of a handful. Only the attempt log waits; nothing is resent.
+            let gather_until = tokio::time::Instant::now() + RECORD_GATHER;
+            while batch.len() < RECORD_BATCH {
+                match tokio::time::timeout_at(gather_until, outcomes.recv()).await {
+                    Ok(Some(record)) => batch.push(record),
+                    Ok(None) | Err(_) => break,
                 }
             }
             let mut wait = Duration::from_millis(50);
