@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-// mimalloc: the hot paths allocate many small strings and maps per event, where it measured about
-// 20 % faster than the system allocator (`cargo bench -p pagewire-meta`, docs/benchmarks.md).
+// mimalloc: the hot paths allocate many small strings and maps per event, where it is clearly faster
+// than the system allocator (`cargo bench -p pagewire-meta`; docs/benchmarks.md says how to compare).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
