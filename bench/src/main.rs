@@ -54,6 +54,9 @@ enum Scenario {
         /// Items per webhook POST.
         #[arg(long, default_value_t = 100)]
         batch: u64,
+        /// The fast endpoint's `max_concurrency`.
+        #[arg(long, default_value_t = 256)]
+        concurrency: u32,
     },
 }
 
@@ -79,10 +82,21 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let phases = match args.scenario {
-        Scenario::Delivery { events, batch } => {
+        Scenario::Delivery {
+            events,
+            batch,
+            concurrency,
+        } => {
             let env = &args.gateway_env;
-            let alone = delivery(&args.pagewire, env, "fast endpoint alone", events, batch, false).await?;
-            let beside = delivery(&args.pagewire, env, "beside a dead endpoint", events, batch, true).await?;
+            let run = Run {
+                binary: &args.pagewire,
+                env,
+                events,
+                batch,
+                concurrency,
+            };
+            let alone = delivery(&run, "fast endpoint alone", false).await?;
+            let beside = delivery(&run, "beside a dead endpoint", true).await?;
             vec![alone, beside]
         }
     };
@@ -112,15 +126,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One measured run on a fresh data directory.
-async fn delivery(
-    binary: &std::path::Path,
-    env: &[(String, String)],
-    name: &'static str,
+/// What every phase of a delivery run shares.
+struct Run<'a> {
+    binary: &'a std::path::Path,
+    env: &'a [(String, String)],
     events: u64,
     batch: u64,
-    dead: bool,
-) -> anyhow::Result<Phase> {
+    concurrency: u32,
+}
+
+/// One measured run on a fresh data directory.
+async fn delivery(run: &Run<'_>, name: &'static str, dead: bool) -> anyhow::Result<Phase> {
+    let Run {
+        binary,
+        env,
+        events,
+        batch,
+        concurrency: fast_concurrency,
+    } = *run;
     let data = tempfile::tempdir()?;
     let counter = Counter::start().await?;
     let hanging = HangingEndpoint::start().await?;
@@ -129,7 +152,7 @@ async fn delivery(
     let ingress = Gateway::start(binary, data.path(), Role::Ingress, env).await?;
     let key = ingress.onboard(APP_ID, APP_SECRET, PAGE_ID).await?;
     ingress
-        .create_endpoint(&key, json!({"url": counter.url(), "max_concurrency": 64}))
+        .create_endpoint(&key, json!({"url": counter.url(), "max_concurrency": fast_concurrency}))
         .await?;
     if dead {
         ingress.create_endpoint(&key, json!({"url": hanging.url()})).await?;

@@ -51,7 +51,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: 256,
             per_endpoint_rounds: 2,
             request_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
