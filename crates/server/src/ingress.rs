@@ -63,11 +63,6 @@ impl Unverifiable {
             );
         }
     }
-
-    /// How many such POSTs this process has acknowledged.
-    pub fn total(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
 }
 
 pub fn router(state: IngressState) -> Router {
@@ -233,7 +228,7 @@ async fn accept(
 
     let items = envelope.normalize();
     let mut events = Vec::with_capacity(items.len());
-    for item in items {
+    for mut item in items {
         let Some(page) = routed(item.entry_id.as_deref()) else {
             continue;
         };
@@ -244,23 +239,17 @@ async fn accept(
             standby: item.standby,
         };
         let endpoints = routing.endpoints_for(&page.tenant_id, &facts);
-        let id = EventId::new();
-        let (event_type, page_id, dedup_key, conversation_id) = (
-            item.event_type.clone(),
-            item.page_id.clone(),
-            item.dedup_key.clone(),
-            item.conversation_id.clone(),
-        );
-        let payload = item
-            .into_event(id.clone(), page.tenant_id.clone(), inbound_id.clone(), received_at)
-            .to_json();
+        let dedup_key = std::mem::take(&mut item.dedup_key);
+        let event = item.into_event(EventId::new(), page.tenant_id.clone(), inbound_id.clone(), received_at);
+        // Serialized once; the routing fields then move out of the event rather than being copied.
+        let payload = event.to_json();
         events.push(NewEvent {
-            id,
-            tenant_id: page.tenant_id.clone(),
-            page_id,
-            event_type,
+            id: event.id,
+            tenant_id: event.tenant_id,
+            page_id: event.page_id,
+            event_type: event.event_type,
             dedup_key,
-            conversation_id,
+            conversation_id: event.conversation_id,
             payload,
             endpoints,
         });

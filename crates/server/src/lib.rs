@@ -201,11 +201,6 @@ impl Gateway {
         })
     }
 
-    /// The HTTP application, for serving or for `oneshot` tests.
-    pub fn router(&self) -> Router {
-        self.router.clone()
-    }
-
     /// The dispatcher, to drive delivery by hand in tests and tools.
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher
