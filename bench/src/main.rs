@@ -36,7 +36,7 @@ struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// A setting for the gateway, as `PAGEWIRE_NAME=value` (repeatable).
+    /// A setting for the gateway, as `PAGEWIRE_NAME=value` or `RUST_LOG=filter` (repeatable).
     #[arg(long = "gateway-env", value_parser = parse_setting)]
     gateway_env: Vec<(String, String)>,
     #[command(subcommand)]
@@ -187,8 +187,10 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: bool) -> anyhow::Resu
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((name, value)) if name.starts_with("PAGEWIRE_") => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(String::from("expected PAGEWIRE_NAME=value")),
+        Some((name, value)) if name.starts_with("PAGEWIRE_") || name == "RUST_LOG" => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(String::from("expected PAGEWIRE_NAME=value or RUST_LOG=filter")),
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Every endpoint has a lane: a FIFO queue worked by at most `max_concurrency` tasks, paced by the
 //! endpoint's rate limit, each request also holding one permit of the global bound. A slow or dead
-//! endpoint fills only its own lane; leasing skips endpoints whose lanes still have queued work, so
-//! it never hoards deliveries it cannot start. Lanes exist only while they have work.
+//! endpoint fills only its own lane: leasing counts what each lane holds against the endpoint's
+//! share (`per_endpoint_rounds` rounds of its concurrency), so it never hoards deliveries it cannot
+//! start. A lane asks for more while it still has a round queued, so a fast endpoint's requests
+//! never wait for a lease. Lanes exist only while they have work.
 //!
 //! Outcomes flow to one recorder, which writes them in batches (attempt log, next step, endpoint
 //! health). Leases are committed before anything is sent; a worker that dies leaves leases that
@@ -34,6 +36,7 @@ pub struct DeliveryConfig {
     /// Requests in flight at once, over all endpoints.
     pub concurrency: usize,
     /// How many rounds of its own concurrency one endpoint may have leased (in flight or queued).
+    /// At least 3 lets a busy lane be refilled before its queue runs dry.
     pub per_endpoint_rounds: u32,
     /// Whole-request timeout.
     pub request_timeout: Duration,
@@ -52,7 +55,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             concurrency: 256,
-            per_endpoint_rounds: 2,
+            per_endpoint_rounds: 3,
             request_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             excerpt_limit: 8 * 1024,
@@ -100,6 +103,9 @@ struct Inner {
 struct Lane {
     state: Mutex<LaneState>,
     max_workers: u32,
+    /// The queue length at which the lane asks for more: with this many queued and at most
+    /// `max_workers` in flight, a whole round of its share is free to lease.
+    refill_at: usize,
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
@@ -118,14 +124,16 @@ struct LaneState {
 }
 
 impl Lane {
-    fn new(controls: DeliveryControls) -> Self {
+    fn new(controls: DeliveryControls, rounds: u32) -> Self {
         let limiter = controls
             .rate_limit
             .and_then(NonZeroU32::new)
             .map(|per_second| RateLimiter::direct(Quota::per_second(per_second)));
+        let max_workers = controls.max_concurrency.clamp(1, DeliveryControls::MAX_CONCURRENCY);
         Self {
             state: Mutex::new(LaneState::default()),
-            max_workers: controls.max_concurrency.clamp(1, DeliveryControls::MAX_CONCURRENCY),
+            max_workers,
+            refill_at: rounds.saturating_sub(2) as usize * max_workers as usize,
             limiter,
         }
     }
@@ -143,6 +151,7 @@ impl Dispatcher {
             config.excerpt_limit,
         )?;
         let (results, outcomes) = mpsc::unbounded_channel();
+
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -212,6 +221,8 @@ impl Dispatcher {
         let recorder = tokio::spawn(Arc::clone(&inner).record_continuously(shutdown.clone()));
         let mut backoff = Duration::from_millis(100);
         let backlog_limit = inner.config.concurrency.max(1) * 2;
+
+
         while !shutdown.is_cancelled() {
             let room = backlog_limit.saturating_sub(inner.queued());
             let leased = if room == 0 {
@@ -311,20 +322,26 @@ impl Inner {
     }
 
     async fn lease(self: &Arc<Self>, limit: usize) -> Result<Vec<LeasedDelivery>, StoreError> {
-        let skip = self
+        let held = self
             .lanes()
             .iter()
-            .filter(|(_, lane)| !lane.state().queue.is_empty())
-            .map(|(id, _)| id.clone())
+            .map(|(id, lane)| {
+                let state = lane.state();
+                let held = state.queue.len().saturating_add(state.workers as usize);
+                (id.clone(), u32::try_from(held).unwrap_or(u32::MAX))
+            })
             .collect();
         let lease = Lease {
             now: self.clock.now_ms(),
             limit: u32::try_from(limit.max(1)).unwrap_or(u32::MAX),
             per_endpoint_rounds: self.config.per_endpoint_rounds,
             lease_ms: self.config.lease_ms(),
-            skip,
+            held,
         };
-        self.store.lease_due(lease).await
+        let started = std::time::Instant::now();
+        let leased = self.store.lease_due(lease).await?;
+        tracing::debug!(leased = leased.len(), took = ?started.elapsed(), "leased deliveries");
+        Ok(leased)
     }
 
     /// Queues a delivery in its endpoint's lane, starting a worker if the lane has room for one.
@@ -335,7 +352,7 @@ impl Inner {
             Arc::clone(
                 lanes
                     .entry(endpoint.clone())
-                    .or_insert_with(|| Arc::new(Lane::new(delivery.controls))),
+                    .or_insert_with(|| Arc::new(Lane::new(delivery.controls, self.config.per_endpoint_rounds))),
             )
         };
         let start_worker = {
@@ -356,15 +373,17 @@ impl Inner {
     async fn work_lane(self: Arc<Self>, endpoint: EndpointId, lane: Arc<Lane>) {
         loop {
             loop {
-                let (next, emptied) = {
+                let (next, refill) = {
                     let mut state = lane.state();
                     let next = state.queue.pop_front();
-                    (next, state.queue.is_empty())
+                    let left = state.queue.len();
+                    let refill = next.is_some() && (left == lane.refill_at || left == 0);
+                    (next, refill)
                 };
                 let Some(delivery) = next else { break };
-                if emptied {
-                    // The lane can take more: leasing skips lanes with queued work, so this is
-                    // the moment a lease can find something for it again.
+                if refill {
+                    // A round of room (or an empty queue): the lane is leased again, while it
+                    // still has work queued if it is busy.
                     self.room.notify_one();
                 }
                 self.deliver(&lane, delivery).await;
@@ -444,7 +463,9 @@ impl Inner {
 
     async fn record(&self, records: &[AttemptRecord]) -> Result<HealthReport, StoreError> {
         let now = self.clock.now_ms();
+        let started = std::time::Instant::now();
         let report = self.store.record_attempts(records, now, &self.config.health).await?;
+        tracing::debug!(records = records.len(), took = ?started.elapsed(), "recorded attempts");
         let operational = operational_events(records, &report, now);
         if !operational.is_empty() {
             // A failure here loses only the notice, never a delivery: log it and go on.

@@ -197,9 +197,11 @@ pub struct IngestReceipt {
 
 /// What to lease, for [`Store::lease_due`].
 ///
-/// Per endpoint at most `max_concurrency × per_endpoint_rounds` deliveries are leased (one while
-/// its breaker probes), only the first pending delivery of each conversation for endpoints that
-/// deliver in order, and none for paused endpoints or the ones in `skip`.
+/// Per endpoint, the worker holds at most `max_concurrency × per_endpoint_rounds` deliveries (one
+/// while its breaker probes), counting the ones it already `held`; an endpoint is leased only when
+/// at least one round of its concurrency fits, so a busy endpoint is refilled in rounds rather than
+/// a delivery at a time. Endpoints that deliver in order get only the first pending delivery of each
+/// conversation, and paused endpoints none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub now: i64,
@@ -209,8 +211,8 @@ pub struct Lease {
     pub per_endpoint_rounds: u32,
     /// How long the lease lasts.
     pub lease_ms: i64,
-    /// Endpoints whose queues are full in this worker.
-    pub skip: Vec<EndpointId>,
+    /// Deliveries of each endpoint the worker already holds, queued or in flight.
+    pub held: Vec<(EndpointId, u32)>,
 }
 
 /// What a pruning pass deleted.

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,6 +62,41 @@ pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
     key: MasterKey,
+    _checkpoints: Arc<Checkpoints>,
+}
+
+/// Log pages after which the writer checkpoints by itself (64 MiB of 4 KiB pages): only if the
+/// background pass falls behind.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// How often the background pass checkpoints.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A JSON array of strings, for statements that take a list as one `json_each` parameter.
+fn json_strings<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    serde_json::Value::Array(items.map(serde_json::Value::from).collect()).to_string()
+}
+
+/// The background checkpoint task, stopped when the last clone of the store is dropped.
+#[derive(Debug)]
+struct Checkpoints(tokio::task::AbortHandle);
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Copies committed log pages into the database file without blocking the writer or readers
+/// (`PASSIVE`): what readers still need stays in the log until a later pass.
+async fn checkpoint_continuously(pool: SqlitePool) {
+    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!(error = %e, "checkpointing the database log failed; the writer's own checkpoint takes over");
+        }
+    }
 }
 
 impl SqliteStore {
@@ -76,20 +112,47 @@ impl SqliteStore {
             // index pages over and over, and reading them through the OS page cache by syscall
             // dominated a delivery backlog's profile.
             .pragma("cache_size", "-32768")
-            .pragma("mmap_size", "268435456");
+            .pragma("mmap_size", "268435456")
+            .pragma("journal_size_limit", "67108864")
+            // A statement that changes many rows inside a transaction keeps a statement journal
+            // (to undo itself alone); past 64 KiB SQLite spills it to a temporary file, and a lease
+            // of hundreds of rows always did. In memory it stays.
+            .pragma("temp_store", "memory")
+            // Rows cross from the connection's thread to the caller through a bounded channel;
+            // a lease returns hundreds, and at the default of 50 the two threads take turns.
+            .row_buffer_size(1024);
+        // Checkpoints (copying the log back into the database file, and syncing it) run on a
+        // connection of their own, so the writer never does one in the middle of a commit. The
+        // writer's automatic checkpoint stays as a backstop, at a size the background pass keeps
+        // the log well below.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(options.busy_timeout)
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string()),
+            )
             .await?;
         MIGRATOR.run(&writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .acquire_timeout(options.busy_timeout)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
-        Ok(Self { writer, readers, key })
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(base.pragma("wal_autocheckpoint", "0"))
+            .await?;
+        let checkpoints = Arc::new(Checkpoints(tokio::spawn(checkpoint_continuously(checkpointer)).abort_handle()));
+        Ok(Self {
+            writer,
+            readers,
+            key,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// Opens the database at a `sqlite://` URL or a plain path.
@@ -1079,40 +1142,45 @@ impl Store for SqliteStore {
     }
 
     async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>> {
-        let mut tx = self.writer.begin().await?;
         // The endpoints that may send now and have something due, the longest-waiting first. Each
         // is then leased on its own, through an index on (endpoint, due time): skipping a paused or
-        // busy endpoint costs nothing however deep its backlog.
-        let mut eligible = QueryBuilder::<Sqlite>::new(
-            "SELECT e.id, CASE WHEN e.probe_at IS NOT NULL THEN 1 ELSE e.max_concurrency * ",
-        );
-        eligible
-            .push_bind(i64::from(lease.per_endpoint_rounds.max(1)))
-            .push(
-                " END AS cap, e.ordered, \
-                 (SELECT MIN(d.next_attempt_at) FROM deliveries d \
-                  WHERE d.endpoint_id = e.id AND d.status = 'pending') AS due \
-                 FROM endpoints e WHERE e.enabled = 1 AND (e.probe_at IS NULL OR e.probe_at <= ",
-            )
-            .push_bind(lease.now)
-            .push(")");
-        if !lease.skip.is_empty() {
-            eligible.push(" AND e.id NOT IN (");
-            let mut skip = eligible.separated(", ");
-            for endpoint in &lease.skip {
-                skip.push_bind(endpoint.as_str());
-            }
-            eligible.push(")");
+        // busy endpoint costs nothing however deep its backlog. The list is read beside the writer
+        // (a lease that finds nothing never waits for it); a stale entry only leases nothing, as
+        // every lease below re-checks what is due.
+        let endpoints: Vec<(String, i64, i64, bool, i64)> = sqlx::query_as(
+            "SELECT e.id, CASE WHEN e.probe_at IS NOT NULL THEN 1 ELSE e.max_concurrency * ?1 END AS cap, \
+             e.max_concurrency, e.ordered, \
+             (SELECT MIN(d.next_attempt_at) FROM deliveries d \
+              WHERE d.endpoint_id = e.id AND d.status = 'pending') AS due \
+             FROM endpoints e WHERE e.enabled = 1 AND (e.probe_at IS NULL OR e.probe_at <= ?2) \
+             AND due <= ?2 ORDER BY due, e.id",
+        )
+        .bind(i64::from(lease.per_endpoint_rounds.max(1)))
+        .bind(lease.now)
+        .fetch_all(&self.readers)
+        .await?;
+        let held: std::collections::HashMap<&str, i64> = lease
+            .held
+            .iter()
+            .map(|(endpoint, count)| (endpoint.as_str(), i64::from(*count)))
+            .collect();
+        let endpoints: Vec<(String, i64, bool)> = endpoints
+            .into_iter()
+            .filter_map(|(endpoint, cap, max_concurrency, ordered, _)| {
+                let room = cap - held.get(endpoint.as_str()).copied().unwrap_or(0);
+                (room >= max_concurrency.clamp(1, cap)).then_some((endpoint, room, ordered))
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
         }
-        eligible
-            .push(" AND due <= ")
-            .push_bind(lease.now)
-            .push(" ORDER BY due, e.id");
-        let endpoints: Vec<(String, i64, bool, i64)> = eligible.build_query_as().fetch_all(&mut *tx).await?;
+
+        let mut tx = self.writer.begin().await?;
 
         let mut leased: Vec<(String, i64)> = Vec::new();
+        let mut leased_endpoints: Vec<String> = Vec::new();
         let mut room = i64::from(lease.limit);
-        for (endpoint, cap, ordered, _) in endpoints {
+        for (endpoint, cap, ordered) in endpoints {
             if room <= 0 {
                 break;
             }
@@ -1138,6 +1206,9 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
             room -= i64::try_from(taken.len()).unwrap_or(i64::MAX);
+            if !taken.is_empty() {
+                leased_endpoints.push(endpoint);
+            }
             leased.extend(taken);
         }
         if leased.is_empty() {
@@ -1145,36 +1216,43 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
 
-        let mut select = QueryBuilder::<Sqlite>::new(
+        // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's lease.
+        let endpoints = json_strings(leased_endpoints.iter().map(String::as_str));
+        sqlx::query(
+            "UPDATE endpoints SET probe_at = ?1 \
+             WHERE probe_at IS NOT NULL AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(lease.now.saturating_add(lease.lease_ms))
+        .bind(&endpoints)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        // What to send is read beside the writer, once the lease is committed: the rows are the
+        // worker's now, and the writer is free for the next transaction.
+        let ids = json_strings(leased.iter().map(|(id, _)| id.as_str()));
+        let rows: Vec<LeasedRow> = sqlx::query_as(
             "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
                     e.previous_secret_sealed, e.previous_secret_expires_at, e.ed25519_sealed, ev.payload, d.attempts, \
                     e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
              FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
-             WHERE d.id IN (",
-        );
-        let mut ids = select.separated(", ");
-        for (id, _) in &leased {
-            ids.push_bind(id.as_str());
-        }
-        select.push(") ORDER BY d.rowid");
-        let rows: Vec<LeasedRow> = select.build_query_as().fetch_all(&mut *tx).await?;
-
-        // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's lease.
-        let mut probe = QueryBuilder::<Sqlite>::new("UPDATE endpoints SET probe_at = ");
-        probe.push_bind(lease.now.saturating_add(lease.lease_ms));
-        probe.push(" WHERE probe_at IS NOT NULL AND id IN (");
-        let mut endpoints = probe.separated(", ");
-        for row in &rows {
-            endpoints.push_bind(row.endpoint_id.as_str());
-        }
-        probe.push(")");
-        probe.build().execute(&mut *tx).await?;
-        tx.commit().await?;
+             WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.rowid",
+        )
+        .bind(&ids)
+        .fetch_all(&self.readers)
+        .await?;
 
         let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        let open = |sealed: &str| -> Result<EndpointSecret> {
-            EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
-                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))
+        // Rows of one endpoint share its sealed secrets: open each once per lease.
+        let mut opened: std::collections::HashMap<String, EndpointSecret> = std::collections::HashMap::new();
+        let mut open = |sealed: &str| -> Result<EndpointSecret> {
+            if let Some(secret) = opened.get(sealed) {
+                return Ok(secret.clone());
+            }
+            let secret = EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?;
+            opened.insert(sealed.to_owned(), secret.clone());
+            Ok(secret)
         };
         rows.into_iter()
             .map(|row| {
@@ -1217,50 +1295,55 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(HealthReport::default());
         }
-        let mut tx = self.writer.begin().await?;
-        for chunk in records.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO delivery_attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, \
-                 outcome, error, response_excerpt) ",
-            );
-            insert.push_values(chunk, |mut row, r| {
-                row.push_bind(pagewire_core::AttemptId::new().to_string())
-                    .push_bind(r.delivery_id.as_str())
-                    .push_bind(i64::from(r.attempt))
-                    .push_bind(r.started_at)
-                    .push_bind(r.duration_ms)
-                    .push_bind(r.status_code.map(i64::from))
-                    .push_bind(r.outcome)
-                    .push_bind(r.error.as_deref())
-                    .push_bind(r.response_excerpt.as_deref());
-            });
-            insert.build().execute(&mut *tx).await?;
-
-            let mut update = QueryBuilder::<Sqlite>::new(
-                "WITH v (id, seq, status, next_at, attempts, last_status, last_error) AS (",
-            );
-            update.push_values(chunk, |mut row, r| {
+        // Every outcome goes in as one JSON array bound to one parameter: the two statements below
+        // are the same text whatever the batch size, so they are prepared once, and binding costs
+        // one argument instead of sixteen per attempt.
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
                 let (status, next_at) = match r.next {
                     NextStep::Done => (DeliveryStatus::Delivered, now),
                     NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
                     NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
                 };
-                row.push_bind(r.delivery_id.as_str())
-                    .push_bind(r.lease_seq)
-                    .push_bind(status.as_str())
-                    .push_bind(next_at)
-                    .push_bind(i64::from(r.attempt))
-                    .push_bind(r.status_code.map(i64::from))
-                    .push_bind(r.error.as_deref());
-            });
-            update.push(
-                ") UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempts, \
-                 last_status = v.last_status, last_error = v.last_error, updated_at = ",
-            );
-            update.push_bind(now);
-            update.push(" FROM v WHERE deliveries.id = v.id AND deliveries.lease_seq = v.seq");
-            update.build().execute(&mut *tx).await?;
-        }
+                serde_json::json!([
+                    pagewire_core::AttemptId::new(),
+                    r.delivery_id,
+                    r.attempt,
+                    r.started_at,
+                    r.duration_ms,
+                    r.status_code,
+                    r.outcome,
+                    r.error,
+                    r.response_excerpt,
+                    r.lease_seq,
+                    status.as_str(),
+                    next_at,
+                ])
+            })
+            .collect();
+        let rows = serde_json::Value::Array(rows).to_string();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, \
+             outcome, error, response_excerpt) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
+             value->>8 FROM json_each(?1)",
+        )
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
+             last_status = v.status_code, last_error = v.error, updated_at = ?2 \
+             FROM (SELECT value->>1 AS id, value->>2 AS attempt, value->>5 AS status_code, value->>7 AS error, \
+                   value->>9 AS seq, value->>10 AS status, value->>11 AS next_at FROM json_each(?1)) AS v \
+             WHERE deliveries.id = v.id AND deliveries.lease_seq = v.seq",
+        )
+        .bind(&rows)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let report = update_health(&mut tx, records, now, health).await?;
         tx.commit().await?;
         Ok(report)

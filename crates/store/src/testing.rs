@@ -117,7 +117,7 @@ fn lease(now: i64, limit: u32) -> Lease {
         limit,
         per_endpoint_rounds: 1,
         lease_ms: LEASE_MS,
-        skip: Vec::new(),
+        held: Vec::new(),
     }
 }
 
@@ -292,15 +292,24 @@ pub async fn one_endpoint_cannot_fill_a_round(store: Arc<dyn Store>) -> Result {
         round.iter().any(|d| d.endpoint_id == quiet.endpoint),
         "the quiet endpoint gets its turn"
     );
-    let skipping = Lease {
-        skip: vec![busy.endpoint.clone()],
+    // What the worker already holds counts against the endpoint's share, and an endpoint is only
+    // leased when a whole round of its concurrency fits.
+    // Two rounds of 4: a share of 8.
+    let holding = |count| Lease {
+        held: vec![(busy.endpoint.clone(), count)],
+        per_endpoint_rounds: 2,
         ..lease(NOW + LEASE_MS, 10)
     };
-    assert!(store
-        .lease_due(skipping)
-        .await?
-        .iter()
-        .all(|d| d.endpoint_id != busy.endpoint));
+    let leased = store.lease_due(holding(8)).await?;
+    assert!(leased.iter().all(|d| d.endpoint_id != busy.endpoint), "a full share");
+    let leased = store.lease_due(holding(5)).await?;
+    assert!(
+        leased.iter().all(|d| d.endpoint_id != busy.endpoint),
+        "less than a round of room"
+    );
+    let leased = store.lease_due(holding(4)).await?;
+    let busy_count = leased.iter().filter(|d| d.endpoint_id == busy.endpoint).count();
+    assert_eq!(busy_count, 4, "one round of room");
     Ok(())
 }
 
