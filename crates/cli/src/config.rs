@@ -55,6 +55,29 @@ pub struct Config {
     /// Days final events, deliveries, attempts and raw POSTs are kept (a tenant can have its own).
     pub retention_days: u64,
     pub delivery: DeliverySection,
+    pub api: ApiSection,
+}
+
+/// The `/v1` admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Seconds a token from `POST /v1/auth/token` is valid.
+    pub token_ttl_secs: u64,
+    /// Requests per second one credential may make, on average (0 turns the limit off).
+    pub rate_limit_per_second: u32,
+    /// Requests one credential may make at once before the average applies.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: 900,
+            rate_limit_per_second: 20,
+            rate_limit_burst: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +126,7 @@ impl Default for Config {
             dedup_window_days: 7,
             retention_days: 30,
             delivery: DeliverySection::default(),
+            api: ApiSection::default(),
         }
     }
 }

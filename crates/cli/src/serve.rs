@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use pagewire_core::{Clock, HealthPolicy, MasterKey, RetryPolicy, Secret, SystemClock};
 use pagewire_delivery::DeliveryConfig;
 use pagewire_server::auth::{generate_token, AdminToken, ADMIN_TOKEN_PREFIX};
+use pagewire_server::ratelimit::RateLimit;
 use pagewire_server::{Gateway, GatewayConfig, IngestConfig};
 use pagewire_store::{SqliteStore, SqliteStoreOptions, Store};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         dedup_window: Duration::from_secs(config.dedup_window_days.saturating_mul(24 * 3600)),
         retention: Duration::from_secs(config.retention_days.saturating_mul(24 * 3600)),
         maintenance_interval: Duration::from_secs(3600),
+        token_ttl: Duration::from_secs(config.api.token_ttl_secs.max(1)),
+        rate_limit: RateLimit {
+            per_second: config.api.rate_limit_per_second,
+            burst: config.api.rate_limit_burst,
+        },
     };
     let gateway = Gateway::build(shared, Arc::new(SystemClock) as Arc<dyn Clock>, gateway_config)
         .await

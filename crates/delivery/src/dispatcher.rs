@@ -222,7 +222,6 @@ impl Dispatcher {
         let mut backoff = Duration::from_millis(100);
         let backlog_limit = inner.config.concurrency.max(1) * 2;
 
-
         while !shutdown.is_cancelled() {
             let room = backlog_limit.saturating_sub(inner.queued());
             let leased = if room == 0 {

@@ -1,21 +1,25 @@
-//! Who is calling: the operator (the bootstrap admin token) or a tenant (an API key).
+//! Who is calling: the operator (the bootstrap admin token) or a tenant (an API key, or a
+//! short-lived token exchanged for one).
 //!
-//! Both arrive as `Authorization: Bearer …`. Tenant keys are `pw_` followed by random characters and
-//! are stored only as their SHA-256 hash; the admin token is compared by hash in constant time.
-//! Handlers take [`Caller`], [`Operator`] or [`TenantContext`] as extractors and never read headers.
+//! All arrive as `Authorization: Bearer …`. Tenant keys are `pw_` followed by random characters and
+//! are stored only as their SHA-256 hash; the admin token is compared by hash in constant time;
+//! tokens are JWTs verified by [`TokenService`]. A key is `admin` or `read_only`; a read-only
+//! credential gets 403 on every method but GET and HEAD. Handlers take [`Credential`], [`Caller`],
+//! [`Operator`] or [`TenantContext`] as extractors and never read headers.
 
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use pagewire_core::{Secret, TenantId};
-use pagewire_store::Store;
+use pagewire_core::{ApiKeyId, Clock, Secret, TenantId};
+use pagewire_store::{ApiKey, KeyRole, Store};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::tokens::{Claims, TokenError, TokenService};
 
 /// The prefix of tenant API keys.
 pub const API_KEY_PREFIX: &str = "pw_";
@@ -53,18 +57,90 @@ impl AdminToken {
     }
 }
 
-/// What authentication needs: the store (for keys) and the admin token's hash.
+/// What authentication needs: the store (for keys), the admin token's hash, and the token service.
 #[derive(Debug, Clone)]
 pub struct AuthState {
     store: Arc<dyn Store>,
     admin_token: AdminToken,
+    clock: Arc<dyn Clock>,
+    tokens: TokenService,
 }
 
 impl AuthState {
-    pub fn new(store: Arc<dyn Store>, admin_token: AdminToken) -> Self {
-        Self { store, admin_token }
+    pub fn new(store: Arc<dyn Store>, admin_token: AdminToken, clock: Arc<dyn Clock>, tokens: TokenService) -> Self {
+        Self {
+            store,
+            admin_token,
+            clock,
+            tokens,
+        }
+    }
+
+    pub fn tokens(&self) -> &TokenService {
+        &self.tokens
+    }
+
+    /// Who a bearer credential is: the admin token, a tenant API key, or a token from
+    /// `POST /v1/auth/token`.
+    async fn resolve(&self, bearer: &str) -> Result<Credential, ApiError> {
+        if self.admin_token.matches(bearer) {
+            return Ok(Credential {
+                caller: Caller::Operator,
+                scope: Scope::Operator,
+                key_id: None,
+                via_token: false,
+            });
+        }
+        if bearer.starts_with(API_KEY_PREFIX) {
+            let Some(key) = self.store.find_api_key(&hash_api_key(bearer)).await? else {
+                return Err(ApiError::Unauthorized);
+            };
+            self.note_use(&key);
+            let scope = match key.role {
+                KeyRole::Admin => Scope::TenantAdmin,
+                KeyRole::ReadOnly => Scope::TenantReadOnly,
+            };
+            return Ok(Credential {
+                caller: Caller::Tenant(key.tenant_id),
+                scope,
+                key_id: Some(key.id),
+                via_token: false,
+            });
+        }
+        if bearer.starts_with("eyJ") {
+            let claims = self.tokens.verify(bearer).await.map_err(|e| {
+                if let TokenError::Store(e) = e {
+                    return ApiError::from(e);
+                }
+                tracing::info!(reason = %e, "token refused");
+                ApiError::Unauthorized
+            })?;
+            return Credential::from_claims(&claims).ok_or(ApiError::Unauthorized);
+        }
+        Err(ApiError::Unauthorized)
+    }
+
+    /// Records `last_used_at`, at most once a minute per key and off the request's path.
+    fn note_use(&self, key: &ApiKey) {
+        let now = self.clock.now_ms();
+        if key
+            .last_used_at
+            .is_some_and(|at| now.saturating_sub(at) < LAST_USED_RESOLUTION_MS)
+        {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let id = key.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&id, now).await {
+                tracing::warn!(key_id = %id, error = %e, "recording an API key's last use failed");
+            }
+        });
     }
 }
+
+/// How precisely `last_used_at` is kept.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 fn sha256(value: &str) -> [u8; 32] {
     Sha256::digest(value.as_bytes()).into()
@@ -92,6 +168,64 @@ pub enum Caller {
     Tenant(TenantId),
 }
 
+/// What a credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Operator,
+    TenantAdmin,
+    /// Reads only: every method but GET and HEAD answers 403.
+    TenantReadOnly,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::TenantAdmin => "tenant:admin",
+            Self::TenantReadOnly => "tenant:read_only",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "operator" => Some(Self::Operator),
+            "tenant:admin" => Some(Self::TenantAdmin),
+            "tenant:read_only" => Some(Self::TenantReadOnly),
+            _ => None,
+        }
+    }
+}
+
+/// A verified credential: who, with what scope, and how it was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub caller: Caller,
+    pub scope: Scope,
+    /// The API key, when one was presented (directly or through a token exchanged for it).
+    pub key_id: Option<ApiKeyId>,
+    /// Presented as a token from `POST /v1/auth/token`.
+    pub via_token: bool,
+}
+
+impl Credential {
+    fn from_claims(claims: &Claims) -> Option<Self> {
+        let scope = Scope::parse(&claims.scope)?;
+        let (caller, key_id) = match scope {
+            Scope::Operator => (Caller::Operator, None),
+            Scope::TenantAdmin | Scope::TenantReadOnly => (
+                Caller::Tenant(claims.tid.as_deref()?.parse().ok()?),
+                Some(claims.sub.parse().ok()?),
+            ),
+        };
+        Some(Self {
+            caller,
+            scope,
+            key_id,
+            via_token: true,
+        })
+    }
+}
+
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -99,6 +233,25 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+impl<S> FromRequestParts<S> for Credential
+where
+    S: Send + Sync,
+    AuthState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Resolved once per request, whichever extractors a handler takes.
+        if let Some(credential) = parts.extensions.get::<Self>() {
+            return Ok(credential.clone());
+        }
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let credential = AuthState::from_ref(state).resolve(token).await?;
+        parts.extensions.insert(credential.clone());
+        Ok(credential)
+    }
 }
 
 impl<S> FromRequestParts<S> for Caller
@@ -109,17 +262,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = AuthState::from_ref(state);
-        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        if auth.admin_token.matches(token) {
-            return Ok(Self::Operator);
+        let credential = Credential::from_request_parts(parts, state).await?;
+        if credential.scope == Scope::TenantReadOnly && !parts.method.is_safe() {
+            return Err(ApiError::Forbidden("this credential is read-only"));
         }
-        if token.starts_with(API_KEY_PREFIX) {
-            if let Some(key) = auth.store.find_api_key(&hash_api_key(token)).await? {
-                return Ok(Self::Tenant(key.tenant_id));
-            }
-        }
-        Err(ApiError::Unauthorized)
+        Ok(credential.caller)
     }
 }
 
@@ -142,8 +289,8 @@ where
     }
 }
 
-/// A tenant, identified by one of its API keys. Everything a handler reads or writes with it is
-/// scoped to this tenant.
+/// A tenant, identified by one of its API keys or a token exchanged for one. Everything a handler
+/// reads or writes with it is scoped to this tenant.
 #[derive(Debug, Clone)]
 pub struct TenantContext {
     pub tenant_id: TenantId,

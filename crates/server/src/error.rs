@@ -30,6 +30,8 @@ pub enum ApiError {
     Signature(pagewire_meta::SignatureError),
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    #[error("too many requests with this credential; retry after the time in `Retry-After`")]
+    RateLimited,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -61,6 +63,7 @@ impl ApiError {
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +80,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::Signature(_) => "invalid_signature",
             Self::Unavailable => "unavailable",
+            Self::RateLimited => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -92,6 +96,7 @@ impl ApiError {
             Self::PayloadTooLarge => "Payload too large",
             Self::Signature(_) => "Invalid signature",
             Self::Unavailable => "Service unavailable",
+            Self::RateLimited => "Too many requests",
             Self::Internal(_) => "Internal error",
         }
     }

@@ -13,7 +13,9 @@ pub mod auth;
 pub mod error;
 pub mod ingest;
 pub mod ingress;
+pub mod ratelimit;
 pub mod routing;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +70,10 @@ pub struct GatewayConfig {
     pub retention: Duration,
     /// How often housekeeping (releasing dedup keys) runs.
     pub maintenance_interval: Duration,
+    /// How long a token from `POST /v1/auth/token` is valid.
+    pub token_ttl: Duration,
+    /// Requests per credential on `/v1` (zero turns the limit off).
+    pub rate_limit: ratelimit::RateLimit,
 }
 
 /// Why the gateway could not start.
@@ -176,11 +182,17 @@ impl Gateway {
             let admin = admin::AdminState {
                 store: Arc::clone(&store),
                 routing: routing.clone(),
-                auth: auth::AuthState::new(Arc::clone(&store), config.admin_token),
+                auth: auth::AuthState::new(
+                    Arc::clone(&store),
+                    config.admin_token,
+                    Arc::clone(&clock),
+                    tokens::TokenService::new(Arc::clone(&store), Arc::clone(&clock), config.token_ttl),
+                ),
                 clock: Arc::clone(&clock),
                 destinations: std::sync::Arc::clone(&config.delivery.destinations),
             };
-            router = router.merge(ingress::router(ingress)).merge(admin::router(admin));
+            let admin = ratelimit::apply(admin::router(admin), config.rate_limit);
+            router = router.merge(ingress::router(ingress)).merge(admin);
         }
         let maintenance = Maintenance {
             store: Arc::clone(&store),

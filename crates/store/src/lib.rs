@@ -42,9 +42,60 @@ pub struct ApiKey {
     pub id: ApiKeyId,
     pub tenant_id: TenantId,
     pub name: Option<String>,
+    pub role: KeyRole,
     /// The first characters of the key, to tell keys apart in lists.
     pub prefix: String,
     pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// What a tenant API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyRole {
+    /// Everything the tenant may do.
+    #[default]
+    Admin,
+    /// Reads only.
+    ReadOnly,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::ReadOnly => "read_only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "read_only" => Some(Self::ReadOnly),
+            _ => None,
+        }
+    }
+}
+
+/// A new API key, stored by its hash.
+#[derive(Debug, Clone)]
+pub struct NewApiKey<'a> {
+    pub tenant_id: &'a TenantId,
+    pub name: Option<&'a str>,
+    pub role: KeyRole,
+    /// SHA-256 of the key, hex.
+    pub key_hash: &'a str,
+    pub prefix: &'a str,
+}
+
+/// A key that signs the dashboard's tokens (HMAC-SHA256), opened.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub secret: Secret,
+    pub created_at: i64,
+    /// When it stopped signing; it verifies until the tokens it signed expire.
+    pub retired_at: Option<i64>,
 }
 
 /// A Meta app with its secrets opened. `tenant_id` is `None` for the operator's shared apps.
@@ -367,16 +418,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_tenant(&self, id: &TenantId) -> Result<Tenant>;
 
     /// Stores a new API key by its hash; the key itself is never stored.
-    async fn create_api_key(
-        &self,
-        tenant_id: &TenantId,
-        name: Option<&str>,
-        key_hash: &str,
-        prefix: &str,
-        now: i64,
-    ) -> Result<ApiKey>;
-    /// The tenant that owns an unrevoked key with this hash.
+    async fn create_api_key(&self, key: NewApiKey<'_>, now: i64) -> Result<ApiKey>;
+    /// The unrevoked key with this hash.
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>>;
+    /// The tenant's keys, revoked ones included, newest first.
+    async fn list_api_keys(&self, tenant_id: &TenantId) -> Result<Vec<ApiKey>>;
+    /// Revokes one of the tenant's keys (again is a no-op); `NotFound` if it is not the tenant's.
+    async fn revoke_api_key(&self, tenant_id: &TenantId, id: &ApiKeyId, now: i64) -> Result<ApiKey>;
+    /// Notes that a key was used.
+    async fn touch_api_key(&self, id: &ApiKeyId, now: i64) -> Result<()>;
+
+    /// Every signing key that still signs or verifies, newest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>>;
+    /// Adds a signing key that signs from now on, retires the one before it, and forgets keys
+    /// retired before `forget_before` (their tokens have expired).
+    async fn rotate_signing_key(&self, kid: &str, secret: &Secret, now: i64, forget_before: i64) -> Result<()>;
 
     async fn create_app(&self, app: NewMetaApp, now: i64) -> Result<MetaApp>;
     /// The tenant's own apps and the shared apps (with `tenant_id == None`).

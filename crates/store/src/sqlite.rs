@@ -23,8 +23,8 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
     ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport, Inbound,
-    IngestReceipt, IngestRequest, Lease, LeasedDelivery, MetaApp, NewEndpoint, NewMetaApp, NewPage, Page, PruneReport,
-    Replay, Result, RoutingData, Store, StoreError, StoredEvent, Tenant,
+    IngestReceipt, IngestRequest, KeyRole, Lease, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage,
+    Page, PruneReport, Replay, Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, Tenant,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -33,6 +33,7 @@ const APP_SECRET: &str = "app_secret";
 const VERIFY_TOKEN: &str = "verify_token";
 const PAGE_TOKEN: &str = "page_token";
 const ENDPOINT_SECRET: &str = "endpoint_secret";
+const SIGNING_KEY: &str = "signing_key";
 const ENDPOINT_ED25519: &str = "endpoint_ed25519";
 
 /// Rows per multi-row statement: well under SQLite's limit of 32766 bound parameters.
@@ -146,7 +147,9 @@ impl SqliteStore {
             .acquire_timeout(options.busy_timeout)
             .connect_with(base.pragma("wal_autocheckpoint", "0"))
             .await?;
-        let checkpoints = Arc::new(Checkpoints(tokio::spawn(checkpoint_continuously(checkpointer)).abort_handle()));
+        let checkpoints = Arc::new(Checkpoints(
+            tokio::spawn(checkpoint_continuously(checkpointer)).abort_handle(),
+        ));
         Ok(Self {
             writer,
             readers,
@@ -308,6 +311,33 @@ const PAGE_COLUMNS: &str =
     "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
                                 ordered, format, headers, previous_secret_expires_at, ed25519_sealed, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
+const API_KEY_COLUMNS: &str = "id, tenant_id, name, role, key_prefix, created_at, last_used_at, revoked_at";
+
+type ApiKeyRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKey> {
+    let (id, tenant_id, name, role, prefix, created_at, last_used_at, revoked_at) = row;
+    Ok(ApiKey {
+        id: parse_id(&id)?,
+        tenant_id: parse_id(&tenant_id)?,
+        name,
+        role: KeyRole::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("API key role {role:?}")))?,
+        prefix,
+        created_at,
+        last_used_at,
+        revoked_at,
+    })
+}
+
 const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                 last_status, last_error, created_at, updated_at";
 
@@ -625,53 +655,111 @@ impl Store for SqliteStore {
         Ok(report)
     }
 
-    async fn create_api_key(
-        &self,
-        tenant_id: &TenantId,
-        name: Option<&str>,
-        key_hash: &str,
-        prefix: &str,
-        now: i64,
-    ) -> Result<ApiKey> {
+    async fn create_api_key(&self, key: NewApiKey<'_>, now: i64) -> Result<ApiKey> {
         let id = ApiKeyId::new();
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, tenant_id, name, role, key_hash, key_prefix, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
-        .bind(tenant_id.as_str())
-        .bind(name)
-        .bind(key_hash)
-        .bind(prefix)
+        .bind(key.tenant_id.as_str())
+        .bind(key.name)
+        .bind(key.role.as_str())
+        .bind(key.key_hash)
+        .bind(key.prefix)
         .bind(now)
         .execute(&self.writer)
         .await?;
         Ok(ApiKey {
             id,
-            tenant_id: tenant_id.clone(),
-            name: name.map(str::to_owned),
-            prefix: prefix.to_owned(),
+            tenant_id: key.tenant_id.clone(),
+            name: key.name.map(str::to_owned),
+            role: key.role,
+            prefix: key.prefix.to_owned(),
             created_at: now,
+            last_used_at: None,
+            revoked_at: None,
         })
     }
 
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
-        let row: Option<(String, String, Option<String>, String, i64)> = sqlx::query_as(
-            "SELECT id, tenant_id, name, key_prefix, created_at FROM api_keys \
-             WHERE key_hash = ? AND revoked_at IS NULL",
-        )
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL"
+        ))
         .bind(key_hash)
         .fetch_optional(&self.readers)
         .await?;
-        row.map(|(id, tenant_id, name, prefix, created_at)| {
-            Ok(ApiKey {
-                id: parse_id(&id)?,
-                tenant_id: parse_id(&tenant_id)?,
-                name,
-                prefix,
-                created_at,
+        row.map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant_id: &TenantId) -> Result<Vec<ApiKey>> {
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY id DESC"
+        ))
+        .bind(tenant_id.as_str())
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, tenant_id: &TenantId, id: &ApiKeyId, now: i64) -> Result<ApiKey> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND tenant_id = ? \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(id.as_str())
+        .bind(tenant_id.as_str())
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(api_key_from_row).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn touch_api_key(&self, id: &ApiKeyId, now: i64) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT kid, secret_sealed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(kid, sealed, created_at, retired_at)| {
+                Ok(SigningKey {
+                    secret: self.open_secret(SIGNING_KEY, &sealed)?,
+                    kid,
+                    created_at,
+                    retired_at,
+                })
             })
-        })
-        .transpose()
+            .collect()
+    }
+
+    async fn rotate_signing_key(&self, kid: &str, secret: &Secret, now: i64, forget_before: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO signing_keys (kid, secret_sealed, created_at) VALUES (?, ?, ?)")
+            .bind(kid)
+            .bind(self.key.seal(SIGNING_KEY, secret.expose()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_app(&self, app: NewMetaApp, now: i64) -> Result<MetaApp> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pagewire_core::{Clock, ManualClock, MasterKey, RetryPolicy, Secret};
 use pagewire_delivery::{DeliveryConfig, DestinationPolicy, Dispatcher};
 use pagewire_server::auth::AdminToken;
+use pagewire_server::ratelimit::RateLimit;
 use pagewire_server::{Gateway, GatewayConfig, IngestConfig, Role};
 use pagewire_store::{SqliteStore, SqliteStoreOptions, Store};
 use serde_json::{json, Value};
@@ -28,6 +29,7 @@ pub struct TestAppBuilder {
     background_delivery: bool,
     refuse_private_endpoints: bool,
     retry: Option<RetryPolicy>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl TestAppBuilder {
@@ -57,6 +59,12 @@ impl TestAppBuilder {
 
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Limits `/v1` requests per credential (test apps do not limit by default).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 
@@ -96,6 +104,11 @@ impl TestAppBuilder {
             dedup_window: Duration::from_secs(7 * 24 * 3600),
             retention: Duration::from_secs(30 * 24 * 3600),
             maintenance_interval: Duration::from_secs(24 * 3600),
+            token_ttl: Duration::from_secs(900),
+            rate_limit: self.rate_limit.unwrap_or(RateLimit {
+                per_second: 0,
+                burst: 0,
+            }),
         };
         let gateway = Gateway::build(Arc::clone(&store), Arc::new(clock.clone()) as Arc<dyn Clock>, config).await?;
         let dispatcher = gateway.dispatcher().clone();

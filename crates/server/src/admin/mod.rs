@@ -8,17 +8,17 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::Bytes;
 use pagewire_core::{Clock, DeliveryId, EventId, Platform, Secret, TenantId};
 use pagewire_store::{Delivery, MetaApp, NewMetaApp, NewPage, Page, Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::auth::{generate_token, hash_api_key, AuthState, Caller, Operator, TenantContext, API_KEY_PREFIX};
+use crate::auth::{AuthState, Caller, Operator, TenantContext};
 use crate::error::{ApiError, ApiJson};
 use crate::routing::RoutingCache;
 
 mod endpoints;
+mod keys;
 mod replay;
 
 /// What the admin API needs.
@@ -42,7 +42,18 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/v1/tenants/{tenant_id}", get(get_tenant).patch(update_tenant))
-        .route("/v1/tenants/{tenant_id}/api-keys", post(create_api_key))
+        .route(
+            "/v1/tenants/{tenant_id}/api-keys",
+            post(keys::create_tenant_key).get(keys::list_tenant_keys),
+        )
+        .route(
+            "/v1/tenants/{tenant_id}/api-keys/{key_id}",
+            axum::routing::delete(keys::revoke_tenant_key),
+        )
+        .route("/v1/api-keys", post(keys::create_own_key).get(keys::list_own_keys))
+        .route("/v1/api-keys/{key_id}", axum::routing::delete(keys::revoke_own_key))
+        .route("/v1/auth/token", post(keys::issue_token))
+        .route("/v1/auth/signing-keys/rotate", post(keys::rotate_signing_key))
         .route("/v1/apps", post(create_app).get(list_apps))
         .route("/v1/pages", post(create_page).get(list_pages))
         .route(
@@ -194,63 +205,6 @@ async fn list_tenants(State(state): State<AdminState>, _: Operator) -> Result<Ap
     let tenants = state.store.list_tenants().await?;
     Ok(ApiJson(
         tenants.into_iter().map(TenantView::from).collect::<Vec<_>>().into(),
-    ))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateApiKey {
-    name: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CreatedApiKey {
-    id: pagewire_core::ApiKeyId,
-    tenant_id: TenantId,
-    name: Option<String>,
-    /// Shown once; only its hash is kept.
-    key: String,
-    created_at: String,
-}
-
-async fn create_api_key(
-    State(state): State<AdminState>,
-    _: Operator,
-    Path(tenant_id): Path<String>,
-    body: Bytes,
-) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
-    let tenant_id: TenantId = tenant_id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
-    // The body is optional: an empty one asks for an unnamed key.
-    let body: CreateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateApiKey::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
-    if let Some(name) = &body.name {
-        required("name", name, 200)?;
-    }
-    state.store.get_tenant(&tenant_id).await.map_err(not_found("tenant"))?;
-    let key = generate_token(API_KEY_PREFIX);
-    let record = state
-        .store
-        .create_api_key(
-            &tenant_id,
-            body.name.as_deref(),
-            &hash_api_key(&key),
-            &key[..7],
-            state.clock.now_ms(),
-        )
-        .await?;
-    tracing::info!(tenant_id = %tenant_id, key_id = %record.id, "API key created");
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(CreatedApiKey {
-            id: record.id,
-            tenant_id,
-            name: record.name,
-            key,
-            created_at: iso(record.created_at),
-        }),
     ))
 }
 
