@@ -102,7 +102,7 @@ impl Gateway {
         self.call(
             "/v1/apps",
             &key,
-            json!({"app_id": app_id, "app_secret": app_secret, "verify_token": "bench"}),
+            json!({"app_id": app_id, "app_secret": app_secret, "verify_token": "bench-harness-verify-token"}),
         )
         .await?;
         self.call("/v1/pages", &key, json!({"page_id": page_id, "app_id": app_id}))

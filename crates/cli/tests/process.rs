@@ -213,7 +213,7 @@ async fn delivers_everything_acknowledged_before_a_crash() -> TestResult {
         post.clone(),
         &ingress.url("/v1/apps"),
         key,
-        Some(json!({"app_id": "42", "app_secret": secret, "verify_token": "v"})),
+        Some(json!({"app_id": "42", "app_secret": secret, "verify_token": "process-test-verify-token"})),
     )
     .await?;
     call(

@@ -167,13 +167,13 @@ async fn receive(
             .note(state.clock.now_ms(), envelope.object(), envelope.entries().len());
         return Ok("EVENT_RECEIVED");
     }
-    let mut verified = None;
-    for app in candidates {
-        if let Ok(proof) = signature.verify(app.app_secret(), &body) {
-            verified = Some((app, proof));
-            break;
-        }
-    }
+    let now = state.clock.now_ms();
+    let verified = candidates.into_iter().find_map(|app| {
+        signature
+            .verify_any(app.app_secrets(now), &body)
+            .ok()
+            .map(|proof| (app, proof))
+    });
     let (app, proof) = verified.ok_or_else(|| reject_signature(SignatureError::Mismatch))?;
     let envelope = envelope
         .into_verified(proof)
@@ -193,7 +193,9 @@ async fn receive_for_app(
     let signature = signature_header(&headers)?;
     let routing = state.routing.snapshot();
     let app = routing.app(&app_id).ok_or(ApiError::NotFound("Meta app"))?;
-    let proof = signature.verify(app.app_secret(), &body).map_err(reject_signature)?;
+    let proof = signature
+        .verify_any(app.app_secrets(state.clock.now_ms()), &body)
+        .map_err(reject_signature)?;
     let envelope = VerifiedEnvelope::parse(proof).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     accept(&state, &routing, app, envelope, body.clone()).await
 }

@@ -17,12 +17,20 @@ pub struct AppRoute {
     pub app_id: String,
     pub tenant_id: Option<TenantId>,
     app_secret: Vec<u8>,
+    /// The secret before a rotation, and until when it still verifies.
+    previous_secret: Option<(Vec<u8>, i64)>,
     verify_token: Vec<u8>,
 }
 
 impl AppRoute {
-    pub fn app_secret(&self) -> &[u8] {
-        &self.app_secret
+    /// The secrets that verify at `now`: the current one, then a rotated-out one in its overlap.
+    pub fn app_secrets(&self, now: i64) -> impl Iterator<Item = &[u8]> {
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|(secret, _)| secret.as_slice());
+        std::iter::once(self.app_secret.as_slice()).chain(previous)
     }
 
     /// Compares in constant time, so the answer's timing tells nothing about the token.
@@ -62,6 +70,9 @@ impl Routing {
                     app_id: app.app_id.clone(),
                     tenant_id: app.tenant_id,
                     app_secret: app.app_secret.expose().as_bytes().to_vec(),
+                    previous_secret: app
+                        .previous_secret
+                        .map(|(secret, until)| (secret.expose().as_bytes().to_vec(), until)),
                     verify_token: app.verify_token.expose().as_bytes().to_vec(),
                 };
                 (app.app_id, Arc::new(route))

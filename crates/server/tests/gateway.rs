@@ -337,7 +337,7 @@ async fn answers_the_handshake_with_the_right_token_only() -> TestResult {
             ])
             .send()
     };
-    let right = format!("verify-{APP_ID}");
+    let right = format!("verify-token-for-{APP_ID}");
     let ok = handshake("/webhooks/meta", &right).await?;
     assert_eq!(ok.status().as_u16(), 200);
     assert!(ok.headers()["content-type"].to_str()?.starts_with("text/plain"));

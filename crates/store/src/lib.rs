@@ -104,15 +104,27 @@ pub struct MetaApp {
     pub id: AppRecordId,
     pub app_id: String,
     pub tenant_id: Option<TenantId>,
+    pub name: Option<String>,
     pub app_secret: Secret,
+    /// The secret before the last rotation and until when it still verifies.
+    pub previous_secret: Option<(Secret, i64)>,
     pub verify_token: Secret,
     pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Changes to an app; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AppUpdate {
+    pub name: Option<Option<String>>,
+    pub verify_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewMetaApp {
     pub app_id: String,
     pub tenant_id: Option<TenantId>,
+    pub name: Option<String>,
     pub app_secret: Secret,
     pub verify_token: Secret,
 }
@@ -438,6 +450,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The tenant's own apps and the shared apps (with `tenant_id == None`).
     async fn list_apps(&self, tenant_id: Option<&TenantId>) -> Result<Vec<MetaApp>>;
     async fn get_app(&self, app_id: &str) -> Result<MetaApp>;
+    /// `Conflict` if the new verify token is another app's.
+    async fn update_app(&self, app_id: &str, update: AppUpdate, now: i64) -> Result<MetaApp>;
+    /// Makes `secret` the app's secret; the one it replaces verifies until `previous_valid_until`.
+    async fn rotate_app_secret(
+        &self,
+        app_id: &str,
+        secret: &Secret,
+        previous_valid_until: i64,
+        now: i64,
+    ) -> Result<MetaApp>;
+    /// `Conflict` while Pages are onboarded under the app.
+    async fn delete_app(&self, app_id: &str) -> Result<()>;
 
     async fn create_page(&self, page: NewPage, now: i64) -> Result<Page>;
     async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>>;

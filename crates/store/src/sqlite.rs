@@ -22,9 +22,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
-    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport, Inbound,
-    IngestReceipt, IngestRequest, KeyRole, Lease, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage,
-    Page, PruneReport, Replay, Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, Tenant,
+    ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport,
+    Inbound, IngestReceipt, IngestRequest, KeyRole, Lease, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp,
+    NewPage, Page, PruneReport, Replay, Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, Tenant,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -150,12 +150,14 @@ impl SqliteStore {
         let checkpoints = Arc::new(Checkpoints(
             tokio::spawn(checkpoint_continuously(checkpointer)).abort_handle(),
         ));
-        Ok(Self {
+        let store = Self {
             writer,
             readers,
             key,
             _checkpoints: checkpoints,
-        })
+        };
+        store.backfill_verify_token_hashes().await?;
+        Ok(store)
     }
 
     /// Opens the database at a `sqlite://` URL or a plain path.
@@ -204,19 +206,65 @@ impl SqliteStore {
     }
 
     fn app_from_row(&self, row: AppRow) -> Result<MetaApp> {
-        let (id, app_id, tenant_id, secret, token, created_at) = row;
+        let (id, app_id, tenant_id, name, secret, previous, previous_until, token, created_at, updated_at) = row;
+        let previous_secret = match (previous, previous_until) {
+            (Some(sealed), Some(until)) => Some((self.open_secret(APP_SECRET, &sealed)?, until)),
+            _ => None,
+        };
         Ok(MetaApp {
             id: parse_id(&id)?,
             app_id,
             tenant_id: tenant_id.as_deref().map(parse_id).transpose()?,
+            name,
             app_secret: self.open_secret(APP_SECRET, &secret)?,
+            previous_secret,
             verify_token: self.open_secret(VERIFY_TOKEN, &token)?,
             created_at,
+            updated_at,
         })
+    }
+
+    /// Fills in the verify-token hash of apps stored before it existed. A token two apps share keeps
+    /// no hash (and a warning): the operator should give one of them a new token.
+    async fn backfill_verify_token_hashes(&self) -> Result<()> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT app_id, verify_token_sealed FROM meta_apps WHERE verify_token_hash IS NULL")
+                .fetch_all(&self.writer)
+                .await?;
+        for (app_id, sealed) in rows {
+            let hash = verify_token_hash(&self.open_secret(VERIFY_TOKEN, &sealed)?);
+            let done = sqlx::query("UPDATE meta_apps SET verify_token_hash = ? WHERE app_id = ?")
+                .bind(hash)
+                .bind(&app_id)
+                .execute(&self.writer)
+                .await;
+            match done.map_err(StoreError::from) {
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    tracing::warn!(
+                        app_id,
+                        "this app's verify token is another app's too; give it a new one"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
-type AppRow = (String, String, Option<String>, String, String, i64);
+type AppRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<i64>,
+    String,
+    i64,
+    i64,
+);
 type PageRow = (
     String,
     String,
@@ -306,7 +354,14 @@ type DeliveryRow = (
     i64,
 );
 
-const APP_COLUMNS: &str = "id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at";
+const APP_COLUMNS: &str = "id, app_id, tenant_id, name, app_secret_sealed, previous_app_secret_sealed, \
+                           previous_secret_expires_at, verify_token_sealed, created_at, updated_at";
+
+/// How verify tokens are compared for uniqueness without storing them in the clear.
+fn verify_token_hash(token: &Secret) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.expose().as_bytes()))
+}
 const PAGE_COLUMNS: &str =
     "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
@@ -765,14 +820,16 @@ impl Store for SqliteStore {
     async fn create_app(&self, app: NewMetaApp, now: i64) -> Result<MetaApp> {
         let id = AppRecordId::new();
         sqlx::query(
-            "INSERT INTO meta_apps (id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO meta_apps (id, app_id, tenant_id, name, app_secret_sealed, verify_token_sealed, \
+             verify_token_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(&app.app_id)
         .bind(app.tenant_id.as_ref().map(TenantId::as_str))
+        .bind(app.name.as_deref())
         .bind(self.key.seal(APP_SECRET, app.app_secret.expose()))
         .bind(self.key.seal(VERIFY_TOKEN, app.verify_token.expose()))
+        .bind(verify_token_hash(&app.verify_token))
         .bind(now)
         .bind(now)
         .execute(&self.writer)
@@ -781,10 +838,84 @@ impl Store for SqliteStore {
             id,
             app_id: app.app_id,
             tenant_id: app.tenant_id,
+            name: app.name,
             app_secret: app.app_secret,
+            previous_secret: None,
             verify_token: app.verify_token,
             created_at: now,
+            updated_at: now,
         })
+    }
+
+    async fn update_app(&self, app_id: &str, update: AppUpdate, now: i64) -> Result<MetaApp> {
+        let mut tx = self.writer.begin().await?;
+        if let Some(name) = &update.name {
+            sqlx::query("UPDATE meta_apps SET name = ? WHERE app_id = ?")
+                .bind(name.as_deref())
+                .bind(app_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(token) = &update.verify_token {
+            sqlx::query("UPDATE meta_apps SET verify_token_sealed = ?, verify_token_hash = ? WHERE app_id = ?")
+                .bind(self.key.seal(VERIFY_TOKEN, token.expose()))
+                .bind(verify_token_hash(token))
+                .bind(app_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row: AppRow = sqlx::query_as(&format!(
+            "UPDATE meta_apps SET updated_at = ? WHERE app_id = ? RETURNING {APP_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(app_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.app_from_row(row)
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        app_id: &str,
+        secret: &Secret,
+        previous_valid_until: i64,
+        now: i64,
+    ) -> Result<MetaApp> {
+        let row: AppRow = sqlx::query_as(&format!(
+            "UPDATE meta_apps SET previous_app_secret_sealed = app_secret_sealed, \
+             previous_secret_expires_at = ?, app_secret_sealed = ?, updated_at = ? \
+             WHERE app_id = ? RETURNING {APP_COLUMNS}"
+        ))
+        .bind(previous_valid_until)
+        .bind(self.key.seal(APP_SECRET, secret.expose()))
+        .bind(now)
+        .bind(app_id)
+        .fetch_one(&self.writer)
+        .await?;
+        self.app_from_row(row)
+    }
+
+    async fn delete_app(&self, app_id: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let (pages,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pages WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if pages > 0 {
+            return Err(StoreError::Conflict {
+                constraint: String::from("pages.app_id"),
+            });
+        }
+        let deleted = sqlx::query("DELETE FROM meta_apps WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn list_apps(&self, tenant_id: Option<&TenantId>) -> Result<Vec<MetaApp>> {

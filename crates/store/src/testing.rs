@@ -38,8 +38,9 @@ pub async fn onboard_with(store: &dyn Store, page_id: &str, controls: DeliveryCo
             NewMetaApp {
                 app_id: app_id.clone(),
                 tenant_id: Some(tenant.clone()),
+                name: None,
                 app_secret: Secret::new(String::from("app-secret")),
-                verify_token: Secret::new(String::from("verify")),
+                verify_token: Secret::new(format!("verify-{app_id}")),
             },
             NOW,
         )
@@ -616,6 +617,70 @@ pub async fn opens_secrets_it_sealed(store: Arc<dyn Store>) -> Result {
     let routing = store.load_routing().await?;
     let app = routing.apps.iter().find(|a| a.app_id == "9109").ok_or("app missing")?;
     assert_eq!(app.app_secret.expose(), "app-secret");
-    assert_eq!(app.verify_token.expose(), "verify");
+    assert_eq!(app.verify_token.expose(), "verify-9109");
+    Ok(())
+}
+
+pub async fn keeps_a_rotated_app_secret_until_its_overlap_ends(store: Arc<dyn Store>) -> Result {
+    onboard(store.as_ref(), "120").await?;
+    let rotated = store
+        .rotate_app_secret("9120", &Secret::new(String::from("new-secret")), NOW + 3_600_000, NOW)
+        .await?;
+    assert_eq!(rotated.app_secret.expose(), "new-secret");
+    let (previous, until) = rotated.previous_secret.ok_or("no previous secret")?;
+    assert_eq!(previous.expose(), "app-secret");
+    assert_eq!(until, NOW + 3_600_000);
+    let routing = store.load_routing().await?;
+    let app = routing.apps.iter().find(|a| a.app_id == "9120").ok_or("app missing")?;
+    assert_eq!(
+        app.previous_secret.as_ref().map(|(s, _)| s.expose().as_str()),
+        Some("app-secret")
+    );
+    let err = store
+        .rotate_app_secret("404", &Secret::new(String::from("x")), NOW, NOW)
+        .await;
+    assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
+    Ok(())
+}
+
+pub async fn refuses_a_verify_token_another_app_has(store: Arc<dyn Store>) -> Result {
+    onboard(store.as_ref(), "121").await?;
+    let taken = NewMetaApp {
+        app_id: String::from("777"),
+        tenant_id: None,
+        name: None,
+        app_secret: Secret::new(String::from("s")),
+        verify_token: Secret::new(String::from("verify-9121")),
+    };
+    let err = store.create_app(taken, NOW).await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    let update = crate::AppUpdate {
+        name: None,
+        verify_token: Some(Secret::new(String::from("verify-9121"))),
+    };
+    onboard(store.as_ref(), "122").await?;
+    let err = store.update_app("9122", update, NOW).await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    Ok(())
+}
+
+pub async fn rotates_signing_keys_and_forgets_expired_ones(store: Arc<dyn Store>) -> Result {
+    assert!(store.signing_keys().await?.is_empty());
+    store
+        .rotate_signing_key("sk_a", &Secret::new(String::from("a")), NOW, NOW - 1)
+        .await?;
+    store
+        .rotate_signing_key("sk_b", &Secret::new(String::from("b")), NOW + 10, NOW)
+        .await?;
+    let keys = store.signing_keys().await?;
+    let kids: Vec<(&str, Option<i64>)> = keys.iter().map(|k| (k.kid.as_str(), k.retired_at)).collect();
+    assert_eq!(kids, vec![("sk_b", None), ("sk_a", Some(NOW + 10))]);
+    assert_eq!(keys[0].secret.expose(), "b");
+    // A key retired before `forget_before` goes at the next rotation.
+    store
+        .rotate_signing_key("sk_c", &Secret::new(String::from("c")), NOW + 20, NOW + 11)
+        .await?;
+    let kids: Vec<String> = store.signing_keys().await?.into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, vec!["sk_c", "sk_b"]);
     Ok(())
 }

@@ -39,6 +39,9 @@ contract!(
     keeps_tenants_apart,
     refuses_a_page_onboarded_twice,
     opens_secrets_it_sealed,
+    keeps_a_rotated_app_secret_until_its_overlap_ends,
+    refuses_a_verify_token_another_app_has,
+    rotates_signing_keys_and_forgets_expired_ones,
 );
 
 #[tokio::test]

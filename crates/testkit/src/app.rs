@@ -253,7 +253,8 @@ impl TestApp {
     /// Registers a Meta app: the tenant's own with `Some(tenant)`, a shared one with `None`.
     pub async fn create_app(&self, tenant: Option<&Tenant>, app_id: &str, app_secret: &str) -> Result<Value, BoxError> {
         let token = tenant.map_or(ADMIN_TOKEN, |t| t.api_key.as_str());
-        let body = json!({"app_id": app_id, "app_secret": app_secret, "verify_token": format!("verify-{app_id}")});
+        let body =
+            json!({"app_id": app_id, "app_secret": app_secret, "verify_token": format!("verify-token-for-{app_id}")});
         self.api_ok("POST", "/v1/apps", token, Some(body)).await
     }
 

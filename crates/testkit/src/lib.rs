@@ -19,6 +19,8 @@ pub mod simulator;
 pub mod app;
 #[cfg(feature = "contract")]
 pub mod contract;
+#[cfg(feature = "fake-graph")]
+pub mod graph;
 #[cfg(feature = "harness")]
 pub mod receiver;
 

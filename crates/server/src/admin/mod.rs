@@ -9,14 +9,15 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use pagewire_core::{Clock, DeliveryId, EventId, Platform, Secret, TenantId};
-use pagewire_store::{Delivery, MetaApp, NewMetaApp, NewPage, Page, Store, StoreError, Tenant};
+use pagewire_store::{Delivery, NewPage, Page, Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::auth::{AuthState, Caller, Operator, TenantContext};
+use crate::auth::{AuthState, Operator, TenantContext};
 use crate::error::{ApiError, ApiJson};
 use crate::routing::RoutingCache;
 
+mod apps;
 mod endpoints;
 mod keys;
 mod replay;
@@ -54,7 +55,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/api-keys/{key_id}", axum::routing::delete(keys::revoke_own_key))
         .route("/v1/auth/token", post(keys::issue_token))
         .route("/v1/auth/signing-keys/rotate", post(keys::rotate_signing_key))
-        .route("/v1/apps", post(create_app).get(list_apps))
+        .route("/v1/apps", post(apps::create_app).get(apps::list_apps))
+        .route(
+            "/v1/apps/{app_id}",
+            get(apps::get_app).patch(apps::update_app).delete(apps::delete_app),
+        )
+        .route("/v1/apps/{app_id}/rotate-secret", post(apps::rotate_app_secret))
         .route("/v1/pages", post(create_page).get(list_pages))
         .route(
             "/v1/endpoints",
@@ -92,6 +98,16 @@ impl<T> From<Vec<T>> for List<T> {
             next_cursor: None,
         }
     }
+}
+
+/// For update fields where `null` clears and absence keeps: absent is `None`, `null` is
+/// `Some(None)` (with `#[serde(default, deserialize_with = "nullable")]`).
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 pub(crate) fn iso(ms: i64) -> String {
@@ -213,77 +229,6 @@ pub(crate) fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
         StoreError::NotFound => ApiError::NotFound(what),
         other => other.into(),
     }
-}
-
-// ---- Meta apps ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateApp {
-    app_id: String,
-    app_secret: Secret,
-    verify_token: Secret,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AppView {
-    id: pagewire_core::AppRecordId,
-    app_id: String,
-    /// The owning tenant; null for the operator's shared apps.
-    tenant_id: Option<TenantId>,
-    shared: bool,
-    created_at: String,
-}
-
-impl From<MetaApp> for AppView {
-    fn from(app: MetaApp) -> Self {
-        Self {
-            id: app.id,
-            app_id: app.app_id,
-            shared: app.tenant_id.is_none(),
-            tenant_id: app.tenant_id,
-            created_at: iso(app.created_at),
-        }
-    }
-}
-
-/// With a tenant key: the tenant's own app. With the admin token: a shared app, to which many tenants'
-/// Pages subscribe.
-async fn create_app(
-    State(state): State<AdminState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<CreateApp>,
-) -> Result<(StatusCode, ApiJson<AppView>), ApiError> {
-    meta_id("app_id", &body.app_id)?;
-    required("app_secret", body.app_secret.expose(), 256)?;
-    required("verify_token", body.verify_token.expose(), 256)?;
-    let tenant_id = match caller {
-        Caller::Operator => None,
-        Caller::Tenant(id) => Some(id),
-    };
-    let app = state
-        .store
-        .create_app(
-            NewMetaApp {
-                app_id: body.app_id,
-                tenant_id,
-                app_secret: body.app_secret,
-                verify_token: body.verify_token,
-            },
-            state.clock.now_ms(),
-        )
-        .await?;
-    state.routing.reload().await?;
-    tracing::info!(app_id = %app.app_id, shared = app.tenant_id.is_none(), "Meta app registered");
-    Ok((StatusCode::CREATED, ApiJson(app.into())))
-}
-
-async fn list_apps(State(state): State<AdminState>, caller: Caller) -> Result<ApiJson<List<AppView>>, ApiError> {
-    let apps = match &caller {
-        Caller::Operator => state.store.list_apps(None).await?,
-        Caller::Tenant(id) => state.store.list_apps(Some(id)).await?,
-    };
-    Ok(ApiJson(apps.into_iter().map(AppView::from).collect::<Vec<_>>().into()))
 }
 
 // ---- Pages ----
