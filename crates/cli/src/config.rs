@@ -44,8 +44,13 @@ pub struct Config {
     pub endpoint_allowed_networks: Vec<String>,
     /// Refuse endpoint URLs that are not https.
     pub https_only_endpoints: bool,
+    /// The Graph API's base URL (a fake one in tests).
     pub graph_url: String,
+    /// The Graph API version in every call's path.
     pub graph_version: String,
+    /// The gateway's address as Meta reaches it (`https://hooks.example.com`): the callback URL
+    /// `PUT /v1/apps/{app_id}/subscription` gives Meta is `<public_url>/webhooks/meta/<app_id>`.
+    pub public_url: Option<String>,
     /// `all`, `ingress` (HTTP only) or `worker` (delivery only).
     pub role: Role,
     pub log_format: LogFormat,
@@ -121,6 +126,7 @@ impl Default for Config {
             https_only_endpoints: false,
             graph_url: String::from("https://graph.facebook.com"),
             graph_version: String::from("v21.0"),
+            public_url: None,
             role: Role::All,
             log_format: LogFormat::Text,
             dedup_window_days: 7,

@@ -62,6 +62,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             per_second: config.api.rate_limit_per_second,
             burst: config.api.rate_limit_burst,
         },
+        graph: pagewire_graph::GraphConfig {
+            base_url: config.graph_url.clone(),
+            version: config.graph_version.clone(),
+            ..pagewire_graph::GraphConfig::default()
+        },
+        public_url: config.public_url.clone(),
     };
     let gateway = Gateway::build(shared, Arc::new(SystemClock) as Arc<dyn Clock>, gateway_config)
         .await
@@ -116,7 +122,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -156,7 +162,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// `PAGEWIRE_MASTER_KEY`, else the data dir's key file, else a new key written there.
-fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+pub(crate) fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
     if let Some(key) = &config.master_key {
         return Ok(MasterKey::parse(key.expose())?);
     }
@@ -214,7 +220,7 @@ Next, create a tenant with it:
     );
 }
 
-async fn open_store(config: &Config, key: MasterKey) -> anyhow::Result<SqliteStore> {
+pub(crate) async fn open_store(config: &Config, key: MasterKey) -> anyhow::Result<SqliteStore> {
     let options = SqliteStoreOptions::default();
     let store = match &config.database_url {
         None => SqliteStore::open(&config.data_dir.join(DATABASE_FILE), key, options).await,

@@ -111,9 +111,10 @@ impl Event {
     }
 }
 
-/// An event about a tenant's own delivery rather than from Meta: `endpoint.disabled`,
-/// `endpoint.recovered`, `delivery.exhausted`. It reaches only the endpoints whose `event_types`
-/// name it (or `endpoint.*`, `delivery.*`), signed like every event.
+/// An event about a tenant's own setup rather than from Meta: `endpoint.disabled`,
+/// `endpoint.recovered`, `delivery.exhausted`, `subscription.lost`. It reaches only the endpoints
+/// whose `event_types` name it (or `endpoint.*`, `delivery.*`, `subscription.*`), signed like every
+/// event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OperationalEvent {
     pub id: EventId,
@@ -129,7 +130,12 @@ pub struct OperationalEvent {
 
 impl OperationalEvent {
     /// The operational event types.
-    pub const TYPES: [&'static str; 3] = ["endpoint.disabled", "endpoint.recovered", "delivery.exhausted"];
+    pub const TYPES: [&'static str; 4] = [
+        "endpoint.disabled",
+        "endpoint.recovered",
+        "delivery.exhausted",
+        "subscription.lost",
+    ];
 
     pub fn new(event_type: &str, tenant_id: TenantId, now_ms: i64, data: serde_json::Value) -> Self {
         Self {
@@ -145,7 +151,9 @@ impl OperationalEvent {
 
     /// Whether `event_type` is one of these, not a Meta event.
     pub fn is_operational(event_type: &str) -> bool {
-        event_type.starts_with("endpoint.") || event_type.starts_with("delivery.")
+        event_type.starts_with("endpoint.")
+            || event_type.starts_with("delivery.")
+            || event_type.starts_with("subscription.")
     }
 
     pub fn to_json(&self) -> String {

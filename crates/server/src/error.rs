@@ -32,6 +32,10 @@ pub enum ApiError {
     Unavailable,
     #[error("too many requests with this credential; retry after the time in `Retry-After`")]
     RateLimited,
+    #[error("{0}")]
+    PageTaken(&'static str),
+    #[error("{0}")]
+    Graph(#[from] pagewire_graph::GraphError),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -64,6 +68,15 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::PageTaken(_) => StatusCode::CONFLICT,
+            // What the tenant gave (a token, a Page id) is wrong: 422. Meta busy or down: 503/502.
+            Self::Graph(e) => match e {
+                pagewire_graph::GraphError::InvalidToken { .. }
+                | pagewire_graph::GraphError::PermissionDenied { .. }
+                | pagewire_graph::GraphError::InvalidParameter { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                pagewire_graph::GraphError::RateLimited { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +94,8 @@ impl ApiError {
             Self::Signature(_) => "invalid_signature",
             Self::Unavailable => "unavailable",
             Self::RateLimited => "rate_limited",
+            Self::PageTaken(_) => "page_taken",
+            Self::Graph(e) => e.code(),
             Self::Internal(_) => "internal",
         }
     }
@@ -97,6 +112,8 @@ impl ApiError {
             Self::Signature(_) => "Invalid signature",
             Self::Unavailable => "Service unavailable",
             Self::RateLimited => "Too many requests",
+            Self::PageTaken(_) => "Page taken",
+            Self::Graph(_) => "Graph API error",
             Self::Internal(_) => "Internal error",
         }
     }
@@ -129,7 +146,7 @@ impl IntoResponse for ApiError {
             error_id: error_id.as_deref(),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(
                 header::CONTENT_TYPE,
@@ -137,7 +154,15 @@ impl IntoResponse for ApiError {
             )],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Self::Graph(e) = &self {
+            if let Some(wait) = e.retry_after() {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+            }
+        }
+        response
     }
 }
 

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod ingress;
 pub mod ratelimit;
 pub mod routing;
+pub mod subscriptions;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -74,6 +75,11 @@ pub struct GatewayConfig {
     pub token_ttl: Duration,
     /// Requests per credential on `/v1` (zero turns the limit off).
     pub rate_limit: ratelimit::RateLimit,
+    /// The Graph API: where it is, its version, timeouts.
+    pub graph: pagewire_graph::GraphConfig,
+    /// The gateway's address as Meta reaches it (`https://hooks.example.com`), for app webhook
+    /// subscriptions.
+    pub public_url: Option<String>,
 }
 
 /// Why the gateway could not start.
@@ -83,6 +89,8 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error("building the HTTP client failed")]
     Client(#[from] pagewire_delivery::ClientError),
+    #[error("building the Graph API client failed")]
+    Graph(#[from] pagewire_graph::GraphError),
     #[error("serving HTTP failed")]
     Io(#[from] std::io::Error),
 }
@@ -103,6 +111,7 @@ pub struct Gateway {
 pub struct Maintenance {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    graph: pagewire_graph::GraphClient,
     dedup_window: Duration,
     retention: Duration,
 }
@@ -113,11 +122,13 @@ pub struct MaintenanceReport {
     pub dedup_keys_released: u64,
     pub events_pruned: u64,
     pub inbound_pruned: u64,
+    /// The Page subscription check.
+    pub subscriptions: subscriptions::CheckReport,
 }
 
 impl Maintenance {
     /// One housekeeping pass: release dedup keys older than the window, prune what retention no
-    /// longer keeps.
+    /// longer keeps, check Page subscriptions (repairing or reporting lost ones).
     pub async fn run_once(&self) -> Result<MaintenanceReport, StoreError> {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let now = self.clock.now_ms();
@@ -126,16 +137,21 @@ impl Maintenance {
             .release_dedup_keys(now.saturating_sub(ms(self.dedup_window)))
             .await?;
         let pruned = self.store.prune(now, ms(self.retention)).await?;
+        let subscriptions = subscriptions::check_all(self.store.as_ref(), &self.graph, now).await?;
         let report = MaintenanceReport {
             dedup_keys_released: released,
             events_pruned: pruned.events,
             inbound_pruned: pruned.inbound,
+            subscriptions,
         };
         if report != MaintenanceReport::default() {
             tracing::info!(
                 dedup_keys_released = report.dedup_keys_released,
                 events_pruned = report.events_pruned,
                 inbound_pruned = report.inbound_pruned,
+                subscriptions_checked = report.subscriptions.checked,
+                subscriptions_repaired = report.subscriptions.repaired,
+                subscriptions_lost = report.subscriptions.lost,
                 "housekeeping done"
             );
         }
@@ -171,6 +187,7 @@ impl Gateway {
             config.ingest,
         );
 
+        let graph = pagewire_graph::GraphClient::new(config.graph.clone())?;
         let mut router = Router::new().route("/healthz", get(|| async { "ok" }));
         if config.role.serves_http_api() {
             let ingress = ingress::IngressState {
@@ -190,6 +207,8 @@ impl Gateway {
                 ),
                 clock: Arc::clone(&clock),
                 destinations: std::sync::Arc::clone(&config.delivery.destinations),
+                graph: graph.clone(),
+                public_url: config.public_url.clone(),
             };
             let admin = ratelimit::apply(admin::router(admin), config.rate_limit);
             router = router.merge(ingress::router(ingress)).merge(admin);
@@ -197,6 +216,7 @@ impl Gateway {
         let maintenance = Maintenance {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
+            graph: graph.clone(),
             dedup_window: config.dedup_window,
             retention: config.retention,
         };

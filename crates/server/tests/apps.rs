@@ -114,6 +114,7 @@ async fn apps_can_be_read_changed_and_deleted_by_their_owner() -> TestResult {
     assert_eq!(status, 422, "{problem}");
 
     // An app with Pages cannot be deleted; without, it can.
+    app.graph.add_app(APP_ID, OLD_SECRET);
     app.create_page(&tenant, PAGE, APP_ID).await?;
     let (status, problem) = app.api("DELETE", &path, &tenant.api_key, None).await?;
     assert_eq!(status, 409, "{problem}");

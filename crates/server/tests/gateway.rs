@@ -435,7 +435,7 @@ async fn keeps_tenants_apart_and_answers_problem_json() -> TestResult {
             Some(json!({"page_id": PAGE_A, "app_id": "2222"})),
         )
         .await?;
-    assert_eq!((status, problem["code"].as_str()), (409, Some("conflict")));
+    assert_eq!((status, problem["code"].as_str()), (409, Some("page_taken")));
 
     let (_, pages) = app.api("GET", "/v1/pages", &globex.api_key, None).await?;
     assert_eq!(pages["data"], json!([]));

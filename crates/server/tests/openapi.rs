@@ -21,7 +21,8 @@ async fn every_documented_operation_is_routed() -> TestResult {
             .replace("{event_id}", "evt_01M84FYBGSEP014SJAZDGHD9ZM")
             .replace("{delivery_id}", "dlv_01M84FYBGTWDCJ5JEBFD34ZT1S")
             .replace("{key_id}", "key_01M84FYBGTWDCJ5JEBFD34ZT1T")
-            .replace("{app_id}", "1234567890");
+            .replace("{app_id}", "1234567890")
+            .replace("{page_id}", "104872345678901");
         assert!(!concrete.contains('{'), "an unknown path parameter in {path}");
         for method in ["get", "post", "put", "patch", "delete"] {
             let Some(operation) = item.get(method) else { continue };

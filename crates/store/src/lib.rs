@@ -34,6 +34,8 @@ pub struct Tenant {
     pub name: String,
     /// Days final events are kept; `None` for the operator's default.
     pub retention_days: Option<u32>,
+    /// Whether a Page subscription found missing is subscribed again (else only reported).
+    pub auto_resubscribe: bool,
     pub created_at: i64,
 }
 
@@ -140,7 +142,28 @@ pub struct Page {
     pub has_access_token: bool,
     /// For WhatsApp: the account's phone-number ids (the `page_id` of its events). Empty otherwise.
     pub phone_number_ids: Vec<String>,
+    /// The webhook fields the Page subscribes to, when not its platform's defaults.
+    pub subscribed_fields: Option<Vec<String>>,
+    /// What the last subscription check found, and when.
+    pub subscription: Option<SubscriptionCheck>,
     pub created_at: i64,
+}
+
+/// The outcome of checking a Page's subscription against the Graph API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionCheck {
+    /// `ok`, `repaired`, `lost` or `error`.
+    pub status: String,
+    pub detail: Option<String>,
+    pub checked_at: i64,
+}
+
+/// A Page with what calling the Graph API for it takes.
+#[derive(Debug, Clone)]
+pub struct PageCredentials {
+    pub page: Page,
+    pub access_token: Option<Secret>,
+    pub app_secret: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +175,7 @@ pub struct NewPage {
     pub name: Option<String>,
     pub access_token: Option<Secret>,
     pub phone_number_ids: Vec<String>,
+    pub subscribed_fields: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -465,6 +489,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn create_page(&self, page: NewPage, now: i64) -> Result<Page>;
     async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>>;
+    /// One of the tenant's Pages, by its Meta id.
+    async fn get_page(&self, tenant_id: &TenantId, page_id: &str) -> Result<Page>;
+    /// The tenant that onboarded a Page, whoever asks.
+    async fn page_owner(&self, page_id: &str) -> Result<Option<TenantId>>;
+    /// The Page with its access token and its app's secret, for Graph API calls.
+    async fn page_credentials(&self, tenant_id: &TenantId, page_id: &str) -> Result<PageCredentials>;
+    /// Every Page with an access token, for the subscription check.
+    async fn pages_with_tokens(&self) -> Result<Vec<PageCredentials>>;
+    async fn set_page_fields(&self, tenant_id: &TenantId, page_id: &str, fields: Option<&[String]>) -> Result<Page>;
+    async fn record_subscription_check(&self, page_id: &str, check: &SubscriptionCheck) -> Result<()>;
+    /// Offboards a Page: its events stop being routed; what was stored stays until retention.
+    async fn delete_page(&self, tenant_id: &TenantId, page_id: &str) -> Result<()>;
+    async fn set_tenant_auto_resubscribe(&self, id: &TenantId, on: bool) -> Result<Tenant>;
 
     async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint>;
     async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>>;

@@ -24,7 +24,8 @@ use sqlx::{QueryBuilder, Sqlite};
 use crate::{
     ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport,
     Inbound, IngestReceipt, IngestRequest, KeyRole, Lease, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp,
-    NewPage, Page, PruneReport, Replay, Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, Tenant,
+    NewPage, Page, PageCredentials, PruneReport, Replay, Result, RoutingData, SigningKey, Store, StoreError,
+    StoredEvent, SubscriptionCheck, Tenant,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -274,6 +275,10 @@ type PageRow = (
     Option<String>,
     bool,
     Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
     i64,
 );
 #[derive(sqlx::FromRow)]
@@ -281,16 +286,18 @@ struct TenantRow {
     id: String,
     name: String,
     retention_days: Option<i64>,
+    auto_resubscribe: bool,
     created_at: i64,
 }
 
-const TENANT_COLUMNS: &str = "id, name, retention_days, created_at";
+const TENANT_COLUMNS: &str = "id, name, retention_days, auto_resubscribe, created_at";
 
 fn tenant_from_row(row: TenantRow) -> Result<Tenant> {
     Ok(Tenant {
         id: parse_id(&row.id)?,
         name: row.name,
         retention_days: row.retention_days.and_then(|d| u32::try_from(d).ok()),
+        auto_resubscribe: row.auto_resubscribe,
         created_at: row.created_at,
     })
 }
@@ -362,8 +369,8 @@ fn verify_token_hash(token: &Secret) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(token.expose().as_bytes()))
 }
-const PAGE_COLUMNS: &str =
-    "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, phone_number_ids, created_at";
+const PAGE_COLUMNS: &str = "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, \
+    phone_number_ids, subscribed_fields, subscription_status, subscription_detail, subscription_checked_at, created_at";
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
                                 ordered, format, headers, previous_secret_expires_at, ed25519_sealed, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
 const API_KEY_COLUMNS: &str = "id, tenant_id, name, role, key_prefix, created_at, last_used_at, revoked_at";
@@ -402,7 +409,29 @@ fn parse_id<T: FromStr<Err = pagewire_core::id::InvalidId>>(s: &str) -> Result<T
 }
 
 fn page_from_row(row: PageRow) -> Result<Page> {
-    let (id, page_id, tenant_id, app_id, platform, name, has_token, phone_number_ids, created_at) = row;
+    let (
+        id,
+        page_id,
+        tenant_id,
+        app_id,
+        platform,
+        name,
+        has_token,
+        phone_number_ids,
+        fields,
+        status,
+        detail,
+        checked_at,
+        created_at,
+    ) = row;
+    let subscription = match (status, checked_at) {
+        (Some(status), Some(checked_at)) => Some(SubscriptionCheck {
+            status,
+            detail,
+            checked_at,
+        }),
+        _ => None,
+    };
     Ok(Page {
         id: parse_id(&id)?,
         page_id,
@@ -413,6 +442,8 @@ fn page_from_row(row: PageRow) -> Result<Page> {
         name,
         has_access_token: has_token,
         phone_number_ids: parse_json_list(phone_number_ids)?.unwrap_or_default(),
+        subscribed_fields: parse_json_list(fields)?,
+        subscription,
         created_at,
     })
 }
@@ -638,6 +669,7 @@ impl Store for SqliteStore {
             id,
             name: name.to_owned(),
             retention_days: None,
+            auto_resubscribe: true,
             created_at: now,
         })
     }
@@ -953,7 +985,7 @@ impl Store for SqliteStore {
             .map(|t| self.key.seal(PAGE_TOKEN, t.expose()));
         sqlx::query(
             "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, \
-             phone_number_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             phone_number_ids, subscribed_fields, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(&page.page_id)
@@ -967,6 +999,7 @@ impl Store for SqliteStore {
                 .then(|| json_list(Some(&page.phone_number_ids)))
                 .flatten(),
         )
+        .bind(json_list(page.subscribed_fields.as_ref()))
         .bind(now)
         .execute(&self.writer)
         .await?;
@@ -979,6 +1012,8 @@ impl Store for SqliteStore {
             name: page.name,
             has_access_token: page.access_token.is_some(),
             phone_number_ids: page.phone_number_ids,
+            subscribed_fields: page.subscribed_fields,
+            subscription: None,
             created_at: now,
         })
     }
@@ -991,6 +1026,107 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         rows.into_iter().map(page_from_row).collect()
+    }
+
+    async fn get_page(&self, tenant_id: &TenantId, page_id: &str) -> Result<Page> {
+        let row: PageRow = sqlx::query_as(&format!(
+            "SELECT {PAGE_COLUMNS} FROM pages WHERE tenant_id = ? AND page_id = ?"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(page_id)
+        .fetch_one(&self.readers)
+        .await?;
+        page_from_row(row)
+    }
+
+    async fn page_owner(&self, page_id: &str) -> Result<Option<TenantId>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM pages WHERE page_id = ?")
+            .bind(page_id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|(tenant,)| parse_id(&tenant)).transpose()
+    }
+
+    async fn page_credentials(&self, tenant_id: &TenantId, page_id: &str) -> Result<PageCredentials> {
+        let page = self.get_page(tenant_id, page_id).await?;
+        let (token, secret): (Option<String>, String) = sqlx::query_as(
+            "SELECT p.access_token_sealed, a.app_secret_sealed FROM pages p JOIN meta_apps a ON a.app_id = p.app_id \
+             WHERE p.page_id = ?",
+        )
+        .bind(page_id)
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(PageCredentials {
+            page,
+            access_token: token.map(|t| self.open_secret(PAGE_TOKEN, &t)).transpose()?,
+            app_secret: self.open_secret(APP_SECRET, &secret)?,
+        })
+    }
+
+    async fn pages_with_tokens(&self) -> Result<Vec<PageCredentials>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT page_id, tenant_id FROM pages WHERE access_token_sealed IS NOT NULL ORDER BY id")
+                .fetch_all(&self.readers)
+                .await?;
+        let mut pages = Vec::with_capacity(rows.len());
+        for (page_id, tenant_id) in rows {
+            match self.page_credentials(&parse_id(&tenant_id)?, &page_id).await {
+                Ok(page) => pages.push(page),
+                // Offboarded since the list was read.
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pages)
+    }
+
+    async fn set_page_fields(&self, tenant_id: &TenantId, page_id: &str, fields: Option<&[String]>) -> Result<Page> {
+        let row: PageRow = sqlx::query_as(&format!(
+            "UPDATE pages SET subscribed_fields = ? WHERE tenant_id = ? AND page_id = ? RETURNING {PAGE_COLUMNS}"
+        ))
+        .bind(fields.map(|f| serde_json::to_string(f).unwrap_or_else(|_| String::from("[]"))))
+        .bind(tenant_id.as_str())
+        .bind(page_id)
+        .fetch_one(&self.writer)
+        .await?;
+        page_from_row(row)
+    }
+
+    async fn record_subscription_check(&self, page_id: &str, check: &SubscriptionCheck) -> Result<()> {
+        sqlx::query(
+            "UPDATE pages SET subscription_status = ?, subscription_detail = ?, subscription_checked_at = ? \
+             WHERE page_id = ?",
+        )
+        .bind(&check.status)
+        .bind(check.detail.as_deref())
+        .bind(check.checked_at)
+        .bind(page_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_page(&self, tenant_id: &TenantId, page_id: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM pages WHERE tenant_id = ? AND page_id = ?")
+            .bind(tenant_id.as_str())
+            .bind(page_id)
+            .execute(&self.writer)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn set_tenant_auto_resubscribe(&self, id: &TenantId, on: bool) -> Result<Tenant> {
+        let row: TenantRow = sqlx::query_as(&format!(
+            "UPDATE tenants SET auto_resubscribe = ? WHERE id = ? RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(on)
+        .bind(id.as_str())
+        .fetch_one(&self.writer)
+        .await?;
+        tenant_from_row(row)
     }
 
     async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint> {

@@ -55,6 +55,7 @@ pub async fn onboard_with(store: &dyn Store, page_id: &str, controls: DeliveryCo
                 name: None,
                 access_token: Some(Secret::new(String::from("page-token"))),
                 phone_number_ids: Vec::new(),
+                subscribed_fields: None,
             },
             NOW,
         )
@@ -457,6 +458,7 @@ pub async fn keeps_whatsapp_phone_number_ids(store: Arc<dyn Store>) -> Result {
                 name: None,
                 access_token: None,
                 phone_number_ids: vec![String::from("106540352242922"), String::from("106540352242923")],
+                subscribed_fields: None,
             },
             NOW,
         )
@@ -604,6 +606,7 @@ pub async fn refuses_a_page_onboarded_twice(store: Arc<dyn Store>) -> Result {
                 name: None,
                 access_token: None,
                 phone_number_ids: Vec::new(),
+                subscribed_fields: None,
             },
             NOW,
         )

@@ -11,6 +11,8 @@ use pagewire_core::{Clock, ManualClock, MasterKey, RetryPolicy, Secret};
 use pagewire_delivery::{DeliveryConfig, DestinationPolicy, Dispatcher};
 use pagewire_server::auth::AdminToken;
 use pagewire_server::ratelimit::RateLimit;
+
+use crate::graph::FakeGraph;
 use pagewire_server::{Gateway, GatewayConfig, IngestConfig, Role};
 use pagewire_store::{SqliteStore, SqliteStoreOptions, Store};
 use serde_json::{json, Value};
@@ -81,6 +83,10 @@ impl TestAppBuilder {
         let store = SqliteStore::open(&dir.join("pagewire.db"), key, SqliteStoreOptions::default()).await?;
         let store: Arc<dyn Store> = Arc::new(store);
         let clock = ManualClock::starting_now();
+        // Bound first, so the gateway knows its public address (Meta's handshake goes there).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let graph = FakeGraph::start().await;
         let config = GatewayConfig {
             role: if self.background_delivery {
                 Role::All
@@ -109,12 +115,17 @@ impl TestAppBuilder {
                 per_second: 0,
                 burst: 0,
             }),
+            graph: pagewire_graph::GraphConfig {
+                base_url: graph.base_url(),
+                version: graph.version().to_owned(),
+                retry_base_delay: Duration::from_millis(1),
+                ..pagewire_graph::GraphConfig::default()
+            },
+            public_url: Some(format!("http://{addr}")),
         };
         let gateway = Gateway::build(Arc::clone(&store), Arc::new(clock.clone()) as Arc<dyn Clock>, config).await?;
         let dispatcher = gateway.dispatcher().clone();
         let maintenance = gateway.maintenance().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(gateway.serve(listener, shutdown.clone()));
         Ok(TestApp {
@@ -122,6 +133,7 @@ impl TestAppBuilder {
             client: reqwest::Client::new(),
             store,
             clock,
+            graph,
             dispatcher,
             maintenance,
             shutdown,
@@ -151,6 +163,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub clock: ManualClock,
+    /// The Graph API this gateway calls: a fake that answers like Meta.
+    pub graph: FakeGraph,
     dispatcher: Dispatcher,
     maintenance: pagewire_server::Maintenance,
     shutdown: CancellationToken,
@@ -250,16 +264,28 @@ impl TestApp {
         })
     }
 
-    /// Registers a Meta app: the tenant's own with `Some(tenant)`, a shared one with `None`.
+    /// Registers a Meta app: the tenant's own with `Some(tenant)`, a shared one with `None`. The
+    /// fake Graph API knows it too.
     pub async fn create_app(&self, tenant: Option<&Tenant>, app_id: &str, app_secret: &str) -> Result<Value, BoxError> {
+        self.graph.add_app(app_id, app_secret);
         let token = tenant.map_or(ADMIN_TOKEN, |t| t.api_key.as_str());
         let body =
             json!({"app_id": app_id, "app_secret": app_secret, "verify_token": format!("verify-token-for-{app_id}")});
         self.api_ok("POST", "/v1/apps", token, Some(body)).await
     }
 
+    /// Onboards a Page with a Page access token the fake Graph API knows (with the permissions
+    /// subscriptions need).
     pub async fn create_page(&self, tenant: &Tenant, page_id: &str, app_id: &str) -> Result<Value, BoxError> {
-        let body = json!({"page_id": page_id, "app_id": app_id, "access_token": "EAAG-test-page-token"});
+        let token = format!("EAAG-test-page-token-{page_id}");
+        self.graph.add_page(
+            page_id,
+            &format!("Page {page_id}"),
+            &token,
+            app_id,
+            &["pages_messaging", "pages_manage_metadata"],
+        );
+        let body = json!({"page_id": page_id, "app_id": app_id, "access_token": token});
         self.api_ok("POST", "/v1/pages", &tenant.api_key, Some(body)).await
     }
 

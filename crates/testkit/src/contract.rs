@@ -129,9 +129,11 @@ impl EventContract {
     /// of the offending value (`/data/mid: …`; `/` for the event itself).
     pub fn validate(&self, event: &Value) -> Result<(), String> {
         // Operational events (`endpoint.disabled`, …) have their own schema.
-        let operational = event["type"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("endpoint.") || t.starts_with("delivery."));
+        let operational = event["type"].as_str().is_some_and(|t| {
+            ["endpoint.", "delivery.", "subscription."]
+                .iter()
+                .any(|f| t.starts_with(f))
+        });
         let validator = match (operational, &self.inner.operational) {
             (false, _) => &self.inner.validator,
             (true, Some(validator)) => validator,

@@ -268,3 +268,121 @@ pub async fn rotate_app_secret(
     tracing::info!(app_id = %app.app_id, overlap_hours = overlap.as_secs() / 3600, "Meta app secret rotated");
     Ok(ApiJson(app.into()))
 }
+
+/// The webhook fields an app subscription asks for unless the request names them.
+fn default_app_fields(object: &str) -> Option<Vec<String>> {
+    let fields: &[&str] = match object {
+        "page" => crate::subscriptions::MESSENGER_FIELDS,
+        "instagram" => &[
+            "messages",
+            "messaging_postbacks",
+            "messaging_referral",
+            "messaging_seen",
+            "message_reactions",
+            "comments",
+            "mentions",
+        ],
+        "whatsapp_business_account" => &["messages"],
+        _ => return None,
+    };
+    Some(fields.iter().map(|f| (*f).to_owned()).collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppSubscriptionView {
+    app_id: String,
+    /// Where Meta should send this app's webhooks: the gateway's route for the app.
+    callback_url: Option<String>,
+    /// What Meta has, per object.
+    subscriptions: Vec<pagewire_graph::AppSubscription>,
+}
+
+fn callback_url(state: &AdminState, app_id: &str) -> Option<String> {
+    state
+        .public_url
+        .as_deref()
+        .map(|base| format!("{}/webhooks/meta/{app_id}", base.trim_end_matches('/')))
+}
+
+/// The app's webhook subscriptions as Meta has them (`GET /{app-id}/subscriptions`).
+pub async fn get_app_subscription(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> Result<ApiJson<AppSubscriptionView>, ApiError> {
+    let app = manageable(&state, &caller, &app_id).await?;
+    let subscriptions = state
+        .graph
+        .app_subscriptions(&app.app_id, app.app_secret.expose())
+        .await?;
+    Ok(ApiJson(AppSubscriptionView {
+        callback_url: callback_url(&state, &app.app_id),
+        app_id: app.app_id,
+        subscriptions,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAppSubscription {
+    /// `page` (default), `instagram` or `whatsapp_business_account`.
+    object: Option<String>,
+    /// Webhook fields; the object's defaults when absent.
+    fields: Option<Vec<String>>,
+}
+
+/// Points the app's webhooks at this gateway (`POST /{app-id}/subscriptions` with the app access
+/// token): Meta calls the callback with the app's verify token before it accepts.
+pub async fn set_app_subscription(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    body: bytes::Bytes,
+) -> Result<ApiJson<AppSubscriptionView>, ApiError> {
+    let body: SetAppSubscription = if body.iter().all(u8::is_ascii_whitespace) {
+        SetAppSubscription::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
+    };
+    let object = body.object.as_deref().unwrap_or("page");
+    let defaults = default_app_fields(object).ok_or_else(|| {
+        ApiError::Validation(String::from(
+            "`object` must be one of page, instagram, whatsapp_business_account",
+        ))
+    })?;
+    let fields = body.fields.unwrap_or(defaults);
+    if fields.is_empty() || fields.len() > 64 || fields.iter().any(|f| f.is_empty() || f.len() > 64) {
+        return Err(ApiError::Validation(String::from(
+            "`fields` must list 1 to 64 webhook fields",
+        )));
+    }
+    let app = manageable(&state, &caller, &app_id).await?;
+    let callback = callback_url(&state, &app.app_id).ok_or_else(|| {
+        ApiError::Validation(String::from(
+            "the gateway does not know its public address: set `public_url` (PAGEWIRE_PUBLIC_URL)",
+        ))
+    })?;
+    state
+        .graph
+        .set_app_subscription(
+            &app.app_id,
+            app.app_secret.expose(),
+            &pagewire_graph::NewAppSubscription {
+                object,
+                callback_url: &callback,
+                fields: &fields,
+                verify_token: app.verify_token.expose(),
+            },
+        )
+        .await?;
+    tracing::info!(app_id = %app.app_id, object, callback, "app webhook subscription set");
+    let subscriptions = state
+        .graph
+        .app_subscriptions(&app.app_id, app.app_secret.expose())
+        .await?;
+    Ok(ApiJson(AppSubscriptionView {
+        app_id: app.app_id,
+        callback_url: Some(callback),
+        subscriptions,
+    }))
+}

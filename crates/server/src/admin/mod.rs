@@ -8,8 +8,8 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use pagewire_core::{Clock, DeliveryId, EventId, Platform, Secret, TenantId};
-use pagewire_store::{Delivery, NewPage, Page, Store, StoreError, Tenant};
+use pagewire_core::{Clock, DeliveryId, EventId, TenantId};
+use pagewire_store::{Delivery, Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -20,6 +20,7 @@ use crate::routing::RoutingCache;
 mod apps;
 mod endpoints;
 mod keys;
+mod pages;
 mod replay;
 
 /// What the admin API needs.
@@ -31,6 +32,9 @@ pub struct AdminState {
     pub clock: Arc<dyn Clock>,
     /// Where endpoint URLs may point.
     pub destinations: Arc<pagewire_delivery::DestinationPolicy>,
+    pub graph: pagewire_graph::GraphClient,
+    /// The gateway's address as Meta reaches it, for app webhook subscriptions.
+    pub public_url: Option<String>,
 }
 
 impl FromRef<AdminState> for AuthState {
@@ -61,7 +65,18 @@ pub fn router(state: AdminState) -> Router {
             get(apps::get_app).patch(apps::update_app).delete(apps::delete_app),
         )
         .route("/v1/apps/{app_id}/rotate-secret", post(apps::rotate_app_secret))
-        .route("/v1/pages", post(create_page).get(list_pages))
+        .route("/v1/pages", post(pages::create_page).get(pages::list_pages))
+        .route("/v1/pages/{page_id}", get(pages::get_page).delete(pages::delete_page))
+        .route(
+            "/v1/pages/{page_id}/subscription",
+            get(pages::get_subscription)
+                .put(pages::subscribe)
+                .delete(pages::unsubscribe),
+        )
+        .route(
+            "/v1/apps/{app_id}/subscription",
+            get(apps::get_app_subscription).put(apps::set_app_subscription),
+        )
         .route(
             "/v1/endpoints",
             post(endpoints::create_endpoint).get(endpoints::list_endpoints),
@@ -150,6 +165,8 @@ pub struct TenantView {
     name: String,
     /// Days final events are kept; null for the operator's default.
     retention_days: Option<u32>,
+    /// Whether Page subscriptions found missing are subscribed again (else reported).
+    auto_resubscribe: bool,
     created_at: String,
 }
 
@@ -159,6 +176,7 @@ impl From<Tenant> for TenantView {
             id: t.id,
             name: t.name,
             retention_days: t.retention_days,
+            auto_resubscribe: t.auto_resubscribe,
             created_at: iso(t.created_at),
         }
     }
@@ -168,7 +186,9 @@ impl From<Tenant> for TenantView {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
     /// Days final events, deliveries and attempts are kept; null returns to the default.
-    retention_days: Option<u32>,
+    #[serde(default, deserialize_with = "nullable")]
+    retention_days: Option<Option<u32>>,
+    auto_resubscribe: Option<bool>,
 }
 
 async fn get_tenant(
@@ -189,17 +209,32 @@ async fn update_tenant(
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<ApiJson<TenantView>, ApiError> {
     let id: TenantId = tenant_id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
-    if body.retention_days.is_some_and(|days| !(1..=3650).contains(&days)) {
+    if body
+        .retention_days
+        .flatten()
+        .is_some_and(|days| !(1..=3650).contains(&days))
+    {
         return Err(ApiError::Validation(String::from(
             "`retention_days` must be between 1 and 3650",
         )));
     }
-    let tenant = state
-        .store
-        .set_tenant_retention(&id, body.retention_days)
-        .await
-        .map_err(not_found("tenant"))?;
-    tracing::info!(tenant_id = %tenant.id, retention_days = tenant.retention_days, "tenant retention set");
+    let mut tenant = state.store.get_tenant(&id).await.map_err(not_found("tenant"))?;
+    if let Some(days) = body.retention_days {
+        tenant = state
+            .store
+            .set_tenant_retention(&id, days)
+            .await
+            .map_err(not_found("tenant"))?;
+        tracing::info!(tenant_id = %tenant.id, retention_days = tenant.retention_days, "tenant retention set");
+    }
+    if let Some(on) = body.auto_resubscribe {
+        tenant = state
+            .store
+            .set_tenant_auto_resubscribe(&id, on)
+            .await
+            .map_err(not_found("tenant"))?;
+        tracing::info!(tenant_id = %tenant.id, auto_resubscribe = on, "tenant subscription repair set");
+    }
     Ok(ApiJson(tenant.into()))
 }
 
@@ -229,112 +264,6 @@ pub(crate) fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
         StoreError::NotFound => ApiError::NotFound(what),
         other => other.into(),
     }
-}
-
-// ---- Pages ----
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePage {
-    page_id: String,
-    app_id: String,
-    access_token: Option<Secret>,
-    platform: Option<String>,
-    name: Option<String>,
-    /// WhatsApp only: the account's phone-number ids.
-    phone_number_ids: Option<Vec<String>>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PageView {
-    id: pagewire_core::PageRecordId,
-    page_id: String,
-    tenant_id: TenantId,
-    app_id: String,
-    platform: Platform,
-    name: Option<String>,
-    has_access_token: bool,
-    phone_number_ids: Vec<String>,
-    created_at: String,
-}
-
-impl From<Page> for PageView {
-    fn from(p: Page) -> Self {
-        Self {
-            id: p.id,
-            page_id: p.page_id,
-            tenant_id: p.tenant_id,
-            app_id: p.app_id,
-            platform: p.platform,
-            name: p.name,
-            has_access_token: p.has_access_token,
-            phone_number_ids: p.phone_number_ids,
-            created_at: iso(p.created_at),
-        }
-    }
-}
-
-async fn create_page(
-    State(state): State<AdminState>,
-    tenant: TenantContext,
-    ApiJson(body): ApiJson<CreatePage>,
-) -> Result<(StatusCode, ApiJson<PageView>), ApiError> {
-    meta_id("page_id", &body.page_id)?;
-    meta_id("app_id", &body.app_id)?;
-    if let Some(token) = &body.access_token {
-        required("access_token", token.expose(), 1024)?;
-    }
-    if let Some(name) = &body.name {
-        required("name", name, 200)?;
-    }
-    let platform = match body.platform.as_deref() {
-        None => Platform::Messenger,
-        Some(p) => Platform::parse(p).filter(|p| *p != Platform::Page).ok_or_else(|| {
-            ApiError::Validation(String::from("`platform` must be one of messenger, instagram, whatsapp"))
-        })?,
-    };
-    let phone_number_ids = body.phone_number_ids.unwrap_or_default();
-    if !phone_number_ids.is_empty() && platform != Platform::Whatsapp {
-        return Err(ApiError::Validation(String::from(
-            "`phone_number_ids` belong to WhatsApp Business Accounts (`platform: whatsapp`)",
-        )));
-    }
-    for id in &phone_number_ids {
-        meta_id("phone_number_ids[]", id)?;
-    }
-    // A Page is onboarded under the tenant's own app or a shared one, never another tenant's.
-    let app = state.store.get_app(&body.app_id).await.map_err(not_found("Meta app"))?;
-    if app.tenant_id.as_ref().is_some_and(|owner| *owner != tenant.tenant_id) {
-        return Err(ApiError::NotFound("Meta app"));
-    }
-    let page = state
-        .store
-        .create_page(
-            NewPage {
-                page_id: body.page_id,
-                tenant_id: tenant.tenant_id,
-                app_id: body.app_id,
-                platform,
-                name: body.name,
-                access_token: body.access_token,
-                phone_number_ids,
-            },
-            state.clock.now_ms(),
-        )
-        .await?;
-    state.routing.reload().await?;
-    tracing::info!(tenant_id = %page.tenant_id, page_id = %page.page_id, app_id = %page.app_id, "Page onboarded");
-    Ok((StatusCode::CREATED, ApiJson(page.into())))
-}
-
-async fn list_pages(
-    State(state): State<AdminState>,
-    tenant: TenantContext,
-) -> Result<ApiJson<List<PageView>>, ApiError> {
-    let pages = state.store.list_pages(&tenant.tenant_id).await?;
-    Ok(ApiJson(
-        pages.into_iter().map(PageView::from).collect::<Vec<_>>().into(),
-    ))
 }
 
 // ---- events and deliveries ----
