@@ -446,6 +446,53 @@ pub struct Inbound {
     pub unroutable: Option<String>,
 }
 
+/// Which events to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub limit: u32,
+    /// Only events with ids before this one (the cursor).
+    pub before: Option<String>,
+    /// An exact type, or a family as `messenger.*`.
+    pub event_type: Option<String>,
+    pub page_id: Option<String>,
+    pub sender_id: Option<String>,
+    /// Received at or after (ms).
+    pub since: Option<i64>,
+    /// Received before (ms).
+    pub until: Option<i64>,
+}
+
+/// Which deliveries to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub limit: u32,
+    pub before: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub endpoint_id: Option<EndpointId>,
+    pub event_id: Option<EventId>,
+}
+
+/// Which raw POSTs to list, newest first: all of them, or those that brought a tenant events.
+#[derive(Debug, Clone, Default)]
+pub struct InboundQuery {
+    pub limit: u32,
+    pub before: Option<String>,
+    pub tenant_id: Option<TenantId>,
+}
+
+/// A tenant's numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantStats {
+    pub pages: u64,
+    pub endpoints_enabled: u64,
+    pub endpoints_disabled: u64,
+    pub events_total: u64,
+    pub events_since: u64,
+    pub deliveries_pending: u64,
+    pub deliveries_delivered: u64,
+    pub deliveries_failed: u64,
+}
+
 /// Pagewire's storage, in use cases.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -506,6 +553,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint>;
     async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>>;
     async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint>;
+    /// Deletes an endpoint with its deliveries and their attempts.
+    async fn delete_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<()>;
     async fn update_endpoint(
         &self,
         tenant_id: &TenantId,
@@ -568,6 +617,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_deliveries(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<Delivery>>;
     async fn attempts_of_delivery(&self, tenant_id: &TenantId, delivery_id: &DeliveryId) -> Result<Vec<Attempt>>;
     async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>>;
+    async fn query_events(&self, tenant_id: &TenantId, query: &EventQuery) -> Result<Vec<StoredEvent>>;
+    async fn get_event(&self, tenant_id: &TenantId, id: &EventId) -> Result<StoredEvent>;
+    async fn query_deliveries(&self, tenant_id: &TenantId, query: &DeliveryQuery) -> Result<Vec<Delivery>>;
+    async fn get_delivery(&self, tenant_id: &TenantId, id: &DeliveryId) -> Result<Delivery>;
+    async fn query_inbound(&self, query: &InboundQuery) -> Result<Vec<Inbound>>;
+    async fn get_inbound(&self, id: &InboundId) -> Result<Inbound>;
+    /// The events a raw POST produced, with their tenants.
+    async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<(EventId, TenantId, String)>>;
+    /// `events_since` counts events received at or after `since`.
+    async fn tenant_stats(&self, tenant_id: &TenantId, since: i64) -> Result<TenantStats>;
     /// Deliveries not yet delivered or given up.
     async fn count_pending(&self) -> Result<u64>;
 

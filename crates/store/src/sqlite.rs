@@ -22,10 +22,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
-    ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, HealthReport,
-    Inbound, IngestReceipt, IngestRequest, KeyRole, Lease, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp,
-    NewPage, Page, PageCredentials, PruneReport, Replay, Result, RoutingData, SigningKey, Store, StoreError,
-    StoredEvent, SubscriptionCheck, Tenant,
+    ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryQuery, DeliveryStatus, Endpoint, EndpointUpdate,
+    EventQuery, HealthReport, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease, LeasedDelivery,
+    MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage, Page, PageCredentials, PruneReport, Replay, Result,
+    RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -373,6 +373,25 @@ const PAGE_COLUMNS: &str = "id, page_id, tenant_id, app_id, platform, name, acce
     phone_number_ids, subscribed_fields, subscription_status, subscription_detail, subscription_checked_at, created_at";
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
                                 ordered, format, headers, previous_secret_expires_at, ed25519_sealed, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
+const INBOUND_COLUMNS: &str =
+    "i.id, i.received_at, i.app_id, i.object, i.body, i.entries, i.events, i.unroutable_entries";
+
+type InboundRow = (String, i64, Option<String>, String, Vec<u8>, i64, i64, Option<String>);
+
+fn inbound_from_row(row: InboundRow) -> Result<Inbound> {
+    let (id, received_at, app_id, object, body, entries, events, unroutable) = row;
+    Ok(Inbound {
+        id: parse_id::<InboundId>(&id)?,
+        received_at,
+        app_id,
+        object,
+        body,
+        entries: u32::try_from(entries).unwrap_or(0),
+        events: u32::try_from(events).unwrap_or(0),
+        unroutable,
+    })
+}
+
 const API_KEY_COLUMNS: &str = "id, tenant_id, name, role, key_prefix, created_at, last_used_at, revoked_at";
 
 type ApiKeyRow = (
@@ -1201,6 +1220,18 @@ impl Store for SqliteStore {
         self.endpoint_from_row(row)
     }
 
+    async fn delete_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM endpoints WHERE tenant_id = ? AND id = ?")
+            .bind(tenant_id.as_str())
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn update_endpoint(
         &self,
         tenant_id: &TenantId,
@@ -1795,6 +1826,161 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn query_events(&self, tenant_id: &TenantId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
+        // `messenger.*` is a family; anything else an exact type.
+        let (exact, family) = match query.event_type.as_deref() {
+            Some(t) => match t.strip_suffix(".*") {
+                Some(family) => (None, Some(format!("{family}.%"))),
+                None => (Some(t), None),
+            },
+            None => (None, None),
+        };
+        let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
+            "SELECT id, type, page_id, received_at, payload FROM events WHERE tenant_id = ?1 \
+             AND (?2 IS NULL OR id < ?2) AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR type LIKE ?4) \
+             AND (?5 IS NULL OR page_id = ?5) AND (?6 IS NULL OR json_extract(payload, '$.sender_id') = ?6) \
+             AND (?7 IS NULL OR received_at >= ?7) AND (?8 IS NULL OR received_at < ?8) \
+             ORDER BY id DESC LIMIT ?9",
+        )
+        .bind(tenant_id.as_str())
+        .bind(query.before.as_deref())
+        .bind(exact)
+        .bind(family)
+        .bind(query.page_id.as_deref())
+        .bind(query.sender_id.as_deref())
+        .bind(query.since)
+        .bind(query.until)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(id, event_type, page_id, received_at, payload)| {
+                Ok(StoredEvent {
+                    id: parse_id(&id)?,
+                    event_type,
+                    page_id,
+                    received_at,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_event(&self, tenant_id: &TenantId, id: &EventId) -> Result<StoredEvent> {
+        let (id, event_type, page_id, received_at, payload): (String, String, String, i64, String) =
+            sqlx::query_as("SELECT id, type, page_id, received_at, payload FROM events WHERE tenant_id = ? AND id = ?")
+                .bind(tenant_id.as_str())
+                .bind(id.as_str())
+                .fetch_one(&self.readers)
+                .await?;
+        Ok(StoredEvent {
+            id: parse_id(&id)?,
+            event_type,
+            page_id,
+            received_at,
+            payload,
+        })
+    }
+
+    async fn query_deliveries(&self, tenant_id: &TenantId, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ?1 AND (?2 IS NULL OR id < ?2) \
+             AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR endpoint_id = ?4) AND (?5 IS NULL OR event_id = ?5) \
+             ORDER BY id DESC LIMIT ?6"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(query.before.as_deref())
+        .bind(query.status.map(DeliveryStatus::as_str))
+        .bind(query.endpoint_id.as_ref().map(EndpointId::as_str))
+        .bind(query.event_id.as_ref().map(EventId::as_str))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(delivery_from_row).collect()
+    }
+
+    async fn get_delivery(&self, tenant_id: &TenantId, id: &DeliveryId) -> Result<Delivery> {
+        let row: DeliveryRow = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.readers)
+        .await?;
+        delivery_from_row(row)
+    }
+
+    async fn query_inbound(&self, query: &InboundQuery) -> Result<Vec<Inbound>> {
+        let rows: Vec<InboundRow> = sqlx::query_as(&format!(
+            "SELECT {INBOUND_COLUMNS} FROM inbound i WHERE (?1 IS NULL OR i.id < ?1) \
+             AND (?2 IS NULL OR EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = i.id AND e.tenant_id = ?2)) \
+             ORDER BY i.id DESC LIMIT ?3"
+        ))
+        .bind(query.before.as_deref())
+        .bind(query.tenant_id.as_ref().map(TenantId::as_str))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(inbound_from_row).collect()
+    }
+
+    async fn get_inbound(&self, id: &InboundId) -> Result<Inbound> {
+        let row: InboundRow = sqlx::query_as(&format!("SELECT {INBOUND_COLUMNS} FROM inbound i WHERE i.id = ?"))
+            .bind(id.as_str())
+            .fetch_one(&self.readers)
+            .await?;
+        inbound_from_row(row)
+    }
+
+    async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<(EventId, TenantId, String)>> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, tenant_id, type FROM events WHERE inbound_id = ? ORDER BY id")
+                .bind(id.as_str())
+                .fetch_all(&self.readers)
+                .await?;
+        rows.into_iter()
+            .map(|(id, tenant, event_type)| Ok((parse_id(&id)?, parse_id(&tenant)?, event_type)))
+            .collect()
+    }
+
+    async fn tenant_stats(&self, tenant_id: &TenantId, since: i64) -> Result<TenantStats> {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let mut conn = self.readers.acquire().await?;
+        let (pages,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pages WHERE tenant_id = ?")
+            .bind(tenant_id.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        let (enabled, disabled): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(enabled = 1), 0), COALESCE(SUM(enabled = 0), 0) FROM endpoints WHERE tenant_id = ?",
+        )
+        .bind(tenant_id.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        let (total, recent): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(received_at >= ?), 0) FROM events WHERE tenant_id = ?")
+                .bind(since)
+                .bind(tenant_id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+        let (pending, delivered, failed): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'delivered'), 0), \
+             COALESCE(SUM(status = 'failed'), 0) FROM deliveries WHERE tenant_id = ?",
+        )
+        .bind(tenant_id.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(TenantStats {
+            pages: count(pages),
+            endpoints_enabled: count(enabled),
+            endpoints_disabled: count(disabled),
+            events_total: count(total),
+            events_since: count(recent),
+            deliveries_pending: count(pending),
+            deliveries_delivered: count(delivered),
+            deliveries_failed: count(failed),
+        })
     }
 
     async fn count_pending(&self) -> Result<u64> {

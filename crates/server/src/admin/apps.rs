@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pagewire_core::{Secret, TenantId};
 use pagewire_store::{AppUpdate, MetaApp, NewMetaApp};
 use serde::{Deserialize, Serialize};
 
-use super::{iso, meta_id, not_found, required, AdminState, List};
+use super::{iso, meta_id, not_found, required, AdminState, List, Paging};
 use crate::auth::{generate_token, Caller};
 use crate::error::{ApiError, ApiJson};
 
@@ -163,12 +163,20 @@ pub async fn create_app(
     ))
 }
 
-pub async fn list_apps(State(state): State<AdminState>, caller: Caller) -> Result<ApiJson<List<AppView>>, ApiError> {
+pub async fn list_apps(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Query(paging): Query<Paging>,
+) -> Result<ApiJson<List<AppView>>, ApiError> {
     let apps = match &caller {
         Caller::Operator => state.store.list_apps(None).await?,
         Caller::Tenant(id) => state.store.list_apps(Some(id)).await?,
     };
-    Ok(ApiJson(apps.into_iter().map(AppView::from).collect::<Vec<_>>().into()))
+    let page = paging.page_all(apps, |a| a.id.as_str())?;
+    Ok(ApiJson(List {
+        data: page.data.into_iter().map(AppView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub async fn get_app(

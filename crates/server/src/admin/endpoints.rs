@@ -289,11 +289,31 @@ pub(super) async fn create_endpoint(
 pub(super) async fn list_endpoints(
     State(state): State<AdminState>,
     tenant: TenantContext,
+    axum::extract::Query(paging): axum::extract::Query<super::Paging>,
 ) -> Result<ApiJson<List<EndpointView>>, ApiError> {
     let endpoints = state.store.list_endpoints(&tenant.tenant_id).await?;
-    Ok(ApiJson(
-        endpoints.into_iter().map(EndpointView::from).collect::<Vec<_>>().into(),
-    ))
+    let page = paging.page_all(endpoints, |e| e.id.as_str())?;
+    Ok(ApiJson(List {
+        data: page.data.into_iter().map(EndpointView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Deletes an endpoint, with its deliveries and their attempt log.
+pub(super) async fn delete_endpoint(
+    State(state): State<AdminState>,
+    tenant: TenantContext,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let id = endpoint_id(&id)?;
+    state
+        .store
+        .delete_endpoint(&tenant.tenant_id, &id)
+        .await
+        .map_err(not_found("endpoint"))?;
+    state.routing.reload().await?;
+    tracing::info!(tenant_id = %tenant.tenant_id, endpoint_id = %id, "endpoint deleted");
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn get_endpoint(

@@ -1,14 +1,14 @@
 //! API keys and tokens: tenants' keys (created by the operator or by the tenant), revocation, and
 //! the exchange of a key for a short-lived token.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use pagewire_core::{ApiKeyId, TenantId};
 use pagewire_store::{ApiKey, KeyRole, NewApiKey};
 use serde::{Deserialize, Serialize};
 
-use super::{iso, not_found, required, AdminState, List};
+use super::{iso, not_found, required, AdminState, List, Paging};
 use crate::auth::{generate_token, hash_api_key, Caller, Credential, Operator, TenantContext, API_KEY_PREFIX};
 use crate::error::{ApiError, ApiJson};
 
@@ -119,11 +119,17 @@ async fn revoke_key(state: &AdminState, tenant_id: &TenantId, key_id: &str) -> R
     Ok(ApiJson(key.into()))
 }
 
-async fn list_keys(state: &AdminState, tenant_id: &TenantId) -> Result<ApiJson<List<ApiKeyView>>, ApiError> {
+async fn list_keys(
+    state: &AdminState,
+    tenant_id: &TenantId,
+    paging: &Paging,
+) -> Result<ApiJson<List<ApiKeyView>>, ApiError> {
     let keys = state.store.list_api_keys(tenant_id).await?;
-    Ok(ApiJson(
-        keys.into_iter().map(ApiKeyView::from).collect::<Vec<_>>().into(),
-    ))
+    let page = paging.page_all(keys, |k| k.id.as_str())?;
+    Ok(ApiJson(List {
+        data: page.data.into_iter().map(ApiKeyView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub async fn create_tenant_key(
@@ -139,10 +145,11 @@ pub async fn list_tenant_keys(
     State(state): State<AdminState>,
     _: Operator,
     Path(tenant_id): Path<String>,
+    Query(paging): Query<Paging>,
 ) -> Result<ApiJson<List<ApiKeyView>>, ApiError> {
     let tenant_id = tenant_path(&tenant_id)?;
     state.store.get_tenant(&tenant_id).await.map_err(not_found("tenant"))?;
-    list_keys(&state, &tenant_id).await
+    list_keys(&state, &tenant_id, &paging).await
 }
 
 pub async fn revoke_tenant_key(
@@ -164,8 +171,9 @@ pub async fn create_own_key(
 pub async fn list_own_keys(
     State(state): State<AdminState>,
     tenant: TenantContext,
+    Query(paging): Query<Paging>,
 ) -> Result<ApiJson<List<ApiKeyView>>, ApiError> {
-    list_keys(&state, &tenant.tenant_id).await
+    list_keys(&state, &tenant.tenant_id, &paging).await
 }
 
 pub async fn revoke_own_key(

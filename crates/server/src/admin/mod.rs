@@ -8,12 +8,11 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use pagewire_core::{Clock, DeliveryId, EventId, TenantId};
-use pagewire_store::{Delivery, Store, StoreError, Tenant};
+use pagewire_core::{Clock, TenantId};
+use pagewire_store::{Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use crate::auth::{AuthState, Operator, TenantContext};
+use crate::auth::{AuthState, Operator};
 use crate::error::{ApiError, ApiJson};
 use crate::routing::RoutingCache;
 
@@ -22,6 +21,7 @@ mod endpoints;
 mod keys;
 mod pages;
 mod replay;
+mod traffic;
 
 /// What the admin API needs.
 #[derive(Debug, Clone)]
@@ -83,15 +83,22 @@ pub fn router(state: AdminState) -> Router {
         )
         .route(
             "/v1/endpoints/{endpoint_id}",
-            get(endpoints::get_endpoint).patch(endpoints::update_endpoint),
+            get(endpoints::get_endpoint)
+                .patch(endpoints::update_endpoint)
+                .delete(endpoints::delete_endpoint),
         )
         .route(
             "/v1/endpoints/{endpoint_id}/rotate-secret",
             post(endpoints::rotate_endpoint_secret),
         )
-        .route("/v1/events", get(list_events))
-        .route("/v1/deliveries", get(list_deliveries))
-        .route("/v1/deliveries/{delivery_id}/attempts", get(list_attempts))
+        .route("/v1/events", get(traffic::list_events))
+        .route("/v1/events/{event_id}", get(traffic::get_event))
+        .route("/v1/deliveries", get(traffic::list_deliveries))
+        .route("/v1/deliveries/{delivery_id}", get(traffic::get_delivery))
+        .route("/v1/deliveries/{delivery_id}/attempts", get(traffic::list_attempts))
+        .route("/v1/inbound", get(traffic::list_inbound))
+        .route("/v1/inbound/{inbound_id}", get(traffic::get_inbound))
+        .route("/v1/stats", get(traffic::stats))
         .route("/v1/deliveries/{delivery_id}/retry", post(replay::retry_delivery))
         .route("/v1/events/{event_id}/redeliver", post(replay::redeliver_event))
         .route("/v1/endpoints/{endpoint_id}/recover", post(replay::recover_endpoint))
@@ -99,7 +106,7 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// A list answer. Lists are newest first; `next_cursor` is reserved for pagination.
+/// A list answer, newest first. `next_cursor`, when not null, fetches the next (older) page.
 #[derive(Debug, Serialize)]
 pub struct List<T> {
     pub data: Vec<T>,
@@ -112,6 +119,72 @@ impl<T> From<Vec<T>> for List<T> {
             data,
             next_cursor: None,
         }
+    }
+}
+
+/// `?limit=` (1 to 500, default 50) and `?cursor=` (a `next_cursor` this API gave).
+#[derive(Debug, Default, Deserialize)]
+pub struct Paging {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl Paging {
+    pub(crate) fn new(limit: Option<u32>, cursor: Option<String>) -> Self {
+        Self { limit, cursor }
+    }
+
+    pub(crate) fn limit(&self) -> u32 {
+        self.limit.unwrap_or(50).clamp(1, 500)
+    }
+
+    /// What to fetch from the store: one more than the page, to know whether another follows.
+    pub(crate) fn fetch(&self) -> u32 {
+        self.limit() + 1
+    }
+
+    /// The id the page starts before.
+    pub(crate) fn before(&self) -> Result<Option<String>, ApiError> {
+        use base64::Engine;
+        self.cursor
+            .as_deref()
+            .map(|cursor| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                    .ok_or_else(|| ApiError::Validation(String::from("`cursor` is not one this API gave")))
+            })
+            .transpose()
+    }
+
+    /// Cuts `items` (newest first, at most [`Paging::fetch`] of them) to a page.
+    pub(crate) fn page<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> &str) -> List<T> {
+        use base64::Engine;
+        let limit = self.limit() as usize;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|last| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id(last)))
+        } else {
+            None
+        };
+        List {
+            data: items,
+            next_cursor,
+        }
+    }
+
+    /// Pages a whole collection read at once (a tenant's keys, apps, Pages, endpoints).
+    pub(crate) fn page_all<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> &str) -> Result<List<T>, ApiError> {
+        items.sort_by(|a, b| id(b).cmp(id(a)));
+        if let Some(before) = self.before()? {
+            items.retain(|item| id(item) < before.as_str());
+        }
+        items.truncate(self.fetch() as usize);
+        Ok(self.page(items, id))
     }
 }
 
@@ -252,11 +325,17 @@ async fn create_tenant(
     Ok((StatusCode::CREATED, ApiJson(tenant.into())))
 }
 
-async fn list_tenants(State(state): State<AdminState>, _: Operator) -> Result<ApiJson<List<TenantView>>, ApiError> {
+async fn list_tenants(
+    State(state): State<AdminState>,
+    _: Operator,
+    Query(paging): Query<Paging>,
+) -> Result<ApiJson<List<TenantView>>, ApiError> {
     let tenants = state.store.list_tenants().await?;
-    Ok(ApiJson(
-        tenants.into_iter().map(TenantView::from).collect::<Vec<_>>().into(),
-    ))
+    let page = paging.page_all(tenants, |t| t.id.as_str())?;
+    Ok(ApiJson(List {
+        data: page.data.into_iter().map(TenantView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub(crate) fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
@@ -264,122 +343,4 @@ pub(crate) fn not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
         StoreError::NotFound => ApiError::NotFound(what),
         other => other.into(),
     }
-}
-
-// ---- events and deliveries ----
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    limit: Option<u32>,
-    event_id: Option<String>,
-}
-
-impl ListQuery {
-    fn limit(&self) -> u32 {
-        self.limit.unwrap_or(50).clamp(1, 500)
-    }
-}
-
-async fn list_events(
-    State(state): State<AdminState>,
-    tenant: TenantContext,
-    Query(query): Query<ListQuery>,
-) -> Result<ApiJson<List<Box<RawValue>>>, ApiError> {
-    let events = state.store.list_events(&tenant.tenant_id, query.limit()).await?;
-    let data = events
-        .into_iter()
-        .map(|e| RawValue::from_string(e.payload).map_err(ApiError::internal))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ApiJson(data.into()))
-}
-
-#[derive(Debug, Serialize)]
-pub struct DeliveryView {
-    id: DeliveryId,
-    event_id: EventId,
-    endpoint_id: pagewire_core::EndpointId,
-    status: &'static str,
-    attempts: u32,
-    next_attempt_at: Option<String>,
-    last_status: Option<u16>,
-    last_error: Option<String>,
-    created_at: String,
-    updated_at: String,
-}
-
-impl From<Delivery> for DeliveryView {
-    fn from(d: Delivery) -> Self {
-        let pending = d.status == pagewire_store::DeliveryStatus::Pending;
-        Self {
-            id: d.id,
-            event_id: d.event_id,
-            endpoint_id: d.endpoint_id,
-            status: d.status.as_str(),
-            attempts: d.attempts,
-            next_attempt_at: pending.then(|| iso(d.next_attempt_at)),
-            last_status: d.last_status,
-            last_error: d.last_error,
-            created_at: iso(d.created_at),
-            updated_at: iso(d.updated_at),
-        }
-    }
-}
-
-async fn list_deliveries(
-    State(state): State<AdminState>,
-    tenant: TenantContext,
-    Query(query): Query<ListQuery>,
-) -> Result<ApiJson<List<DeliveryView>>, ApiError> {
-    let deliveries = match &query.event_id {
-        Some(id) => {
-            let event_id: EventId = id
-                .parse()
-                .map_err(|e| ApiError::Validation(format!("`event_id`: {e}")))?;
-            state.store.deliveries_of_event(&tenant.tenant_id, &event_id).await?
-        }
-        None => state.store.list_deliveries(&tenant.tenant_id, query.limit()).await?,
-    };
-    Ok(ApiJson(
-        deliveries
-            .into_iter()
-            .map(DeliveryView::from)
-            .collect::<Vec<_>>()
-            .into(),
-    ))
-}
-
-#[derive(Debug, Serialize)]
-pub struct AttemptView {
-    attempt: u32,
-    started_at: String,
-    duration_ms: i64,
-    status_code: Option<u16>,
-    outcome: String,
-    error: Option<String>,
-    response_excerpt: Option<String>,
-}
-
-async fn list_attempts(
-    State(state): State<AdminState>,
-    tenant: TenantContext,
-    Path(delivery_id): Path<String>,
-) -> Result<ApiJson<List<AttemptView>>, ApiError> {
-    let delivery_id: DeliveryId = delivery_id.parse().map_err(|_| ApiError::NotFound("delivery"))?;
-    let attempts = state
-        .store
-        .attempts_of_delivery(&tenant.tenant_id, &delivery_id)
-        .await?;
-    let data = attempts
-        .into_iter()
-        .map(|a| AttemptView {
-            attempt: a.attempt,
-            started_at: iso(a.started_at),
-            duration_ms: a.duration_ms,
-            status_code: a.status_code,
-            outcome: a.outcome,
-            error: a.error,
-            response_excerpt: a.response_excerpt,
-        })
-        .collect::<Vec<_>>();
-    Ok(ApiJson(data.into()))
 }

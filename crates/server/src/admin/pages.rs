@@ -1,13 +1,13 @@
 //! Pages (and Instagram accounts, WhatsApp Business Accounts): onboarding, checked against the
 //! Graph API when an access token is given, and the Page's webhook subscription.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pagewire_core::{Platform, Secret, TenantId};
 use pagewire_store::{NewPage, Page, StoreError};
 use serde::{Deserialize, Serialize};
 
-use super::{iso, meta_id, not_found, required, AdminState, List};
+use super::{iso, meta_id, not_found, required, AdminState, List, Paging};
 use crate::auth::TenantContext;
 use crate::error::{ApiError, ApiJson};
 use crate::subscriptions::{self, SubscriptionError, SubscriptionState};
@@ -209,11 +209,14 @@ async fn taken_check(state: &AdminState, tenant_id: &TenantId, page_id: &str) ->
 pub async fn list_pages(
     State(state): State<AdminState>,
     tenant: TenantContext,
+    Query(paging): Query<Paging>,
 ) -> Result<ApiJson<List<PageView>>, ApiError> {
     let pages = state.store.list_pages(&tenant.tenant_id).await?;
-    Ok(ApiJson(
-        pages.into_iter().map(PageView::from).collect::<Vec<_>>().into(),
-    ))
+    let page = paging.page_all(pages, |p| p.id.as_str())?;
+    Ok(ApiJson(List {
+        data: page.data.into_iter().map(PageView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub async fn get_page(
