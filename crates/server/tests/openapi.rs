@@ -22,7 +22,8 @@ async fn every_documented_operation_is_routed() -> TestResult {
             .replace("{delivery_id}", "dlv_01M84FYBGTWDCJ5JEBFD34ZT1S")
             .replace("{key_id}", "key_01M84FYBGTWDCJ5JEBFD34ZT1T")
             .replace("{app_id}", "1234567890")
-            .replace("{page_id}", "104872345678901");
+            .replace("{page_id}", "104872345678901")
+            .replace("{inbound_id}", "inb_01M84FYBGTWDCJ5JEBFD34ZT1V");
         assert!(!concrete.contains('{'), "an unknown path parameter in {path}");
         for method in ["get", "post", "put", "patch", "delete"] {
             let Some(operation) = item.get(method) else { continue };
@@ -49,5 +50,36 @@ async fn every_documented_operation_is_routed() -> TestResult {
         }
     }
     assert!(checked > 20, "only {checked} operations checked");
+    Ok(())
+}
+
+/// The other direction too: the router's table and the document list the same `/v1` operations, so
+/// a route added without documentation (or documentation left after a route is gone) fails here.
+#[test]
+fn the_document_and_the_router_list_the_same_operations() -> TestResult {
+    use std::collections::BTreeSet;
+    let document = EventContract::load()?.document().clone();
+    let paths = document["paths"].as_object().ok_or("no paths")?;
+    let documented: BTreeSet<(String, String)> = paths
+        .iter()
+        .filter(|(path, _)| path.starts_with("/v1/"))
+        .flat_map(|(path, item)| {
+            ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|method| item.get(*method).is_some())
+                .map(|method| (method.to_owned(), path.clone()))
+        })
+        .collect();
+    let routed: BTreeSet<(String, String)> = pagewire_server::admin::ROUTES
+        .iter()
+        .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routed but not in openapi.yaml: {undocumented:?}"
+    );
+    assert!(unrouted.is_empty(), "in openapi.yaml but not routed: {unrouted:?}");
     Ok(())
 }

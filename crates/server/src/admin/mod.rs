@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::Router;
 use pagewire_core::{Clock, TenantId};
 use pagewire_store::{Store, StoreError, Tenant};
@@ -43,67 +42,67 @@ impl FromRef<AdminState> for AuthState {
     }
 }
 
-pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/v1/tenants/{tenant_id}", get(get_tenant).patch(update_tenant))
-        .route(
-            "/v1/tenants/{tenant_id}/api-keys",
-            post(keys::create_tenant_key).get(keys::list_tenant_keys),
-        )
-        .route(
-            "/v1/tenants/{tenant_id}/api-keys/{key_id}",
-            axum::routing::delete(keys::revoke_tenant_key),
-        )
-        .route("/v1/api-keys", post(keys::create_own_key).get(keys::list_own_keys))
-        .route("/v1/api-keys/{key_id}", axum::routing::delete(keys::revoke_own_key))
-        .route("/v1/auth/token", post(keys::issue_token))
-        .route("/v1/auth/signing-keys/rotate", post(keys::rotate_signing_key))
-        .route("/v1/apps", post(apps::create_app).get(apps::list_apps))
-        .route(
-            "/v1/apps/{app_id}",
-            get(apps::get_app).patch(apps::update_app).delete(apps::delete_app),
-        )
-        .route("/v1/apps/{app_id}/rotate-secret", post(apps::rotate_app_secret))
-        .route("/v1/pages", post(pages::create_page).get(pages::list_pages))
-        .route("/v1/pages/{page_id}", get(pages::get_page).delete(pages::delete_page))
-        .route(
-            "/v1/pages/{page_id}/subscription",
-            get(pages::get_subscription)
-                .put(pages::subscribe)
-                .delete(pages::unsubscribe),
-        )
-        .route(
-            "/v1/apps/{app_id}/subscription",
-            get(apps::get_app_subscription).put(apps::set_app_subscription),
-        )
-        .route(
-            "/v1/endpoints",
-            post(endpoints::create_endpoint).get(endpoints::list_endpoints),
-        )
-        .route(
-            "/v1/endpoints/{endpoint_id}",
-            get(endpoints::get_endpoint)
-                .patch(endpoints::update_endpoint)
-                .delete(endpoints::delete_endpoint),
-        )
-        .route(
-            "/v1/endpoints/{endpoint_id}/rotate-secret",
-            post(endpoints::rotate_endpoint_secret),
-        )
-        .route("/v1/events", get(traffic::list_events))
-        .route("/v1/events/{event_id}", get(traffic::get_event))
-        .route("/v1/deliveries", get(traffic::list_deliveries))
-        .route("/v1/deliveries/{delivery_id}", get(traffic::get_delivery))
-        .route("/v1/deliveries/{delivery_id}/attempts", get(traffic::list_attempts))
-        .route("/v1/inbound", get(traffic::list_inbound))
-        .route("/v1/inbound/{inbound_id}", get(traffic::get_inbound))
-        .route("/v1/stats", get(traffic::stats))
-        .route("/v1/deliveries/{delivery_id}/retry", post(replay::retry_delivery))
-        .route("/v1/events/{event_id}/redeliver", post(replay::redeliver_event))
-        .route("/v1/endpoints/{endpoint_id}/recover", post(replay::recover_endpoint))
-        .route("/v1/endpoints/{endpoint_id}/test", post(endpoints::send_test_event))
-        .with_state(state)
+/// Declares the routes once: the router, and the table tests hold against `openapi.yaml`.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:path;)*) => {
+        /// Every admin route as (method, path), in the order declared.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        pub fn router(state: AdminState) -> Router {
+            // Routes of one path merge into one method router.
+            Router::new()
+                $(.route($path, axum::routing::$method($handler)))*
+                .with_state(state)
+        }
+    };
+}
+
+routes! {
+    post "/v1/tenants" => create_tenant;
+    get "/v1/tenants" => list_tenants;
+    get "/v1/tenants/{tenant_id}" => get_tenant;
+    patch "/v1/tenants/{tenant_id}" => update_tenant;
+    post "/v1/tenants/{tenant_id}/api-keys" => keys::create_tenant_key;
+    get "/v1/tenants/{tenant_id}/api-keys" => keys::list_tenant_keys;
+    delete "/v1/tenants/{tenant_id}/api-keys/{key_id}" => keys::revoke_tenant_key;
+    post "/v1/api-keys" => keys::create_own_key;
+    get "/v1/api-keys" => keys::list_own_keys;
+    delete "/v1/api-keys/{key_id}" => keys::revoke_own_key;
+    post "/v1/auth/token" => keys::issue_token;
+    post "/v1/auth/signing-keys/rotate" => keys::rotate_signing_key;
+    post "/v1/apps" => apps::create_app;
+    get "/v1/apps" => apps::list_apps;
+    get "/v1/apps/{app_id}" => apps::get_app;
+    patch "/v1/apps/{app_id}" => apps::update_app;
+    delete "/v1/apps/{app_id}" => apps::delete_app;
+    post "/v1/apps/{app_id}/rotate-secret" => apps::rotate_app_secret;
+    get "/v1/apps/{app_id}/subscription" => apps::get_app_subscription;
+    put "/v1/apps/{app_id}/subscription" => apps::set_app_subscription;
+    post "/v1/pages" => pages::create_page;
+    get "/v1/pages" => pages::list_pages;
+    get "/v1/pages/{page_id}" => pages::get_page;
+    delete "/v1/pages/{page_id}" => pages::delete_page;
+    get "/v1/pages/{page_id}/subscription" => pages::get_subscription;
+    put "/v1/pages/{page_id}/subscription" => pages::subscribe;
+    delete "/v1/pages/{page_id}/subscription" => pages::unsubscribe;
+    post "/v1/endpoints" => endpoints::create_endpoint;
+    get "/v1/endpoints" => endpoints::list_endpoints;
+    get "/v1/endpoints/{endpoint_id}" => endpoints::get_endpoint;
+    patch "/v1/endpoints/{endpoint_id}" => endpoints::update_endpoint;
+    delete "/v1/endpoints/{endpoint_id}" => endpoints::delete_endpoint;
+    post "/v1/endpoints/{endpoint_id}/rotate-secret" => endpoints::rotate_endpoint_secret;
+    post "/v1/endpoints/{endpoint_id}/recover" => replay::recover_endpoint;
+    post "/v1/endpoints/{endpoint_id}/test" => endpoints::send_test_event;
+    get "/v1/events" => traffic::list_events;
+    get "/v1/events/{event_id}" => traffic::get_event;
+    post "/v1/events/{event_id}/redeliver" => replay::redeliver_event;
+    get "/v1/deliveries" => traffic::list_deliveries;
+    get "/v1/deliveries/{delivery_id}" => traffic::get_delivery;
+    get "/v1/deliveries/{delivery_id}/attempts" => traffic::list_attempts;
+    post "/v1/deliveries/{delivery_id}/retry" => replay::retry_delivery;
+    get "/v1/inbound" => traffic::list_inbound;
+    get "/v1/inbound/{inbound_id}" => traffic::get_inbound;
+    get "/v1/stats" => traffic::stats;
 }
 
 /// A list answer, newest first. `next_cursor`, when not null, fetches the next (older) page.
