@@ -4,6 +4,7 @@
 //! (database, master key, admin token), and runs the gateway; `simulate` plays Meta for people
 //! trying Pagewire without Facebook.
 
+mod admin;
 mod config;
 mod receive;
 mod serve;
@@ -45,6 +46,16 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run a local endpoint that prints the events it receives and checks their signatures.
     Receive(receive::ReceiveArgs),
+    /// Create and list tenants, working on the database directly.
+    Tenant {
+        #[command(subcommand)]
+        command: admin::TenantCommand,
+    },
+    /// Create, list and revoke tenants' API keys, working on the database directly.
+    Key {
+        #[command(subcommand)]
+        command: admin::KeyCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,5 +150,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Simulate(args) => runtime.block_on(simulate::run(args)),
         Command::Receive(args) => runtime.block_on(receive::run(args)),
+        Command::Tenant { command } => {
+            let config = Config::load(cli.config.as_deref(), &command.db().overrides())?;
+            init_logging(config.log_format);
+            runtime.block_on(admin::tenant(config, command))
+        }
+        Command::Key { command } => {
+            let config = Config::load(cli.config.as_deref(), &command.db().overrides())?;
+            init_logging(config.log_format);
+            runtime.block_on(admin::key(config, command))
+        }
     }
 }
