@@ -34,6 +34,10 @@ pub enum ApiError {
     RateLimited,
     #[error("{0}")]
     PageTaken(&'static str),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still running; retry shortly")]
+    IdempotencyInProgress,
     #[error("{0}")]
     Graph(#[from] pagewire_graph::GraphError),
     #[error("internal error")]
@@ -68,7 +72,8 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::PageTaken(_) => StatusCode::CONFLICT,
+            Self::PageTaken(_) | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             // What the tenant gave (a token, a Page id) is wrong: 422. Meta busy or down: 503/502.
             Self::Graph(e) => match e {
                 pagewire_graph::GraphError::InvalidToken { .. }
@@ -95,6 +100,8 @@ impl ApiError {
             Self::Unavailable => "unavailable",
             Self::RateLimited => "rate_limited",
             Self::PageTaken(_) => "page_taken",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyInProgress => "idempotency_key_in_progress",
             Self::Graph(e) => e.code(),
             Self::Internal(_) => "internal",
         }
@@ -113,6 +120,8 @@ impl ApiError {
             Self::Unavailable => "Service unavailable",
             Self::RateLimited => "Too many requests",
             Self::PageTaken(_) => "Page taken",
+            Self::IdempotencyKeyReused => "Idempotency key reused",
+            Self::IdempotencyInProgress => "Idempotency key in progress",
             Self::Graph(_) => "Graph API error",
             Self::Internal(_) => "Internal error",
         }

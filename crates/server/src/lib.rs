@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod idempotency;
 pub mod ingest;
 pub mod ingress;
 pub mod ratelimit;
@@ -137,6 +138,9 @@ impl Maintenance {
             .release_dedup_keys(now.saturating_sub(ms(self.dedup_window)))
             .await?;
         let pruned = self.store.prune(now, ms(self.retention)).await?;
+        self.store
+            .idempotency_prune(now.saturating_sub(idempotency::RETENTION_MS))
+            .await?;
         let subscriptions = subscriptions::check_all(self.store.as_ref(), &self.graph, now).await?;
         let report = MaintenanceReport {
             dedup_keys_released: released,

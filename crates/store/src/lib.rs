@@ -446,6 +446,21 @@ pub struct Inbound {
     pub unroutable: Option<String>,
 }
 
+/// Where a request with an `Idempotency-Key` stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// First seen: the caller runs the request and records its answer.
+    Started,
+    /// The first request with this key is still running.
+    InProgress,
+    /// Answered before: the request's hash, and the answer to give again.
+    Done {
+        request_hash: String,
+        status: u16,
+        body: Vec<u8>,
+    },
+}
+
 /// Which events to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -625,6 +640,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_inbound(&self, id: &InboundId) -> Result<Inbound>;
     /// The events a raw POST produced, with their tenants.
     async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<(EventId, TenantId, String)>>;
+    /// Claims `(scope, key)` for a request, or says how it was answered before.
+    async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str, now: i64) -> Result<Idempotency>;
+    /// Records the answer to give again.
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> Result<()>;
+    /// Forgets a claim whose request failed in a way worth retrying.
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()>;
+    /// Forgets keys claimed before `before`.
+    async fn idempotency_prune(&self, before: i64) -> Result<u64>;
     /// `events_since` counts events received at or after `since`.
     async fn tenant_stats(&self, tenant_id: &TenantId, since: i64) -> Result<TenantStats>;
     /// Deliveries not yet delivered or given up.

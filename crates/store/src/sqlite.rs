@@ -23,9 +23,9 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
     ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryQuery, DeliveryStatus, Endpoint, EndpointUpdate,
-    EventQuery, HealthReport, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease, LeasedDelivery,
-    MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage, Page, PageCredentials, PruneReport, Replay, Result,
-    RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
+    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease,
+    LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage, Page, PageCredentials, PruneReport, Replay,
+    Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -35,6 +35,7 @@ const VERIFY_TOKEN: &str = "verify_token";
 const PAGE_TOKEN: &str = "page_token";
 const ENDPOINT_SECRET: &str = "endpoint_secret";
 const SIGNING_KEY: &str = "signing_key";
+const IDEMPOTENT_RESPONSE: &str = "idempotent_response";
 const ENDPOINT_ED25519: &str = "endpoint_ed25519";
 
 /// Rows per multi-row statement: well under SQLite's limit of 32766 bound parameters.
@@ -1981,6 +1982,70 @@ impl Store for SqliteStore {
             deliveries_delivered: count(delivered),
             deliveries_failed: count(failed),
         })
+    }
+
+    async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str, now: i64) -> Result<Idempotency> {
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (scope, key) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            return Ok(Idempotency::Started);
+        }
+        let (hash, status, sealed): (String, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT request_hash, status, response_sealed FROM idempotency_keys WHERE scope = ? AND key = ?",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(match (status, sealed) {
+            (Some(status), Some(sealed)) => Idempotency::Done {
+                request_hash: hash,
+                status: u16::try_from(status).unwrap_or(500),
+                body: self
+                    .open_secret(IDEMPOTENT_RESPONSE, &sealed)?
+                    .expose()
+                    .as_bytes()
+                    .to_vec(),
+            },
+            _ => Idempotency::InProgress,
+        })
+    }
+
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> Result<()> {
+        let text = String::from_utf8_lossy(body);
+        sqlx::query("UPDATE idempotency_keys SET status = ?, response_sealed = ? WHERE scope = ? AND key = ?")
+            .bind(i64::from(status))
+            .bind(self.key.seal(IDEMPOTENT_RESPONSE, &text))
+            .bind(scope)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status IS NULL")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_prune(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(before)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn count_pending(&self) -> Result<u64> {

@@ -52,6 +52,7 @@ macro_rules! routes {
             // Routes of one path merge into one method router.
             Router::new()
                 $(.route($path, axum::routing::$method($handler)))*
+                .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::guard))
                 .with_state(state)
         }
     };
