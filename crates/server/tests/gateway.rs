@@ -519,6 +519,32 @@ async fn refuses_private_endpoint_urls_unless_allowed() -> TestResult {
 async fn keeps_secrets_sealed_and_api_keys_hashed_at_rest() -> TestResult {
     let app = TestApp::spawn().await?;
     let (tenant, _, endpoint_secret) = onboarded(&app).await?;
+    // A rotated app secret (the old one is kept for the overlap), a second endpoint secret, a key
+    // made with an Idempotency-Key (its answer is kept), and a token (its signing key is kept).
+    let rotated_secret = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let (status, _) = app
+        .api(
+            "POST",
+            &format!("/v1/apps/{APP_ID}/rotate-secret"),
+            &tenant.api_key,
+            Some(json!({"app_secret": rotated_secret})),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let kept_key = app
+        .client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(&tenant.api_key)
+        .header("idempotency-key", "at-rest")
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["key"]
+        .as_str()
+        .ok_or("no key")?
+        .to_owned();
+    let (status, _) = app.api("POST", "/v1/auth/token", &tenant.api_key, None).await?;
+    assert_eq!(status, 201);
     let dir = app.data_dir().to_owned();
     let _temp = app.shutdown().await?;
     let mut bytes = std::fs::read(dir.join("pagewire.db"))?;
@@ -528,10 +554,12 @@ async fn keeps_secrets_sealed_and_api_keys_hashed_at_rest() -> TestResult {
     let haystack = String::from_utf8_lossy(&bytes);
     for secret in [
         APP_SECRET,
-        "EAAG-test-page-token",
+        rotated_secret,
+        &format!("EAAG-test-page-token-{PAGE_A}"),
         &endpoint_secret,
         &tenant.api_key,
-        &format!("verify-{APP_ID}"),
+        &kept_key,
+        &format!("verify-token-for-{APP_ID}"),
     ] {
         assert!(!haystack.contains(secret), "{secret} is stored in the clear");
     }
