@@ -231,6 +231,11 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// `Query<T>` whose rejections are problem+json (422 `validation_failed`).
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
 /// `Json<T>` whose rejections are problem+json.
 #[derive(Debug, axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pagewire_core::{Secret, TenantId};
 use pagewire_store::{AppUpdate, MetaApp, NewMetaApp};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List, Paging};
 use crate::auth::{generate_token, Caller};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 
 /// The prefix of generated verify tokens.
 const VERIFY_TOKEN_PREFIX: &str = "pwv_";
@@ -166,7 +166,7 @@ pub async fn create_app(
 pub async fn list_apps(
     State(state): State<AdminState>,
     caller: Caller,
-    Query(paging): Query<Paging>,
+    ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<ApiJson<List<AppView>>, ApiError> {
     let apps = match &caller {
         Caller::Operator => state.store.list_apps(None).await?,

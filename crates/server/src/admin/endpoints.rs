@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List};
 use crate::auth::TenantContext;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 
 /// Most extra headers per endpoint.
 const MAX_HEADERS: usize = 20;
@@ -289,7 +289,7 @@ pub(super) async fn create_endpoint(
 pub(super) async fn list_endpoints(
     State(state): State<AdminState>,
     tenant: TenantContext,
-    axum::extract::Query(paging): axum::extract::Query<super::Paging>,
+    ApiQuery(paging): ApiQuery<super::Paging>,
 ) -> Result<ApiJson<List<EndpointView>>, ApiError> {
     let endpoints = state.store.list_endpoints(&tenant.tenant_id).await?;
     let page = paging.page_all(endpoints, |e| e.id.as_str())?;

@@ -1,7 +1,7 @@
 //! API keys and tokens: tenants' keys (created by the operator or by the tenant), revocation, and
 //! the exchange of a key for a short-lived token.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use pagewire_core::{ApiKeyId, TenantId};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{iso, not_found, required, AdminState, List, Paging};
 use crate::auth::{generate_token, hash_api_key, Caller, Credential, Operator, TenantContext, API_KEY_PREFIX};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,7 +145,7 @@ pub async fn list_tenant_keys(
     State(state): State<AdminState>,
     _: Operator,
     Path(tenant_id): Path<String>,
-    Query(paging): Query<Paging>,
+    ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<ApiJson<List<ApiKeyView>>, ApiError> {
     let tenant_id = tenant_path(&tenant_id)?;
     state.store.get_tenant(&tenant_id).await.map_err(not_found("tenant"))?;
@@ -171,7 +171,7 @@ pub async fn create_own_key(
 pub async fn list_own_keys(
     State(state): State<AdminState>,
     tenant: TenantContext,
-    Query(paging): Query<Paging>,
+    ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<ApiJson<List<ApiKeyView>>, ApiError> {
     list_keys(&state, &tenant.tenant_id, &paging).await
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::Router;
 use pagewire_core::{Clock, TenantId};
@@ -12,7 +12,7 @@ use pagewire_store::{Store, StoreError, Tenant};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthState, Operator};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::routing::RoutingCache;
 
 mod apps;
@@ -328,7 +328,7 @@ async fn create_tenant(
 async fn list_tenants(
     State(state): State<AdminState>,
     _: Operator,
-    Query(paging): Query<Paging>,
+    ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<ApiJson<List<TenantView>>, ApiError> {
     let tenants = state.store.list_tenants().await?;
     let page = paging.page_all(tenants, |t| t.id.as_str())?;

@@ -1,7 +1,7 @@
 //! Pages (and Instagram accounts, WhatsApp Business Accounts): onboarding, checked against the
 //! Graph API when an access token is given, and the Page's webhook subscription.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pagewire_core::{Platform, Secret, TenantId};
 use pagewire_store::{NewPage, Page, StoreError};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List, Paging};
 use crate::auth::TenantContext;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::subscriptions::{self, SubscriptionError, SubscriptionState};
 
 #[derive(Debug, Deserialize)]
@@ -209,7 +209,7 @@ async fn taken_check(state: &AdminState, tenant_id: &TenantId, page_id: &str) ->
 pub async fn list_pages(
     State(state): State<AdminState>,
     tenant: TenantContext,
-    Query(paging): Query<Paging>,
+    ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<ApiJson<List<PageView>>, ApiError> {
     let pages = state.store.list_pages(&tenant.tenant_id).await?;
     let page = paging.page_all(pages, |p| p.id.as_str())?;

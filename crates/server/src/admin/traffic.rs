@@ -1,7 +1,7 @@
 //! What a tenant's traffic looks like: events (filtered, one by one with its raw item), deliveries
 //! and their attempts, the raw POSTs Meta sent, and the tenant's numbers.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use pagewire_core::{DeliveryId, EndpointId, EventId, InboundId, TenantId};
 use pagewire_store::{Attempt, Delivery, DeliveryQuery, DeliveryStatus, EventQuery, Inbound, InboundQuery};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use super::{iso, not_found, AdminState, List, Paging};
 use crate::auth::{Caller, TenantContext};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 
 fn millis(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     value
@@ -50,7 +50,7 @@ pub struct EventFilters {
 pub async fn list_events(
     State(state): State<AdminState>,
     tenant: TenantContext,
-    Query(filters): Query<EventFilters>,
+    ApiQuery(filters): ApiQuery<EventFilters>,
 ) -> Result<ApiJson<List<Box<RawValue>>>, ApiError> {
     let paging = Paging::new(filters.limit, filters.cursor.clone());
     if let Some(t) = &filters.event_type {
@@ -154,7 +154,7 @@ pub struct DeliveryFilters {
 pub async fn list_deliveries(
     State(state): State<AdminState>,
     tenant: TenantContext,
-    Query(filters): Query<DeliveryFilters>,
+    ApiQuery(filters): ApiQuery<DeliveryFilters>,
 ) -> Result<ApiJson<List<DeliveryView>>, ApiError> {
     let paging = Paging::new(filters.limit, filters.cursor.clone());
     let status = filters
@@ -287,7 +287,7 @@ impl From<Inbound> for InboundView {
 pub async fn list_inbound(
     State(state): State<AdminState>,
     caller: Caller,
-    Query(paging): Query<Paging>,
+    ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<ApiJson<List<InboundView>>, ApiError> {
     let query = InboundQuery {
         limit: paging.fetch(),
