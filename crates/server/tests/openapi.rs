@@ -83,3 +83,67 @@ fn the_document_and_the_router_list_the_same_operations() -> TestResult {
     assert!(unrouted.is_empty(), "in openapi.yaml but not routed: {unrouted:?}");
     Ok(())
 }
+
+/// Every error code the API can answer is listed in the `Problem` schema's enum.
+#[test]
+fn every_error_code_is_documented() -> TestResult {
+    use pagewire_graph::GraphError;
+    use pagewire_server::error::ApiError;
+    let document = EventContract::load()?.document().clone();
+    let listed: Vec<&str> = document
+        .pointer("/components/schemas/Problem/properties/code/enum")
+        .and_then(|e| e.as_array())
+        .ok_or("no code enum")?
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let graph = |e: GraphError| ApiError::Graph(e);
+    let errors = [
+        ApiError::Unauthorized,
+        ApiError::Forbidden("x"),
+        ApiError::NotFound("x"),
+        ApiError::Validation(String::new()),
+        ApiError::Conflict(String::new()),
+        ApiError::InvalidJson(String::new()),
+        ApiError::PayloadTooLarge,
+        ApiError::Signature(pagewire_meta::SignatureError::Mismatch),
+        ApiError::Unavailable,
+        ApiError::RateLimited,
+        ApiError::PageTaken("x"),
+        ApiError::IdempotencyKeyReused,
+        ApiError::IdempotencyInProgress,
+        ApiError::internal(std::io::Error::other("x")),
+        graph(GraphError::Network(String::new())),
+        graph(GraphError::Decode(String::new())),
+        graph(GraphError::InvalidToken {
+            code: 190,
+            subcode: None,
+            message: String::new(),
+            fbtrace_id: None,
+        }),
+        graph(GraphError::PermissionDenied {
+            code: 200,
+            message: String::new(),
+            fbtrace_id: None,
+        }),
+        graph(GraphError::InvalidParameter {
+            subcode: None,
+            message: String::new(),
+            fbtrace_id: None,
+        }),
+        graph(GraphError::RateLimited {
+            code: Some(4),
+            retry_after: None,
+            message: String::new(),
+            fbtrace_id: None,
+        }),
+    ];
+    for error in &errors {
+        assert!(
+            listed.contains(&error.code()),
+            "`{}` is not in openapi.yaml's Problem codes",
+            error.code()
+        );
+    }
+    Ok(())
+}
