@@ -211,58 +211,108 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers until `shutdown` is cancelled: leases whenever ingress wakes it, a lane makes room,
-    /// or `poll_interval` passes. On shutdown it stops leasing, lets requests in flight finish
+    /// Delivers until `shutdown` is cancelled. Each round is one store transaction that records
+    /// the outcomes gathered so far and leases what is due (when a lane has room, ingress woke it,
+    /// or `poll_interval` passed). On shutdown it stops leasing, lets requests in flight finish
     /// within one request timeout, and records their outcomes; queued deliveries not yet started
     /// keep their leases, which expire, and are sent again later.
     pub async fn run(self, shutdown: CancellationToken) {
         let inner = Arc::clone(&self.inner);
         tracing::info!(concurrency = inner.config.concurrency, "dispatcher started");
-        let recorder = tokio::spawn(Arc::clone(&inner).record_continuously(shutdown.clone()));
-        let mut backoff = Duration::from_millis(100);
+        let mut outcomes = inner.outcomes.lock().await;
         let backlog_limit = inner.config.concurrency.max(1) * 2;
-
+        let mut backoff = Duration::from_millis(100);
+        let mut pending: Vec<AttemptRecord> = Vec::with_capacity(RECORD_BATCH);
+        let mut lease_wanted = true;
         while !shutdown.is_cancelled() {
+            while pending.len() < RECORD_BATCH {
+                match outcomes.try_recv() {
+                    Ok(record) => pending.push(record),
+                    Err(_) => break,
+                }
+            }
             let room = backlog_limit.saturating_sub(inner.queued());
-            let leased = if room == 0 {
-                Ok(Vec::new())
-            } else {
-                inner.lease(room).await
-            };
-            match leased {
-                Ok(leased) if !leased.is_empty() => {
+            let lease = (lease_wanted && room > 0).then(|| inner.lease_request(room));
+            if pending.is_empty() && lease.is_none() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = inner.wake.notified() => lease_wanted = true,
+                    () = inner.room.notified() => lease_wanted = true,
+                    () = tokio::time::sleep(inner.config.poll_interval) => lease_wanted = true,
+                    Some(first) = outcomes.recv() => {
+                        pending.push(first);
+                        // Gather for a few milliseconds: one commit then records hundreds of
+                        // attempts instead of a handful. Only the attempt log waits; nothing is resent.
+                        let until = tokio::time::Instant::now() + RECORD_GATHER;
+                        while pending.len() < RECORD_BATCH {
+                            match tokio::time::timeout_at(until, outcomes.recv()).await {
+                                Ok(Some(record)) => pending.push(record),
+                                Ok(None) | Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let leasing = lease.is_some();
+            match inner.settle(&pending, lease).await {
+                Ok(leased) => {
                     backoff = Duration::from_millis(100);
+                    pending.clear();
+                    if leasing {
+                        // Found work: look again at once; found none: wait for a reason.
+                        lease_wanted = !leased.is_empty();
+                    }
                     for delivery in leased {
                         inner.dispatch(delivery);
                     }
-                    continue;
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), "leasing deliveries failed");
+                    tracing::warn!(error = %e, records = pending.len(), retry_in_ms = backoff.as_millis(), "recording attempts or leasing failed");
+                    if backoff > Duration::from_secs(5) && !pending.is_empty() {
+                        // The leases expire and the deliveries are sent again.
+                        tracing::error!(
+                            records = pending.len(),
+                            "recording attempts keeps failing; dropping them"
+                        );
+                        pending.clear();
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
                 }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = inner.wake.notified() => {}
-                () = inner.room.notified() => {}
-                () = tokio::time::sleep(inner.config.poll_interval) => {}
             }
         }
         inner.abandon_queued();
-        let grace = inner.config.request_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(grace, inner.until_idle()).await.is_err() {
-            tracing::warn!("requests still in flight at shutdown; their leases will expire and they will be resent");
-        }
-        // Every sender of outcomes is the workers'; with them done, the recorder drains and stops.
-        if let Err(e) = recorder.await {
-            tracing::error!(error = %e, "the delivery recorder failed");
+        // Requests in flight finish within one request timeout; their outcomes are recorded.
+        let deadline = tokio::time::Instant::now() + inner.config.request_timeout + Duration::from_secs(1);
+        loop {
+            while let Ok(record) = outcomes.try_recv() {
+                pending.push(record);
+            }
+            if !pending.is_empty() {
+                if let Err(e) = inner.settle(&pending, None).await {
+                    tracing::error!(error = %e, records = pending.len(), "recording the last attempts failed; they will be resent");
+                }
+                pending.clear();
+            }
+            let progressed = inner.progress.notified();
+            if inner.lanes().is_empty() {
+                if outcomes.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                () = progressed => {}
+                Some(record) = outcomes.recv() => pending.push(record),
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!("requests still in flight at shutdown; their leases will expire and they will be resent");
+                    break;
+                }
+            }
         }
         tracing::info!("dispatcher stopped");
     }
@@ -321,6 +371,27 @@ impl Inner {
     }
 
     async fn lease(self: &Arc<Self>, limit: usize) -> Result<Vec<LeasedDelivery>, StoreError> {
+        let lease = self.lease_request(limit);
+        let started = std::time::Instant::now();
+        let leased = self.store.lease_due(lease).await?;
+        tracing::debug!(leased = leased.len(), took = ?started.elapsed(), "leased deliveries");
+        Ok(leased)
+    }
+
+    /// Records `records` and leases with `lease`, in one store transaction; then tells tenants what
+    /// the outcomes changed.
+    async fn settle(&self, records: &[AttemptRecord], lease: Option<Lease>) -> Result<Vec<LeasedDelivery>, StoreError> {
+        let now = self.clock.now_ms();
+        let started = std::time::Instant::now();
+        let (report, leased) = self.store.settle(records, now, &self.config.health, lease).await?;
+        tracing::debug!(records = records.len(), leased = leased.len(), took = ?started.elapsed(), "settled a round");
+        self.notify(records, &report, now).await;
+        Ok(leased)
+    }
+
+    /// What the next lease asks for: at most `limit`, each endpoint's share less what this worker
+    /// already holds of it.
+    fn lease_request(&self, limit: usize) -> Lease {
         let held = self
             .lanes()
             .iter()
@@ -330,17 +401,13 @@ impl Inner {
                 (id.clone(), u32::try_from(held).unwrap_or(u32::MAX))
             })
             .collect();
-        let lease = Lease {
+        Lease {
             now: self.clock.now_ms(),
             limit: u32::try_from(limit.max(1)).unwrap_or(u32::MAX),
             per_endpoint_rounds: self.config.per_endpoint_rounds,
             lease_ms: self.config.lease_ms(),
             held,
-        };
-        let started = std::time::Instant::now();
-        let leased = self.store.lease_due(lease).await?;
-        tracing::debug!(leased = leased.len(), took = ?started.elapsed(), "leased deliveries");
-        Ok(leased)
+        }
     }
 
     /// Queues a delivery in its endpoint's lane, starting a worker if the lane has room for one.
@@ -462,10 +529,14 @@ impl Inner {
 
     async fn record(&self, records: &[AttemptRecord]) -> Result<HealthReport, StoreError> {
         let now = self.clock.now_ms();
-        let started = std::time::Instant::now();
         let report = self.store.record_attempts(records, now, &self.config.health).await?;
-        tracing::debug!(records = records.len(), took = ?started.elapsed(), "recorded attempts");
-        let operational = operational_events(records, &report, now);
+        self.notify(records, &report, now).await;
+        Ok(report)
+    }
+
+    /// Stores the operational events a batch of outcomes calls for.
+    async fn notify(&self, records: &[AttemptRecord], report: &HealthReport, now: i64) {
+        let operational = operational_events(records, report, now);
         if !operational.is_empty() {
             // A failure here loses only the notice, never a delivery: log it and go on.
             match self.store.emit_operational(&operational, now).await {
@@ -474,68 +545,12 @@ impl Inner {
                 Err(e) => tracing::warn!(error = %e, "storing operational events failed"),
             }
         }
-        Ok(report)
-    }
-
-    /// Writes outcomes as they come, in batches, until shutdown and every worker is done.
-    async fn record_continuously(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut outcomes = self.outcomes.lock().await;
-        let mut batch = Vec::with_capacity(512);
-        loop {
-            let first = tokio::select! {
-                record = outcomes.recv() => record,
-                () = shutdown.cancelled(), if batch.is_empty() => {
-                    // Finish what the workers still send, then stop.
-                    self.until_idle().await;
-                    outcomes.try_recv().ok()
-                }
-            };
-            let Some(first) = first else { break };
-            batch.push(first);
-            // Gather for a few milliseconds: one transaction (and one fsync) then records hundreds
-            // of attempts instead of a handful. Only the attempt log waits; nothing is resent.
-            let gather_until = tokio::time::Instant::now() + RECORD_GATHER;
-            while batch.len() < RECORD_BATCH {
-                match tokio::time::timeout_at(gather_until, outcomes.recv()).await {
-                    Ok(Some(record)) => batch.push(record),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let mut wait = Duration::from_millis(50);
-            loop {
-                match self.record(&batch).await {
-                    Ok(_) => break,
-                    Err(e) if wait <= Duration::from_secs(5) => {
-                        tracing::warn!(error = %e, records = batch.len(), "recording attempts failed; retrying");
-                        tokio::time::sleep(wait).await;
-                        wait *= 2;
-                    }
-                    Err(e) => {
-                        // The leases expire and the deliveries are sent again.
-                        tracing::error!(error = %e, records = batch.len(), "recording attempts failed; dropping them");
-                        break;
-                    }
-                }
-            }
-            batch.clear();
-        }
     }
 
     /// Drops queued deliveries that have not started (their leases expire).
     fn abandon_queued(&self) {
         for lane in self.lanes().values() {
             lane.state().queue.clear();
-        }
-    }
-
-    /// Waits until no lane has a worker.
-    async fn until_idle(&self) {
-        loop {
-            let progressed = self.progress.notified();
-            if self.lanes().is_empty() {
-                return;
-            }
-            progressed.await;
         }
     }
 }

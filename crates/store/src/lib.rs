@@ -627,6 +627,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_attempts(&self, records: &[AttemptRecord], now: i64, health: &HealthPolicy)
         -> Result<HealthReport>;
 
+    /// Records `records` and, with `lease`, leases what is due next: one transaction where the
+    /// backend can, so a busy dispatcher commits once per round instead of twice.
+    async fn settle(
+        &self,
+        records: &[AttemptRecord],
+        now: i64,
+        health: &HealthPolicy,
+        lease: Option<Lease>,
+    ) -> Result<(HealthReport, Vec<LeasedDelivery>)> {
+        let report = self.record_attempts(records, now, health).await?;
+        let leased = match lease {
+            Some(lease) => self.lease_due(lease).await?,
+            None => Vec::new(),
+        };
+        Ok((report, leased))
+    }
+
     async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>>;
     async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>>;
     async fn list_deliveries(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<Delivery>>;

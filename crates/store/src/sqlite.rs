@@ -226,6 +226,162 @@ impl SqliteStore {
         })
     }
 
+    /// The endpoints a lease may take from, with the room each has: read beside the writer (a
+    /// lease that finds nothing never waits for it); a stale entry only leases nothing, as the
+    /// lease itself re-checks what is due.
+    async fn eligible(&self, lease: &Lease) -> Result<Vec<(String, i64, bool)>> {
+        // The endpoints that may send now and have something due, the longest-waiting first. Each
+        // is then leased on its own, through an index on (endpoint, due time): skipping a paused or
+        // busy endpoint costs nothing however deep its backlog. The list is read beside the writer
+        // (a lease that finds nothing never waits for it); a stale entry only leases nothing, as
+        // every lease below re-checks what is due.
+        let endpoints: Vec<(String, i64, i64, bool, i64)> = sqlx::query_as(
+            "SELECT e.id, CASE WHEN e.probe_at IS NOT NULL THEN 1 ELSE e.max_concurrency * ?1 END AS cap, \
+             e.max_concurrency, e.ordered, \
+             (SELECT MIN(d.next_attempt_at) FROM deliveries d \
+              WHERE d.endpoint_id = e.id AND d.status = 'pending') AS due \
+             FROM endpoints e WHERE e.enabled = 1 AND (e.probe_at IS NULL OR e.probe_at <= ?2) \
+             AND due <= ?2 ORDER BY due, e.id",
+        )
+        .bind(i64::from(lease.per_endpoint_rounds.max(1)))
+        .bind(lease.now)
+        .fetch_all(&self.readers)
+        .await?;
+        let held: std::collections::HashMap<&str, i64> = lease
+            .held
+            .iter()
+            .map(|(endpoint, count)| (endpoint.as_str(), i64::from(*count)))
+            .collect();
+        let endpoints: Vec<(String, i64, bool)> = endpoints
+            .into_iter()
+            .filter_map(|(endpoint, cap, max_concurrency, ordered, _)| {
+                let room = cap - held.get(endpoint.as_str()).copied().unwrap_or(0);
+                (room >= max_concurrency.clamp(1, cap)).then_some((endpoint, room, ordered))
+            })
+            .collect();
+        Ok(endpoints)
+    }
+
+    /// Takes due deliveries of `endpoints` inside the writer's transaction; returns (id, lease_seq).
+    async fn take(
+        tx: &mut sqlx::SqliteConnection,
+        lease: &Lease,
+        endpoints: Vec<(String, i64, bool)>,
+    ) -> Result<Vec<(String, i64)>> {
+        let mut leased: Vec<(String, i64)> = Vec::new();
+        let mut leased_endpoints: Vec<String> = Vec::new();
+        let mut room = i64::from(lease.limit);
+        for (endpoint, cap, ordered) in endpoints {
+            if room <= 0 {
+                break;
+            }
+            // Ordered endpoints take only the first pending delivery of each conversation.
+            let head_only = if ordered {
+                " AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p \
+                   WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key \
+                   AND p.status = 'pending' AND p.rowid < d.rowid))"
+            } else {
+                ""
+            };
+            let taken: Vec<(String, i64)> = sqlx::query_as(&format!(
+                "UPDATE deliveries SET next_attempt_at = ?1, lease_seq = lease_seq + 1, updated_at = ?2 \
+                 WHERE id IN (SELECT d.id FROM deliveries d \
+                   WHERE d.endpoint_id = ?3 AND d.status = 'pending' AND d.next_attempt_at <= ?2{head_only} \
+                   ORDER BY d.next_attempt_at, d.rowid LIMIT ?4) \
+                 RETURNING id, lease_seq"
+            ))
+            .bind(lease.now.saturating_add(lease.lease_ms))
+            .bind(lease.now)
+            .bind(&endpoint)
+            .bind(cap.min(room))
+            .fetch_all(&mut *tx)
+            .await?;
+            room -= i64::try_from(taken.len()).unwrap_or(i64::MAX);
+            if !taken.is_empty() {
+                leased_endpoints.push(endpoint);
+            }
+            leased.extend(taken);
+        }
+        if leased.is_empty() {
+            return Ok(leased);
+        }
+
+        // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's lease.
+        let endpoints = json_strings(leased_endpoints.iter().map(String::as_str));
+        sqlx::query(
+            "UPDATE endpoints SET probe_at = ?1 \
+             WHERE probe_at IS NOT NULL AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(lease.now.saturating_add(lease.lease_ms))
+        .bind(&endpoints)
+        .execute(&mut *tx)
+        .await?;
+        Ok(leased)
+    }
+
+    /// What to send for deliveries just leased (and committed): read beside the writer.
+    async fn load_leased(&self, lease: &Lease, leased: &[(String, i64)]) -> Result<Vec<LeasedDelivery>> {
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        // What to send is read beside the writer, once the lease is committed: the rows are the
+        // worker's now, and the writer is free for the next transaction.
+        let ids = json_strings(leased.iter().map(|(id, _)| id.as_str()));
+        let rows: Vec<LeasedRow> = sqlx::query_as(
+            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
+                    e.previous_secret_sealed, e.previous_secret_expires_at, e.ed25519_sealed, ev.payload, d.attempts, \
+                    e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
+             FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
+             WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.rowid",
+        )
+        .bind(&ids)
+        .fetch_all(&self.readers)
+        .await?;
+
+        let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+        // Rows of one endpoint share its sealed secrets: open each once per lease.
+        let mut opened: std::collections::HashMap<String, EndpointSecret> = std::collections::HashMap::new();
+        let mut open = |sealed: &str| -> Result<EndpointSecret> {
+            if let Some(secret) = opened.get(sealed) {
+                return Ok(secret.clone());
+            }
+            let secret = EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?;
+            opened.insert(sealed.to_owned(), secret.clone());
+            Ok(secret)
+        };
+        rows.into_iter()
+            .map(|row| {
+                let mut secrets = vec![open(&row.secret_sealed)?];
+                if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
+                    if until > lease.now {
+                        secrets.push(open(previous)?);
+                    }
+                }
+                Ok(LeasedDelivery {
+                    lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
+                    id: parse_id(&row.id)?,
+                    event_id: parse_id(&row.event_id)?,
+                    event_type: row.event_type,
+                    endpoint_id: parse_id(&row.endpoint_id)?,
+                    tenant_id: parse_id(&row.tenant_id)?,
+                    url: row.url,
+                    secrets,
+                    ed25519: row
+                        .ed25519_sealed
+                        .as_deref()
+                        .map(|sealed| self.open_ed25519(sealed))
+                        .transpose()?,
+                    controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+                    format: parse_format(&row.format)?,
+                    headers: parse_headers(row.headers)?.into_iter().collect(),
+                    payload: row.payload,
+                    attempts: u32::try_from(row.attempts).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
     /// Fills in the verify-token hash of apps stored before it existed. A token two apps share keeps
     /// no hash (and a warning): the operator should give one of them a new token.
     async fn backfill_verify_token_hashes(&self) -> Result<()> {
@@ -506,6 +662,67 @@ fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
 
 /// Applies a batch of outcomes to the health of each endpoint involved: one statement per endpoint,
 /// not per attempt.
+/// Records attempts inside the writer's transaction: the attempt log, each delivery's next step
+/// (fenced by its lease, so a stale worker's answer changes nothing), and endpoint health.
+async fn record_in(
+    tx: &mut sqlx::SqliteConnection,
+    records: &[AttemptRecord],
+    now: i64,
+    health: &HealthPolicy,
+) -> Result<HealthReport> {
+    if records.is_empty() {
+        return Ok(HealthReport::default());
+    }
+    // Every outcome goes in as one JSON array bound to one parameter: the two statements below
+    // are the same text whatever the batch size, so they are prepared once, and binding costs
+    // one argument instead of sixteen per attempt.
+    let rows: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let (status, next_at) = match r.next {
+                NextStep::Done => (DeliveryStatus::Delivered, now),
+                NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
+                NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
+            };
+            serde_json::json!([
+                r.delivery_id,
+                r.attempt,
+                r.started_at,
+                r.duration_ms,
+                r.status_code,
+                r.outcome,
+                r.error,
+                r.response_excerpt,
+                r.lease_seq,
+                status.as_str(),
+                next_at,
+            ])
+        })
+        .collect();
+    let rows = serde_json::Value::Array(rows).to_string();
+    sqlx::query(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
+             error, response_excerpt) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 \
+             FROM json_each(?1)",
+    )
+    .bind(&rows)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
+             last_status = v.status_code, last_error = v.error, updated_at = ?2 \
+             FROM (SELECT value->>0 AS id, value->>1 AS attempt, value->>4 AS status_code, value->>6 AS error, \
+                   value->>8 AS seq, value->>9 AS status, value->>10 AS next_at FROM json_each(?1)) AS v \
+             WHERE deliveries.id = v.id AND deliveries.lease_seq = v.seq",
+    )
+    .bind(&rows)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    update_health(tx, records, now, health).await
+}
+
 async fn update_health(
     tx: &mut sqlx::SqliteConnection,
     records: &[AttemptRecord],
@@ -1529,148 +1746,43 @@ impl Store for SqliteStore {
     }
 
     async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>> {
-        // The endpoints that may send now and have something due, the longest-waiting first. Each
-        // is then leased on its own, through an index on (endpoint, due time): skipping a paused or
-        // busy endpoint costs nothing however deep its backlog. The list is read beside the writer
-        // (a lease that finds nothing never waits for it); a stale entry only leases nothing, as
-        // every lease below re-checks what is due.
-        let endpoints: Vec<(String, i64, i64, bool, i64)> = sqlx::query_as(
-            "SELECT e.id, CASE WHEN e.probe_at IS NOT NULL THEN 1 ELSE e.max_concurrency * ?1 END AS cap, \
-             e.max_concurrency, e.ordered, \
-             (SELECT MIN(d.next_attempt_at) FROM deliveries d \
-              WHERE d.endpoint_id = e.id AND d.status = 'pending') AS due \
-             FROM endpoints e WHERE e.enabled = 1 AND (e.probe_at IS NULL OR e.probe_at <= ?2) \
-             AND due <= ?2 ORDER BY due, e.id",
-        )
-        .bind(i64::from(lease.per_endpoint_rounds.max(1)))
-        .bind(lease.now)
-        .fetch_all(&self.readers)
-        .await?;
-        let held: std::collections::HashMap<&str, i64> = lease
-            .held
-            .iter()
-            .map(|(endpoint, count)| (endpoint.as_str(), i64::from(*count)))
-            .collect();
-        let endpoints: Vec<(String, i64, bool)> = endpoints
-            .into_iter()
-            .filter_map(|(endpoint, cap, max_concurrency, ordered, _)| {
-                let room = cap - held.get(endpoint.as_str()).copied().unwrap_or(0);
-                (room >= max_concurrency.clamp(1, cap)).then_some((endpoint, room, ordered))
-            })
-            .collect();
+        let endpoints = self.eligible(&lease).await?;
         if endpoints.is_empty() {
             return Ok(Vec::new());
         }
-
         let mut tx = self.writer.begin().await?;
-
-        let mut leased: Vec<(String, i64)> = Vec::new();
-        let mut leased_endpoints: Vec<String> = Vec::new();
-        let mut room = i64::from(lease.limit);
-        for (endpoint, cap, ordered) in endpoints {
-            if room <= 0 {
-                break;
-            }
-            // Ordered endpoints take only the first pending delivery of each conversation.
-            let head_only = if ordered {
-                " AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p \
-                   WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key \
-                   AND p.status = 'pending' AND p.rowid < d.rowid))"
-            } else {
-                ""
-            };
-            let taken: Vec<(String, i64)> = sqlx::query_as(&format!(
-                "UPDATE deliveries SET next_attempt_at = ?1, lease_seq = lease_seq + 1, updated_at = ?2 \
-                 WHERE id IN (SELECT d.id FROM deliveries d \
-                   WHERE d.endpoint_id = ?3 AND d.status = 'pending' AND d.next_attempt_at <= ?2{head_only} \
-                   ORDER BY d.next_attempt_at, d.rowid LIMIT ?4) \
-                 RETURNING id, lease_seq"
-            ))
-            .bind(lease.now.saturating_add(lease.lease_ms))
-            .bind(lease.now)
-            .bind(&endpoint)
-            .bind(cap.min(room))
-            .fetch_all(&mut *tx)
-            .await?;
-            room -= i64::try_from(taken.len()).unwrap_or(i64::MAX);
-            if !taken.is_empty() {
-                leased_endpoints.push(endpoint);
-            }
-            leased.extend(taken);
-        }
-        if leased.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-
-        // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's lease.
-        let endpoints = json_strings(leased_endpoints.iter().map(String::as_str));
-        sqlx::query(
-            "UPDATE endpoints SET probe_at = ?1 \
-             WHERE probe_at IS NOT NULL AND id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(lease.now.saturating_add(lease.lease_ms))
-        .bind(&endpoints)
-        .execute(&mut *tx)
-        .await?;
+        let leased = Self::take(&mut tx, &lease, endpoints).await?;
         tx.commit().await?;
+        self.load_leased(&lease, &leased).await
+    }
 
-        // What to send is read beside the writer, once the lease is committed: the rows are the
-        // worker's now, and the writer is free for the next transaction.
-        let ids = json_strings(leased.iter().map(|(id, _)| id.as_str()));
-        let rows: Vec<LeasedRow> = sqlx::query_as(
-            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
-                    e.previous_secret_sealed, e.previous_secret_expires_at, e.ed25519_sealed, ev.payload, d.attempts, \
-                    e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
-             FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
-             WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.rowid",
-        )
-        .bind(&ids)
-        .fetch_all(&self.readers)
-        .await?;
-
-        let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        // Rows of one endpoint share its sealed secrets: open each once per lease.
-        let mut opened: std::collections::HashMap<String, EndpointSecret> = std::collections::HashMap::new();
-        let mut open = |sealed: &str| -> Result<EndpointSecret> {
-            if let Some(secret) = opened.get(sealed) {
-                return Ok(secret.clone());
-            }
-            let secret = EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
-                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?;
-            opened.insert(sealed.to_owned(), secret.clone());
-            Ok(secret)
+    async fn settle(
+        &self,
+        records: &[AttemptRecord],
+        now: i64,
+        health: &HealthPolicy,
+        lease: Option<Lease>,
+    ) -> Result<(HealthReport, Vec<LeasedDelivery>)> {
+        let endpoints = match &lease {
+            Some(lease) => self.eligible(lease).await?,
+            None => Vec::new(),
         };
-        rows.into_iter()
-            .map(|row| {
-                let mut secrets = vec![open(&row.secret_sealed)?];
-                if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
-                    if until > lease.now {
-                        secrets.push(open(previous)?);
-                    }
-                }
-                Ok(LeasedDelivery {
-                    lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
-                    id: parse_id(&row.id)?,
-                    event_id: parse_id(&row.event_id)?,
-                    event_type: row.event_type,
-                    endpoint_id: parse_id(&row.endpoint_id)?,
-                    tenant_id: parse_id(&row.tenant_id)?,
-                    url: row.url,
-                    secrets,
-                    ed25519: row
-                        .ed25519_sealed
-                        .as_deref()
-                        .map(|sealed| self.open_ed25519(sealed))
-                        .transpose()?,
-                    controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
-                    format: parse_format(&row.format)?,
-                    headers: parse_headers(row.headers)?.into_iter().collect(),
-                    payload: row.payload,
-                    attempts: u32::try_from(row.attempts).unwrap_or(0),
-                })
-            })
-            .collect()
+        if records.is_empty() && endpoints.is_empty() {
+            return Ok((HealthReport::default(), Vec::new()));
+        }
+        // One transaction (one commit, one sync) records what was sent and leases what is next.
+        let mut tx = self.writer.begin().await?;
+        let report = record_in(&mut tx, records, now, health).await?;
+        let leased = match &lease {
+            Some(lease) if !endpoints.is_empty() => Self::take(&mut tx, lease, endpoints).await?,
+            _ => Vec::new(),
+        };
+        tx.commit().await?;
+        let deliveries = match &lease {
+            Some(lease) => self.load_leased(lease, &leased).await?,
+            None => Vec::new(),
+        };
+        Ok((report, deliveries))
     }
 
     async fn record_attempts(
@@ -1682,56 +1794,8 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(HealthReport::default());
         }
-        // Every outcome goes in as one JSON array bound to one parameter: the two statements below
-        // are the same text whatever the batch size, so they are prepared once, and binding costs
-        // one argument instead of sixteen per attempt.
-        let rows: Vec<_> = records
-            .iter()
-            .map(|r| {
-                let (status, next_at) = match r.next {
-                    NextStep::Done => (DeliveryStatus::Delivered, now),
-                    NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
-                    NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
-                };
-                serde_json::json!([
-                    pagewire_core::AttemptId::new(),
-                    r.delivery_id,
-                    r.attempt,
-                    r.started_at,
-                    r.duration_ms,
-                    r.status_code,
-                    r.outcome,
-                    r.error,
-                    r.response_excerpt,
-                    r.lease_seq,
-                    status.as_str(),
-                    next_at,
-                ])
-            })
-            .collect();
-        let rows = serde_json::Value::Array(rows).to_string();
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, \
-             outcome, error, response_excerpt) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
-             value->>8 FROM json_each(?1)",
-        )
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
-             last_status = v.status_code, last_error = v.error, updated_at = ?2 \
-             FROM (SELECT value->>1 AS id, value->>2 AS attempt, value->>5 AS status_code, value->>7 AS error, \
-                   value->>9 AS seq, value->>10 AS status, value->>11 AS next_at FROM json_each(?1)) AS v \
-             WHERE deliveries.id = v.id AND deliveries.lease_seq = v.seq",
-        )
-        .bind(&rows)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let report = update_health(&mut tx, records, now, health).await?;
+        let report = record_in(&mut tx, records, now, health).await?;
         tx.commit().await?;
         Ok(report)
     }

@@ -687,3 +687,34 @@ pub async fn rotates_signing_keys_and_forgets_expired_ones(store: Arc<dyn Store>
     assert_eq!(kids, vec!["sk_c", "sk_b"]);
     Ok(())
 }
+
+pub async fn settles_outcomes_and_leases_the_next_in_one_step(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "123").await?;
+    store.ingest(&[request(&f, "123", &["a", "b", "c"])], NOW).await?;
+    let first = store.lease_due(lease(NOW, 1)).await?.remove(0);
+    let (report, next) = store
+        .settle(
+            &[record(&first, NextStep::Done, Some(200))],
+            NOW,
+            &HealthPolicy::default(),
+            Some(lease(NOW, 10)),
+        )
+        .await?;
+    assert_eq!(report, crate::HealthReport::default());
+    assert_eq!(next.len(), 2, "the other two, leased in the same step");
+    assert!(next.iter().all(|d| d.id != first.id));
+    let delivered = store.deliveries_of_event(&f.tenant, &first.event_id).await?.remove(0);
+    assert_eq!(delivered.status, DeliveryStatus::Delivered);
+    // Outcomes alone, no lease.
+    let (_, none) = store
+        .settle(
+            &[record(&next[0], NextStep::Done, Some(200))],
+            NOW,
+            &HealthPolicy::default(),
+            None,
+        )
+        .await?;
+    assert!(none.is_empty());
+    assert_eq!(store.count_pending().await?, 1);
+    Ok(())
+}

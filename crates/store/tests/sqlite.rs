@@ -42,6 +42,7 @@ contract!(
     keeps_a_rotated_app_secret_until_its_overlap_ends,
     refuses_a_verify_token_another_app_has,
     rotates_signing_keys_and_forgets_expired_ones,
+    settles_outcomes_and_leases_the_next_in_one_step,
 );
 
 #[tokio::test]
