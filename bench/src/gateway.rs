@@ -110,6 +110,40 @@ impl Gateway {
         Ok(key)
     }
 
+    /// The operator's shared app, to which many tenants' Pages subscribe.
+    pub async fn shared_app(&self, app_id: &str, app_secret: &str) -> anyhow::Result<()> {
+        self.call(
+            "/v1/apps",
+            ADMIN_TOKEN,
+            json!({"app_id": app_id, "app_secret": app_secret, "verify_token": "bench-shared-app-verify-token"}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A tenant with `pages` onboarded under the shared app `app_id`; returns its key.
+    pub async fn tenant_with_pages(&self, name: &str, app_id: &str, pages: &[String]) -> anyhow::Result<String> {
+        let tenant = self.call("/v1/tenants", ADMIN_TOKEN, json!({"name": name})).await?;
+        let tenant_id = tenant["id"].as_str().context("no tenant id")?;
+        let key = self
+            .call(&format!("/v1/tenants/{tenant_id}/api-keys"), ADMIN_TOKEN, json!({}))
+            .await?;
+        let key = key["key"].as_str().context("no key")?.to_owned();
+        for page in pages {
+            self.call("/v1/pages", &key, json!({"page_id": page, "app_id": app_id}))
+                .await?;
+        }
+        Ok(key)
+    }
+
+    /// The gateway's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     pub async fn create_endpoint(&self, key: &str, body: Value) -> anyhow::Result<Value> {
         self.call("/v1/endpoints", key, body).await
     }

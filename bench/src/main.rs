@@ -6,9 +6,12 @@
 //! ```sh
 //! cargo build --release -p pagewire -p pagewire-bench
 //! target/release/pagewire-bench delivery --events 100000
+//! target/release/pagewire-bench ingest --seconds 10
+//! target/release/pagewire-bench ingest --seconds 10 --rate 10000
 //! ```
 
 mod gateway;
+mod ingest;
 mod receiver;
 
 use std::path::PathBuf;
@@ -58,6 +61,27 @@ enum Scenario {
         #[arg(long, default_value_t = 256)]
         concurrency: u32,
     },
+    /// Signed one-item webhooks (about 1 KiB) for many Pages of several tenants into a node that
+    /// only ingests: acknowledged requests per second and acknowledgement latency. Closed loop at
+    /// maximum unless `--rate` asks for an open loop at a fixed rate.
+    Ingest {
+        /// How long to send.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Closed loop: requests in flight.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Open loop: webhooks per second, each sent on its schedule.
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 4)]
+        tenants: usize,
+        #[arg(long, default_value_t = 25)]
+        pages_per_tenant: usize,
+        /// Also run the same load against the naive baseline: one commit per request.
+        #[arg(long)]
+        with_baseline: bool,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -81,7 +105,57 @@ async fn main() -> anyhow::Result<()> {
             args.pagewire.display()
         );
     }
+    if let Scenario::Ingest {
+        seconds,
+        connections,
+        rate,
+        tenants,
+        pages_per_tenant,
+        with_baseline,
+    } = args.scenario
+    {
+        let load = IngestLoad {
+            seconds,
+            connections,
+            rate,
+            tenants,
+            pages_per_tenant,
+        };
+        let mut reports = vec![ingest_run(&args.pagewire, &args.gateway_env, &load, "group commit").await?];
+        if with_baseline {
+            let mut env = args.gateway_env.clone();
+            env.push((String::from("PAGEWIRE_INGEST__MAX_REQUESTS"), String::from("1")));
+            reports.push(ingest_run(&args.pagewire, &env, &load, "one commit per request").await?);
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        } else {
+            println!(
+                "{:<48} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+                "run", "requests", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "RSS MB", "errors"
+            );
+            for r in &reports {
+                println!(
+                    "{:<48} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.0} {:>7}",
+                    r.name,
+                    r.requests,
+                    r.requests_per_second,
+                    r.ack_p50_ms,
+                    r.ack_p99_ms,
+                    r.ack_p999_ms,
+                    r.ack_max_ms,
+                    r.peak_rss_mb.unwrap_or(0.0),
+                    r.errors
+                );
+            }
+        }
+        if reports.iter().any(|r| r.errors > 0) {
+            bail!("some webhooks were not acknowledged with 200");
+        }
+        return Ok(());
+    }
     let phases = match args.scenario {
+        Scenario::Ingest { .. } => unreachable!("handled above"),
         Scenario::Delivery {
             events,
             batch,
@@ -124,6 +198,46 @@ async fn main() -> anyhow::Result<()> {
         bail!("events were lost");
     }
     Ok(())
+}
+
+/// The ingest load.
+struct IngestLoad {
+    seconds: u64,
+    connections: usize,
+    rate: Option<u64>,
+    tenants: usize,
+    pages_per_tenant: usize,
+}
+
+/// One ingest run on a fresh data directory with an ingress-only node.
+async fn ingest_run(
+    binary: &std::path::Path,
+    env: &[(String, String)],
+    load: &IngestLoad,
+    label: &str,
+) -> anyhow::Result<ingest::IngestReport> {
+    let data = tempfile::tempdir()?;
+    let gateway = Gateway::start(binary, data.path(), Role::Ingress, env).await?;
+    gateway.shared_app(APP_ID, APP_SECRET).await?;
+    let mut pages = Vec::new();
+    for t in 0..load.tenants.max(1) {
+        let mine: Vec<String> = (0..load.pages_per_tenant.max(1))
+            .map(|p| format!("1048{:04}{:07}", t, p))
+            .collect();
+        gateway.tenant_with_pages(&format!("Tenant {t}"), APP_ID, &mine).await?;
+        pages.extend(mine);
+    }
+    let bodies = std::sync::Arc::new(ingest::Bodies::new(&pages, APP_SECRET));
+    let url = gateway.url("/webhooks/meta");
+    let duration = Duration::from_secs(load.seconds.max(1));
+    let mut report = match load.rate {
+        Some(rate) => ingest::open_loop(&url, bodies, rate, duration).await,
+        None => ingest::closed_loop(&url, bodies, load.connections, duration).await,
+    };
+    report.name = format!("{label}: {}", report.name);
+    report.peak_rss_mb = gateway.peak_rss().map(|b| b as f64 / (1024.0 * 1024.0));
+    gateway.stop().await?;
+    Ok(report)
 }
 
 /// What every phase of a delivery run shares.

@@ -61,6 +61,28 @@ pub struct Config {
     pub retention_days: u64,
     pub delivery: DeliverySection,
     pub api: ApiSection,
+    pub ingest: IngestSection,
+}
+
+/// How ingress commits what it accepts (group commit).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    /// Most webhook requests in one transaction (1 commits each request on its own: a baseline for
+    /// measuring what group commit buys, not for production).
+    pub max_requests: usize,
+    /// Most events in one transaction.
+    pub max_events: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        let defaults = pagewire_server::IngestConfig::default();
+        Self {
+            max_requests: defaults.max_requests,
+            max_events: defaults.max_events,
+        }
+    }
 }
 
 /// The `/v1` admin API.
@@ -133,6 +155,7 @@ impl Default for Config {
             retention_days: 30,
             delivery: DeliverySection::default(),
             api: ApiSection::default(),
+            ingest: IngestSection::default(),
         }
     }
 }

@@ -40,7 +40,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway_config = GatewayConfig {
         role: config.role,
         admin_token,
-        ingest: IngestConfig::default(),
+        ingest: IngestConfig {
+            max_requests: config.ingest.max_requests.max(1),
+            max_events: config.ingest.max_events.max(1),
+            ..IngestConfig::default()
+        },
         delivery: DeliveryConfig {
             concurrency: config.delivery.concurrency,
             request_timeout: Duration::from_secs(config.delivery.request_timeout_secs),
