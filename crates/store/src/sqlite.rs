@@ -339,7 +339,9 @@ impl SqliteStore {
         .await?;
 
         let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        // Rows of one endpoint share its sealed secrets: open each once per lease.
+        // Rows of one endpoint share its sealed secrets: open each once per lease (an ed25519 key
+        // costs a scalar multiplication to open).
+        let mut keys: std::collections::HashMap<String, Ed25519Key> = std::collections::HashMap::new();
         let mut opened: std::collections::HashMap<String, EndpointSecret> = std::collections::HashMap::new();
         let mut open = |sealed: &str| -> Result<EndpointSecret> {
             if let Some(secret) = opened.get(sealed) {
@@ -370,7 +372,14 @@ impl SqliteStore {
                     ed25519: row
                         .ed25519_sealed
                         .as_deref()
-                        .map(|sealed| self.open_ed25519(sealed))
+                        .map(|sealed| match keys.get(sealed) {
+                            Some(key) => Ok::<_, StoreError>(key.clone()),
+                            None => {
+                                let key = self.open_ed25519(sealed)?;
+                                keys.insert(sealed.to_owned(), key.clone());
+                                Ok(key)
+                            }
+                        })
                         .transpose()?,
                     controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
                     format: parse_format(&row.format)?,
