@@ -22,6 +22,8 @@ const AUDIENCE: &str = "pagewire-api";
 const MAX_SKEW_MS: i64 = 60_000;
 /// Unknown key ids re-read the keys at most this often.
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// The keys are re-read at least this often, so a node signs with a key another node rotated in.
+const RELOAD_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +75,8 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ttl: Duration,
+    /// How long the keys read from the store are trusted before they are read again.
+    refresh: Duration,
     keys: Mutex<Keys>,
 }
 
@@ -92,11 +96,17 @@ impl std::fmt::Debug for TokenService {
 
 impl TokenService {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
+        Self::with_refresh(store, clock, ttl, RELOAD_AT_LEAST_EVERY)
+    }
+
+    /// Re-reads the keys every `refresh` instead of every minute (tests of several nodes).
+    pub fn with_refresh(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl: Duration, refresh: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 clock,
                 ttl,
+                refresh,
                 keys: Mutex::new(Keys::default()),
             }),
         }
@@ -214,14 +224,16 @@ impl TokenService {
             .cloned())
     }
 
-    /// The keys, read from the store the first time, and again when `reload` asks for it (at most
-    /// once a second, so tokens naming made-up keys cannot hammer the database).
+    /// The keys, read from the store the first time, then at least every minute (another node may
+    /// have rotated), and when `reload` asks for it (at most once a second, so tokens naming
+    /// made-up keys cannot hammer the database).
     async fn keys(&self, reload: bool) -> Result<Arc<Vec<SigningKey>>, TokenError> {
         {
             let keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
-            let fresh = keys
-                .loaded_at
-                .is_some_and(|at| !reload || at.elapsed() < RELOAD_AT_MOST_EVERY);
+            let fresh = keys.loaded_at.is_some_and(|at| {
+                let age = at.elapsed();
+                age < self.inner.refresh && (!reload || age < RELOAD_AT_MOST_EVERY)
+            });
             if fresh {
                 return Ok(Arc::clone(&keys.loaded));
             }
@@ -235,5 +247,45 @@ impl TokenService {
         keys.loaded = Arc::clone(&loaded);
         keys.loaded_at = Some(Instant::now());
         Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pagewire_core::{ManualClock, MasterKey};
+    use pagewire_store::{SqliteStore, SqliteStoreOptions};
+
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Two nodes on one store: what one rotates, the other signs with and verifies.
+    #[tokio::test]
+    async fn nodes_follow_a_rotation_made_elsewhere() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(
+                &dir.path().join("p.db"),
+                MasterKey::generate(),
+                SqliteStoreOptions::default(),
+            )
+            .await?,
+        );
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_now());
+        let ttl = Duration::from_secs(900);
+        let a = TokenService::with_refresh(Arc::clone(&store), Arc::clone(&clock), ttl, Duration::ZERO);
+        let b = TokenService::with_refresh(Arc::clone(&store), Arc::clone(&clock), ttl, Duration::ZERO);
+        let before = b.issue("key_x", Some("ten_x"), "tenant:admin").await?;
+        let kid = a.rotate().await?;
+        let after = b.issue("key_x", Some("ten_x"), "tenant:admin").await?;
+        let header = jsonwebtoken::decode_header(after.token.expose())?;
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(kid.as_str()),
+            "b signs with the key a rotated in"
+        );
+        a.verify(before.token.expose()).await?;
+        a.verify(after.token.expose()).await?;
+        Ok(())
     }
 }
