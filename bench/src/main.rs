@@ -60,6 +60,14 @@ enum Scenario {
         /// The fast endpoint's `max_concurrency`.
         #[arg(long, default_value_t = 256)]
         concurrency: u32,
+        /// How the measured receiver answers: `fast`, `slow:<ms>ms`, `failing:<n>` (every nth
+        /// request answers 500 and is retried).
+        #[arg(long, default_value = "fast")]
+        receiver: receiver::Mode,
+        /// What sits beside it in the second phase: `hanging` (accepts, never answers) or `down`
+        /// (connection refused).
+        #[arg(long, default_value = "hanging")]
+        beside: Beside,
     },
     /// Signed one-item webhooks (about 1 KiB) for many Pages of several tenants into a node that
     /// only ingests: acknowledged requests per second and acknowledgement latency. Closed loop at
@@ -82,6 +90,12 @@ enum Scenario {
         #[arg(long)]
         with_baseline: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Beside {
+    Hanging,
+    Down,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +174,8 @@ async fn main() -> anyhow::Result<()> {
             events,
             batch,
             concurrency,
+            receiver,
+            beside,
         } => {
             let env = &args.gateway_env;
             let run = Run {
@@ -168,9 +184,10 @@ async fn main() -> anyhow::Result<()> {
                 events,
                 batch,
                 concurrency,
+                mode: receiver,
             };
-            let alone = delivery(&run, "fast endpoint alone", false).await?;
-            let beside = delivery(&run, "beside a dead endpoint", true).await?;
+            let alone = delivery(&run, "fast endpoint alone", None).await?;
+            let beside = delivery(&run, "beside a dead endpoint", Some(beside)).await?;
             vec![alone, beside]
         }
     };
@@ -247,19 +264,21 @@ struct Run<'a> {
     events: u64,
     batch: u64,
     concurrency: u32,
+    mode: receiver::Mode,
 }
 
 /// One measured run on a fresh data directory.
-async fn delivery(run: &Run<'_>, name: &'static str, dead: bool) -> anyhow::Result<Phase> {
+async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> anyhow::Result<Phase> {
     let Run {
         binary,
         env,
         events,
         batch,
         concurrency: fast_concurrency,
+        mode,
     } = *run;
     let data = tempfile::tempdir()?;
-    let counter = Counter::start().await?;
+    let counter = Counter::start(mode).await?;
     let hanging = HangingEndpoint::start().await?;
 
     // Fill the backlog with a node that only ingests.
@@ -268,8 +287,16 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: bool) -> anyhow::Resu
     ingress
         .create_endpoint(&key, json!({"url": counter.url(), "max_concurrency": fast_concurrency}))
         .await?;
-    if dead {
-        ingress.create_endpoint(&key, json!({"url": hanging.url()})).await?;
+    match dead {
+        Some(Beside::Hanging) => {
+            ingress.create_endpoint(&key, json!({"url": hanging.url()})).await?;
+        }
+        Some(Beside::Down) => {
+            ingress
+                .create_endpoint(&key, json!({"url": receiver::down_url().await?}))
+                .await?;
+        }
+        None => {}
     }
     let started = Instant::now();
     send_backlog(&ingress.url("/webhooks/meta"), events, batch).await?;

@@ -20,9 +20,46 @@ struct Counts {
 struct Shared {
     counts: Mutex<Counts>,
     arrived: Notify,
+    mode: Mode,
+    requests: std::sync::atomic::AtomicU64,
 }
 
-/// Answers 200 at once and counts `webhook-id`s.
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Mode {
+    /// 200 at once.
+    #[default]
+    Fast,
+    /// 200 after a fixed delay.
+    Slow(Duration),
+    /// 500 for every `n`th request (the event then comes again), 200 otherwise.
+    Failing(u64),
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    /// `fast`, `slow:50ms`, `failing:10` (one request in ten answers 500).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "fast" => Ok(Self::Fast),
+            Some(("slow", ms)) => ms
+                .trim_end_matches("ms")
+                .parse()
+                .map(|ms| Self::Slow(Duration::from_millis(ms)))
+                .map_err(|_| format!("`{s}`: expected slow:<milliseconds>ms")),
+            Some(("failing", n)) => n
+                .parse()
+                .ok()
+                .filter(|n| *n > 1)
+                .map(Self::Failing)
+                .ok_or_else(|| format!("`{s}`: expected failing:<n>, n > 1")),
+            _ => Err(format!("`{s}`: expected fast, slow:<ms>ms or failing:<n>")),
+        }
+    }
+}
+
+/// Answers as its [`Mode`] says and counts `webhook-id`s of the events it accepted.
 #[derive(Debug)]
 pub struct Counter {
     url: String,
@@ -31,10 +68,13 @@ pub struct Counter {
 }
 
 impl Counter {
-    pub async fn start() -> std::io::Result<Self> {
+    pub async fn start(mode: Mode) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/events", listener.local_addr()?);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            mode,
+            ..Shared::default()
+        });
         let app = Router::new().fallback(count).with_state(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -82,6 +122,13 @@ async fn count(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> StatusC
     let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) else {
         return StatusCode::BAD_REQUEST;
     };
+    let n = shared.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    match shared.mode {
+        Mode::Fast => {}
+        Mode::Slow(delay) => tokio::time::sleep(delay).await,
+        Mode::Failing(every) if n % every == 0 => return StatusCode::INTERNAL_SERVER_ERROR,
+        Mode::Failing(_) => {}
+    }
     {
         let mut counts = shared.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !counts.ids.insert(id.to_owned()) {
@@ -121,4 +168,12 @@ impl Drop for HangingEndpoint {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// An address where nothing listens: every connection is refused.
+pub async fn down_url() -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    Ok(format!("http://{addr}/hook"))
 }
