@@ -126,7 +126,7 @@ pub struct DeliverySection {
 impl Default for DeliverySection {
     fn default() -> Self {
         Self {
-            concurrency: 256,
+            concurrency: 512,
             request_timeout_secs: 15,
             poll_interval_ms: 1000,
             retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400],

@@ -302,6 +302,25 @@ pub struct Lease {
     pub held: Vec<(EndpointId, u32)>,
 }
 
+/// Deliveries a [`Store::settle`] leased, before [`Store::load_leased`] reads what to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leased {
+    /// The lease's clock: a rotated-out secret still signs if its overlap ends after it.
+    pub(crate) now: i64,
+    /// (delivery id, lease_seq), in the order the deliveries are to be sent.
+    pub(crate) taken: Vec<(String, i64)>,
+}
+
+impl Leased {
+    pub fn len(&self) -> usize {
+        self.taken.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.taken.is_empty()
+    }
+}
+
 /// What a pruning pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -627,22 +646,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_attempts(&self, records: &[AttemptRecord], now: i64, health: &HealthPolicy)
         -> Result<HealthReport>;
 
-    /// Records `records` and, with `lease`, leases what is due next: one transaction where the
-    /// backend can, so a busy dispatcher commits once per round instead of twice.
+    /// Records `records` and, with `lease`, leases what is due next, in one transaction (one commit
+    /// per dispatcher round). What was leased is read afterwards with [`Store::load_leased`], beside
+    /// the writer, so the next round's transaction need not wait for it.
     async fn settle(
         &self,
         records: &[AttemptRecord],
         now: i64,
         health: &HealthPolicy,
         lease: Option<Lease>,
-    ) -> Result<(HealthReport, Vec<LeasedDelivery>)> {
-        let report = self.record_attempts(records, now, health).await?;
-        let leased = match lease {
-            Some(lease) => self.lease_due(lease).await?,
-            None => Vec::new(),
-        };
-        Ok((report, leased))
-    }
+    ) -> Result<(HealthReport, Leased)>;
+
+    /// What to send for deliveries a [`Store::settle`] leased (and committed).
+    async fn load_leased(&self, leased: Leased) -> Result<Vec<LeasedDelivery>>;
 
     async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>>;
     async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>>;

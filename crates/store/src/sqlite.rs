@@ -23,7 +23,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{
     ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryQuery, DeliveryStatus, Endpoint, EndpointUpdate,
-    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease,
+    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease, Leased,
     LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage, Page, PageCredentials, PruneReport, Replay,
     Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
 };
@@ -319,47 +319,43 @@ impl SqliteStore {
         Ok(leased)
     }
 
-    /// What to send for deliveries just leased (and committed): read beside the writer.
-    async fn load_leased(&self, lease: &Lease, leased: &[(String, i64)]) -> Result<Vec<LeasedDelivery>> {
+    /// What to send for deliveries just leased (and committed): read beside the writer, once the
+    /// lease is committed (the rows are the worker's now, and the writer is free for the next
+    /// transaction). Each endpoint's settings are read and opened once, not once per delivery.
+    async fn read_leased(&self, leased: &Leased) -> Result<Vec<LeasedDelivery>> {
         if leased.is_empty() {
             return Ok(Vec::new());
         }
-        // What to send is read beside the writer, once the lease is committed: the rows are the
-        // worker's now, and the writer is free for the next transaction.
-        let ids = json_strings(leased.iter().map(|(id, _)| id.as_str()));
-        let rows: Vec<LeasedRow> = sqlx::query_as(
-            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, e.url, e.secret_sealed, \
-                    e.previous_secret_sealed, e.previous_secret_expires_at, e.ed25519_sealed, ev.payload, d.attempts, \
-                    e.max_concurrency, e.rate_limit, e.ordered, e.format, e.headers \
-             FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id JOIN events ev ON ev.id = d.event_id \
+        let ids = json_strings(leased.taken.iter().map(|(id, _)| id.as_str()));
+        let deliveries = sqlx::query_as::<_, LeasedRow>(
+            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, ev.payload, d.attempts \
+             FROM deliveries d JOIN events ev ON ev.id = d.event_id \
              WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.rowid",
         )
         .bind(&ids)
-        .fetch_all(&self.readers)
-        .await?;
+        .fetch_all(&self.readers);
+        let endpoints = sqlx::query_as::<_, TargetRow>(
+            "SELECT id, url, secret_sealed, previous_secret_sealed, previous_secret_expires_at, ed25519_sealed, \
+                    max_concurrency, rate_limit, ordered, format, headers \
+             FROM endpoints WHERE id IN \
+               (SELECT endpoint_id FROM deliveries WHERE id IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(&ids)
+        .fetch_all(&self.readers);
+        let (deliveries, endpoints) = tokio::try_join!(deliveries, endpoints)?;
 
-        let seqs: std::collections::HashMap<&str, i64> = leased.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        // Rows of one endpoint share its sealed secrets: open each once per lease (an ed25519 key
-        // costs a scalar multiplication to open).
-        let mut keys: std::collections::HashMap<String, Ed25519Key> = std::collections::HashMap::new();
-        let mut opened: std::collections::HashMap<String, EndpointSecret> = std::collections::HashMap::new();
-        let mut open = |sealed: &str| -> Result<EndpointSecret> {
-            if let Some(secret) = opened.get(sealed) {
-                return Ok(secret.clone());
-            }
-            let secret = EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
-                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))?;
-            opened.insert(sealed.to_owned(), secret.clone());
-            Ok(secret)
-        };
-        rows.into_iter()
+        let targets = endpoints
+            .into_iter()
+            .map(|row| Ok((row.id.clone(), self.open_target(row, leased.now)?)))
+            .collect::<Result<std::collections::HashMap<String, Target>>>()?;
+        let seqs: std::collections::HashMap<&str, i64> =
+            leased.taken.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+        deliveries
+            .into_iter()
             .map(|row| {
-                let mut secrets = vec![open(&row.secret_sealed)?];
-                if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
-                    if until > lease.now {
-                        secrets.push(open(previous)?);
-                    }
-                }
+                let target = targets
+                    .get(&row.endpoint_id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no endpoint", row.id)))?;
                 Ok(LeasedDelivery {
                     lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
                     id: parse_id(&row.id)?,
@@ -367,28 +363,44 @@ impl SqliteStore {
                     event_type: row.event_type,
                     endpoint_id: parse_id(&row.endpoint_id)?,
                     tenant_id: parse_id(&row.tenant_id)?,
-                    url: row.url,
-                    secrets,
-                    ed25519: row
-                        .ed25519_sealed
-                        .as_deref()
-                        .map(|sealed| match keys.get(sealed) {
-                            Some(key) => Ok::<_, StoreError>(key.clone()),
-                            None => {
-                                let key = self.open_ed25519(sealed)?;
-                                keys.insert(sealed.to_owned(), key.clone());
-                                Ok(key)
-                            }
-                        })
-                        .transpose()?,
-                    controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
-                    format: parse_format(&row.format)?,
-                    headers: parse_headers(row.headers)?.into_iter().collect(),
+                    url: target.url.clone(),
+                    secrets: target.secrets.clone(),
+                    ed25519: target.ed25519.clone(),
+                    controls: target.controls,
+                    format: target.format,
+                    headers: target.headers.clone(),
                     payload: row.payload,
                     attempts: u32::try_from(row.attempts).unwrap_or(0),
                 })
             })
             .collect()
+    }
+
+    /// An endpoint's sending settings with its secrets opened (an ed25519 key costs a scalar
+    /// multiplication to open: once per lease, not once per delivery).
+    fn open_target(&self, row: TargetRow, now: i64) -> Result<Target> {
+        let open = |sealed: &str| {
+            EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))
+        };
+        let mut secrets = vec![open(&row.secret_sealed)?];
+        if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
+            if until > now {
+                secrets.push(open(previous)?);
+            }
+        }
+        Ok(Target {
+            url: row.url,
+            secrets,
+            ed25519: row
+                .ed25519_sealed
+                .as_deref()
+                .map(|sealed| self.open_ed25519(sealed))
+                .transpose()?,
+            controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+            format: parse_format(&row.format)?,
+            headers: parse_headers(row.headers)?.into_iter().collect(),
+        })
     }
 
     /// Fills in the verify-token hash of apps stored before it existed. A token two apps share keeps
@@ -475,18 +487,34 @@ struct LeasedRow {
     event_type: String,
     endpoint_id: String,
     tenant_id: String,
+    payload: String,
+    attempts: i64,
+}
+
+/// An endpoint's sending settings as stored, for [`SqliteStore::read_leased`].
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    id: String,
     url: String,
     secret_sealed: String,
     previous_secret_sealed: Option<String>,
     previous_secret_expires_at: Option<i64>,
     ed25519_sealed: Option<String>,
-    payload: String,
-    attempts: i64,
     max_concurrency: i64,
     rate_limit: Option<i64>,
     ordered: bool,
     format: String,
     headers: Option<String>,
+}
+
+/// An endpoint's sending settings, secrets opened.
+struct Target {
+    url: String,
+    secrets: Vec<EndpointSecret>,
+    ed25519: Option<Ed25519Key>,
+    controls: DeliveryControls,
+    format: PayloadFormat,
+    headers: Vec<(String, String)>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1760,9 +1788,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.writer.begin().await?;
-        let leased = Self::take(&mut tx, &lease, endpoints).await?;
+        let taken = Self::take(&mut tx, &lease, endpoints).await?;
         tx.commit().await?;
-        self.load_leased(&lease, &leased).await
+        self.read_leased(&Leased { now: lease.now, taken }).await
     }
 
     async fn settle(
@@ -1771,27 +1799,30 @@ impl Store for SqliteStore {
         now: i64,
         health: &HealthPolicy,
         lease: Option<Lease>,
-    ) -> Result<(HealthReport, Vec<LeasedDelivery>)> {
+    ) -> Result<(HealthReport, Leased)> {
         let endpoints = match &lease {
             Some(lease) => self.eligible(lease).await?,
             None => Vec::new(),
         };
         if records.is_empty() && endpoints.is_empty() {
-            return Ok((HealthReport::default(), Vec::new()));
+            return Ok((HealthReport::default(), Leased::default()));
         }
         // One transaction (one commit, one sync) records what was sent and leases what is next.
         let mut tx = self.writer.begin().await?;
         let report = record_in(&mut tx, records, now, health).await?;
         let leased = match &lease {
-            Some(lease) if !endpoints.is_empty() => Self::take(&mut tx, lease, endpoints).await?,
-            _ => Vec::new(),
+            Some(lease) if !endpoints.is_empty() => Leased {
+                now: lease.now,
+                taken: Self::take(&mut tx, lease, endpoints).await?,
+            },
+            _ => Leased::default(),
         };
         tx.commit().await?;
-        let deliveries = match &lease {
-            Some(lease) => self.load_leased(lease, &leased).await?,
-            None => Vec::new(),
-        };
-        Ok((report, deliveries))
+        Ok((report, leased))
+    }
+
+    async fn load_leased(&self, leased: Leased) -> Result<Vec<LeasedDelivery>> {
+        self.read_leased(&leased).await
     }
 
     async fn record_attempts(

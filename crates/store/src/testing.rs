@@ -702,7 +702,10 @@ pub async fn settles_outcomes_and_leases_the_next_in_one_step(store: Arc<dyn Sto
         .await?;
     assert_eq!(report, crate::HealthReport::default());
     assert_eq!(next.len(), 2, "the other two, leased in the same step");
+    let next = store.load_leased(next).await?;
+    assert_eq!(next.len(), 2, "what was leased is read afterwards");
     assert!(next.iter().all(|d| d.id != first.id));
+    assert!(next.iter().all(|d| d.lease_seq == 1 && !d.payload.is_empty()));
     let delivered = store.deliveries_of_event(&f.tenant, &first.event_id).await?.remove(0);
     assert_eq!(delivered.status, DeliveryStatus::Delivered);
     // Outcomes alone, no lease.
