@@ -16,6 +16,7 @@ const ADMIN_TOKEN: &str = "pwadm_bench_operator_token_0123456789";
 pub enum Role {
     Ingress,
     Worker,
+    All,
 }
 
 #[derive(Debug)]
@@ -36,6 +37,7 @@ impl Gateway {
         let role = match role {
             Role::Ingress => "ingress",
             Role::Worker => "worker",
+            Role::All => "all",
         };
         let mut child = Command::new(binary)
             .args(["serve", "--role", role])
@@ -144,6 +146,11 @@ impl Gateway {
         Some(kib * 1024)
     }
 
+    /// CPU time the gateway has used so far (user and system, all threads), in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_of(&self.child.id()?.to_string())
+    }
+
     pub async fn create_endpoint(&self, key: &str, body: Value) -> anyhow::Result<Value> {
         self.call("/v1/endpoints", key, body).await
     }
@@ -167,4 +174,20 @@ impl Gateway {
             }
         }
     }
+}
+
+/// CPU time this process (the harness and its receivers) has used so far, in seconds.
+pub fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds_of("self")
+}
+
+/// `utime + stime` from `/proc/<pid>/stat`, counted in the kernel's fixed 100 Hz user ticks.
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are counted from its `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

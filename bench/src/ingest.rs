@@ -1,6 +1,6 @@
-//! The ingest scenarios: signed one-item Meta webhooks (about 1 KiB, non-ASCII text) for many Pages
-//! of several tenants, sent to a node that only ingests, closed-loop at maximum or open-loop at a
-//! fixed rate. Every acknowledgement's latency goes into an HDR histogram; in open loop it is
+//! The Meta load generator: signed webhooks (one-item bodies of about 1 KiB with non-ASCII text,
+//! or a mix with batches of 10 and 100 items) for many Pages of several tenants, closed-loop at
+//! maximum or open-loop at a fixed rate. Every acknowledgement's latency goes into an HDR histogram; in open loop it is
 //! measured from the moment the request was due, not sent, so a stalled gateway cannot hide its
 //! stall (no coordinated omission).
 
@@ -13,56 +13,161 @@ use hdrhistogram::Histogram;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
+use std::fmt::Write as _;
 
-/// Makes unique, signed one-item bodies cheaply: the body of each Page is built once with the
-/// simulator and only the message id changes.
+/// Makes unique, signed bodies cheaply: each shape of body is built once per Page with the
+/// simulator, and only the markers (a message id, or a reader's id) change. With the mix, nine
+/// bodies in ten carry one message, then one in ten carries ten items and one in a hundred a
+/// hundred (messages with non-ASCII text, postbacks, reads): 2.8 items per body on average.
 pub struct Bodies {
-    templates: Vec<(String, String)>,
+    /// Per Page: the one-item body, then (with the mix) the ten- and hundred-item bodies, each cut
+    /// at its markers.
+    templates: Vec<[Template; 3]>,
+    mix: bool,
     secret: Vec<u8>,
     next: AtomicU64,
 }
 
+/// A body cut where its items' markers were: `parts.len()` is the item count plus one.
+struct Template {
+    parts: Vec<String>,
+}
+
+/// One body to send.
+pub struct Body {
+    pub bytes: Bytes,
+    pub signature: String,
+    /// Its number: the items' markers carry it, so a receiver can tell when it was sent.
+    pub number: u64,
+    pub items: u64,
+}
+
 const MARKER: &str = "MIDMARKER";
+/// What every item's marker becomes: `m_bench`, the body's number (12 digits), `x`, the item.
+pub const TOKEN_PREFIX: &str = "m_bench";
 
 impl Bodies {
-    pub fn new(pages: &[String], secret: &str) -> Self {
+    pub fn new(pages: &[String], secret: &str, mix: bool) -> Self {
         // About 900 bytes of text with non-ASCII, as chat messages are.
         let text = "Hej! Ich möchte meine Bestellung ändern, bitte 🙏 ".repeat(17);
+        let template = |page: &str, items: usize| {
+            let items: Vec<serde_json::Value> = (0..items)
+                .map(|k| {
+                    // Seven messages, two postbacks and a read in every ten items; a read's
+                    // reader is its marker, which keeps each read distinct.
+                    let (kind, psid) = match k % 10 {
+                        7 | 8 => (pagewire_testkit::Kind::Postback, "6100000000000001"),
+                        9 => (pagewire_testkit::Kind::Read, MARKER),
+                        _ => (pagewire_testkit::Kind::Message, "6100000000000001"),
+                    };
+                    let mut item = kind.item(page, psid, 1_747_231_892_100, &text, 0);
+                    if kind != pagewire_testkit::Kind::Read {
+                        let field = if kind == pagewire_testkit::Kind::Postback {
+                            "postback"
+                        } else {
+                            "message"
+                        };
+                        item[field]["mid"] = serde_json::Value::from(MARKER);
+                    }
+                    item
+                })
+                .collect();
+            let body = pagewire_testkit::MetaBody::page()
+                .messaging(page, 1_747_231_892_100, items)
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            Template {
+                parts: body.split(MARKER).map(str::to_owned).collect(),
+            }
+        };
         let templates = pages
             .iter()
-            .map(|page| {
-                let item = pagewire_testkit::Kind::Message.item(page, "6100000000000001", 1_747_231_892_100, &text, 0);
-                let mut item = item;
-                item["message"]["mid"] = serde_json::Value::from(MARKER);
-                let body = pagewire_testkit::MetaBody::page()
-                    .messaging(page, 1_747_231_892_100, vec![item])
-                    .to_bytes();
-                let body = String::from_utf8_lossy(&body).into_owned();
-                let (head, tail) = body.split_once(MARKER).unwrap_or((&body, ""));
-                (head.to_owned(), tail.to_owned())
-            })
+            .map(|page| [template(page, 1), template(page, 10), template(page, 100)])
             .collect();
         Self {
             templates,
+            mix,
             secret: secret.as_bytes().to_vec(),
             next: AtomicU64::new(0),
         }
     }
 
     /// The next body and its `X-Hub-Signature-256`.
-    pub fn next(&self) -> (Bytes, String) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let (head, tail) = &self.templates[usize::try_from(n).unwrap_or(0) % self.templates.len()];
-        let body = format!("{head}m_bench{n:012}{tail}");
+    pub fn next(&self) -> Body {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let shape = match number % 100 {
+            _ if !self.mix => 0,
+            99 => 2,
+            n if n % 10 == 9 => 1,
+            _ => 0,
+        };
+        let page = usize::try_from(number).unwrap_or(0) % self.templates.len().max(1);
+        let template = &self.templates[page][shape];
+        let mut body =
+            String::with_capacity(template.parts.iter().map(String::len).sum::<usize>() + 24 * template.parts.len());
+        for (k, part) in template.parts.iter().enumerate() {
+            body.push_str(part);
+            if k + 1 < template.parts.len() {
+                let _ = write!(body, "{TOKEN_PREFIX}{number:012}x{k:03}");
+            }
+        }
+        let items = template.parts.len().saturating_sub(1) as u64;
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(body.as_bytes());
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        (Bytes::from(body), signature)
+        Body {
+            bytes: Bytes::from(body),
+            signature,
+            number,
+            items,
+        }
     }
 
+    /// Bytes of a one-item body.
     pub fn len(&self) -> usize {
-        self.templates.first().map_or(0, |(h, t)| h.len() + t.len() + 20)
+        self.templates
+            .first()
+            .map_or(0, |t| t[0].parts.iter().map(String::len).sum::<usize>() + 20)
     }
+}
+
+/// When each body was due (open loop) or sent (closed loop), for the receiver's ingest-to-customer
+/// latency.
+pub struct Timeline {
+    started: Instant,
+    /// Microseconds after `started`, plus one (0: not sent), by body number.
+    sent: Vec<AtomicU64>,
+}
+
+impl Timeline {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            started: Instant::now(),
+            sent: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn mark(&self, number: u64, at: Instant) {
+        if let Some(slot) = usize::try_from(number).ok().and_then(|n| self.sent.get(n)) {
+            let micros = u64::try_from(at.saturating_duration_since(self.started).as_micros()).unwrap_or(u64::MAX);
+            slot.store(micros.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// How long ago body `number` was due or sent.
+    pub fn since_sent(&self, number: u64) -> Option<Duration> {
+        let slot = self.sent.get(usize::try_from(number).ok()?)?.load(Ordering::Relaxed);
+        let sent = Duration::from_micros(slot.checked_sub(1)?);
+        Some(self.started.elapsed().saturating_sub(sent))
+    }
+}
+
+/// The body number in an item's marker, found in a delivered event.
+pub fn body_number(event: &[u8]) -> Option<u64> {
+    let prefix = TOKEN_PREFIX.as_bytes();
+    let at = event.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
+    let digits = event.get(at..at + 12)?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// What one ingest run measured.
@@ -71,19 +176,30 @@ pub struct IngestReport {
     pub name: String,
     pub seconds: f64,
     pub requests: u64,
+    /// Requests answered with neither 2xx nor 503, or not at all.
     pub errors: u64,
+    /// Requests the gateway refused with 503 to shed load.
+    pub shed: u64,
     pub requests_per_second: f64,
+    /// Items in the bodies acknowledged (each becomes one event).
+    pub events: u64,
+    pub events_per_second: f64,
+    /// Bytes of a one-item body.
     pub body_bytes: usize,
     pub ack_p50_ms: f64,
     pub ack_p99_ms: f64,
     pub ack_p999_ms: f64,
     pub ack_max_ms: f64,
     pub peak_rss_mb: Option<f64>,
+    /// CPU time of the gateway per acknowledged request, in microseconds.
+    pub gateway_cpu_us_per_request: Option<f64>,
 }
 
 struct Tally {
     histogram: Mutex<Histogram<u64>>,
     ok: AtomicU64,
+    acknowledged_items: AtomicU64,
+    shed: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -92,23 +208,34 @@ impl Tally {
         Self {
             histogram: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!())),
             ok: AtomicU64::new(0),
+            acknowledged_items: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
     }
 
-    fn record(&self, latency: Duration, ok: bool) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
-        if let Ok(mut h) = self.histogram.lock() {
-            let _ = h.record(micros.min(60_000_000));
-        }
-        if ok {
-            self.ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+    /// One request's latency (acknowledgements only: a shed request is answered at once) and
+    /// answer.
+    fn record(&self, latency: Duration, answer: Answer) {
+        match answer {
+            Answer::Acknowledged(items) => {
+                let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+                if let Ok(mut h) = self.histogram.lock() {
+                    let _ = h.record(micros.min(60_000_000));
+                }
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.acknowledged_items.fetch_add(items, Ordering::Relaxed);
+            }
+            Answer::Shed => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+            }
+            Answer::Failed => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    fn report(&self, name: String, seconds: f64, body_bytes: usize) -> IngestReport {
+    fn report(&self, name: String, seconds: f64, bodies: &Bodies) -> IngestReport {
         let h = self
             .histogram
             .lock()
@@ -121,57 +248,96 @@ impl Tally {
             seconds,
             requests,
             errors: self.errors.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
             requests_per_second: requests as f64 / seconds,
-            body_bytes,
+            events: self.acknowledged_items.load(Ordering::Relaxed),
+            events_per_second: self.acknowledged_items.load(Ordering::Relaxed) as f64 / seconds,
+            body_bytes: bodies.len(),
             ack_p50_ms: ms(0.5),
             ack_p99_ms: ms(0.99),
             ack_p999_ms: ms(0.999),
             ack_max_ms: h.max() as f64 / 1000.0,
             peak_rss_mb: None,
+            gateway_cpu_us_per_request: None,
         }
     }
 }
 
-async fn send(client: &reqwest::Client, url: &str, bodies: &Bodies) -> bool {
-    let (body, signature) = bodies.next();
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
+/// Where and what to send, shared by the loops.
+pub struct Load {
+    pub url: String,
+    pub bodies: Arc<Bodies>,
+    /// Marks when each body was due or sent, for a receiver measuring ingest-to-customer latency.
+    pub timeline: Option<Arc<Timeline>>,
 }
 
-/// As fast as `connections` requests in flight allow, for `duration`.
-pub async fn closed_loop(url: &str, bodies: Arc<Bodies>, connections: usize, duration: Duration) -> IngestReport {
+/// How the gateway answered one webhook.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// 2xx: stored; it carried this many items.
+    Acknowledged(u64),
+    /// 503: the node shed load (Meta would send it again).
+    Shed,
+    /// Anything else, or no answer.
+    Failed,
+}
+
+/// Sends the next body.
+async fn send(client: &reqwest::Client, load: &Load, due: Option<Instant>) -> Answer {
+    let body = load.bodies.next();
+    if let Some(timeline) = &load.timeline {
+        timeline.mark(body.number, due.unwrap_or_else(Instant::now));
+    }
+    let status = client
+        .post(&load.url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", body.signature)
+        .body(body.bytes)
+        .send()
+        .await
+        .map(|r| r.status());
+    match status {
+        Ok(status) if status.is_success() => Answer::Acknowledged(body.items),
+        Ok(reqwest::StatusCode::SERVICE_UNAVAILABLE) => Answer::Shed,
+        _ => Answer::Failed,
+    }
+}
+
+/// As fast as `connections` requests in flight allow, for `duration` or until `limit` webhooks
+/// were sent.
+pub async fn closed_loop(load: Arc<Load>, connections: usize, duration: Duration, limit: Option<u64>) -> IngestReport {
     let client = reqwest::Client::new();
     let tally = Arc::new(Tally::new());
     let started = Instant::now();
     let end = started + duration;
+    let claimed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections.max(1) {
-        let (client, url, bodies, tally) = (client.clone(), url.to_owned(), Arc::clone(&bodies), Arc::clone(&tally));
+        let (client, load, tally, claimed) = (
+            client.clone(),
+            Arc::clone(&load),
+            Arc::clone(&tally),
+            Arc::clone(&claimed),
+        );
         tasks.spawn(async move {
-            while Instant::now() < end {
+            while Instant::now() < end && limit.is_none_or(|limit| claimed.fetch_add(1, Ordering::Relaxed) < limit) {
                 let sent = Instant::now();
-                let ok = send(&client, &url, &bodies).await;
-                tally.record(sent.elapsed(), ok);
+                let answer = send(&client, &load, None).await;
+                tally.record(sent.elapsed(), answer);
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    tally.report(
-        format!("closed loop, {connections} in flight"),
-        started.elapsed().as_secs_f64(),
-        bodies.len(),
-    )
+    let name = match limit {
+        Some(limit) => format!("burst of {limit}, {connections} in flight"),
+        None => format!("closed loop, {connections} in flight"),
+    };
+    tally.report(name, started.elapsed().as_secs_f64(), &load.bodies)
 }
 
 /// `rate` requests per second for `duration`, each on its schedule whatever the answers do;
 /// latency counts from when a request was due.
-pub async fn open_loop(url: &str, bodies: Arc<Bodies>, rate: u64, duration: Duration) -> IngestReport {
+pub async fn open_loop(load: Arc<Load>, rate: u64, duration: Duration) -> IngestReport {
     let client = reqwest::Client::new();
     let tally = Arc::new(Tally::new());
     let started = tokio::time::Instant::now();
@@ -181,10 +347,10 @@ pub async fn open_loop(url: &str, bodies: Arc<Bodies>, rate: u64, duration: Dura
     for n in 0..total {
         let due = started + interval.mul_f64(n as f64);
         tokio::time::sleep_until(due).await;
-        let (client, url, bodies, tally) = (client.clone(), url.to_owned(), Arc::clone(&bodies), Arc::clone(&tally));
+        let (client, load, tally) = (client.clone(), Arc::clone(&load), Arc::clone(&tally));
         tasks.spawn(async move {
-            let ok = send(&client, &url, &bodies).await;
-            tally.record(due.elapsed(), ok);
+            let answer = send(&client, &load, Some(due.into_std())).await;
+            tally.record(due.elapsed(), answer);
         });
         // Reap finished tasks now and then so the set stays small.
         while tasks.try_join_next().is_some() {}
@@ -193,6 +359,6 @@ pub async fn open_loop(url: &str, bodies: Arc<Bodies>, rate: u64, duration: Dura
     tally.report(
         format!("open loop, {rate} webhooks/s"),
         started.elapsed().as_secs_f64(),
-        bodies.len(),
+        &load.bodies,
     )
 }

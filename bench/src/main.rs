@@ -10,6 +10,11 @@
 //! target/release/pagewire-bench ingest --seconds 10 --rate 10000
 //! ```
 
+// The receivers share the machine with the gateway: the same allocator keeps their cost low.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod end_to_end;
 mod gateway;
 mod ingest;
 mod receiver;
@@ -26,8 +31,8 @@ use serde_json::json;
 use crate::gateway::{Gateway, Role};
 use crate::receiver::{Counter, HangingEndpoint};
 
-const APP_ID: &str = "4242424242";
-const APP_SECRET: &str = "bench-app-secret-0123456789abcdef";
+pub(crate) const APP_ID: &str = "4242424242";
+pub(crate) const APP_SECRET: &str = "bench-app-secret-0123456789abcdef";
 const PAGE_ID: &str = "104872345678901";
 
 #[derive(Debug, Parser)]
@@ -39,7 +44,8 @@ struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// A setting for the gateway, as `PAGEWIRE_NAME=value` or `RUST_LOG=filter` (repeatable).
+    /// A setting for the gateway, as `PAGEWIRE_NAME=value`, `RUST_LOG=filter` or
+    /// `TOKIO_WORKER_THREADS=n` (repeatable).
     #[arg(long = "gateway-env", value_parser = parse_setting)]
     gateway_env: Vec<(String, String)>,
     #[command(subcommand)]
@@ -68,7 +74,16 @@ enum Scenario {
         /// (connection refused).
         #[arg(long, default_value = "hanging")]
         beside: Beside,
+        /// Repeat both phases this many times and report the median (the machine's noise shows
+        /// in the spread).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
+    /// Webhooks into a node that ingests and delivers, each tenant's events to its endpoint at the
+    /// harness's receiver: acknowledgement latency, ingest-to-customer latency, loss and
+    /// duplicates. Steady at `--rate` for `--seconds`, or a burst of `--burst` webhooks as fast as
+    /// `--connections` in flight allow.
+    EndToEnd(end_to_end::Args),
     /// Signed one-item webhooks (about 1 KiB) for many Pages of several tenants into a node that
     /// only ingests: acknowledged requests per second and acknowledgement latency. Closed loop at
     /// maximum unless `--rate` asks for an open loop at a fixed rate.
@@ -89,6 +104,10 @@ enum Scenario {
         /// Also run the same load against the naive baseline: one commit per request.
         #[arg(long)]
         with_baseline: bool,
+        /// Send the mix (batches of 10 and 100 items among one-item bodies) instead of one-item
+        /// bodies only.
+        #[arg(long)]
+        mix: bool,
     },
 }
 
@@ -106,8 +125,17 @@ struct Phase {
     ingest_events_per_second: f64,
     delivery_seconds: f64,
     delivery_events_per_second: f64,
+    /// Peak resident memory of the node that ingested the backlog, and of the one that drained it.
+    ingress_peak_rss_mb: Option<f64>,
+    worker_peak_rss_mb: Option<f64>,
+    /// CPU time of the worker node per delivered event, in microseconds.
+    gateway_cpu_us_per_event: Option<f64>,
+    /// CPU time of the harness (its receivers) per delivered event, in microseconds.
+    harness_cpu_us_per_event: Option<f64>,
     lost: u64,
     duplicated: u64,
+    /// Requests the receiver refused because their signature did not verify.
+    bad_signatures: u64,
 }
 
 #[tokio::main]
@@ -119,6 +147,15 @@ async fn main() -> anyhow::Result<()> {
             args.pagewire.display()
         );
     }
+    if let Scenario::EndToEnd(load) = &args.scenario {
+        let report = end_to_end::run(&args.pagewire, &args.gateway_env, load).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            report.print();
+        }
+        return report.check();
+    }
     if let Scenario::Ingest {
         seconds,
         connections,
@@ -126,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
         tenants,
         pages_per_tenant,
         with_baseline,
+        mix,
     } = args.scenario
     {
         let load = IngestLoad {
@@ -134,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             tenants,
             pages_per_tenant,
+            mix,
         };
         let mut reports = vec![ingest_run(&args.pagewire, &args.gateway_env, &load, "group commit").await?];
         if with_baseline {
@@ -145,37 +184,50 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&reports)?);
         } else {
             println!(
-                "{:<48} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
-                "run", "requests", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "RSS MB", "errors"
+                "{:<48} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
+                "run",
+                "acked",
+                "req/s",
+                "events/s",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "max ms",
+                "RSS MB",
+                "shed",
+                "errors"
             );
             for r in &reports {
                 println!(
-                    "{:<48} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.0} {:>7}",
+                    "{:<48} {:>9} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.0} {:>7} {:>7}",
                     r.name,
                     r.requests,
                     r.requests_per_second,
+                    r.events_per_second,
                     r.ack_p50_ms,
                     r.ack_p99_ms,
                     r.ack_p999_ms,
                     r.ack_max_ms,
                     r.peak_rss_mb.unwrap_or(0.0),
+                    r.shed,
                     r.errors
                 );
             }
         }
         if reports.iter().any(|r| r.errors > 0) {
-            bail!("some webhooks were not acknowledged with 200");
+            bail!("some webhooks were answered with neither 200 nor 503, or not at all");
         }
         return Ok(());
     }
     let phases = match args.scenario {
-        Scenario::Ingest { .. } => unreachable!("handled above"),
+        Scenario::Ingest { .. } | Scenario::EndToEnd(_) => unreachable!("handled above"),
         Scenario::Delivery {
             events,
             batch,
             concurrency,
             receiver,
             beside,
+            runs,
         } => {
             let env = &args.gateway_env;
             let run = Run {
@@ -186,33 +238,70 @@ async fn main() -> anyhow::Result<()> {
                 concurrency,
                 mode: receiver,
             };
-            let alone = delivery(&run, "fast endpoint alone", None).await?;
-            let beside = delivery(&run, "beside a dead endpoint", Some(beside)).await?;
-            vec![alone, beside]
+            let mut phases = Vec::new();
+            for _ in 0..runs.max(1) {
+                phases.push(delivery(&run, "fast endpoint alone", None).await?);
+                phases.push(delivery(&run, "beside a dead endpoint", Some(beside)).await?);
+            }
+            phases
         }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&phases)?);
     } else {
         println!(
-            "{:<24} {:>9} {:>14} {:>16} {:>6} {:>11}",
-            "phase", "events", "ingest ev/s", "delivery ev/s", "lost", "duplicated"
+            "{:<24} {:>9} {:>12} {:>14} {:>9} {:>10} {:>9} {:>9} {:>5} {:>5}",
+            "phase",
+            "events",
+            "ingest ev/s",
+            "delivery ev/s",
+            "gw µs/ev",
+            "rcv µs/ev",
+            "in RSS MB",
+            "out RSS MB",
+            "lost",
+            "dup"
         );
+        let us = |v: Option<f64>| v.map_or_else(|| String::from("-"), |v| format!("{v:.1}"));
         for p in &phases {
             println!(
-                "{:<24} {:>9} {:>14.0} {:>16.0} {:>6} {:>11}",
-                p.name, p.events, p.ingest_events_per_second, p.delivery_events_per_second, p.lost, p.duplicated
+                "{:<24} {:>9} {:>12.0} {:>14.0} {:>9} {:>10} {:>9} {:>9} {:>5} {:>5}",
+                p.name,
+                p.events,
+                p.ingest_events_per_second,
+                p.delivery_events_per_second,
+                us(p.gateway_cpu_us_per_event),
+                us(p.harness_cpu_us_per_event),
+                p.ingress_peak_rss_mb
+                    .map_or_else(|| String::from("-"), |v| format!("{v:.0}")),
+                p.worker_peak_rss_mb
+                    .map_or_else(|| String::from("-"), |v| format!("{v:.0}")),
+                p.lost,
+                p.duplicated
             );
         }
-        if let [alone, beside] = phases.as_slice() {
-            println!(
-                "beside a dead endpoint, the fast one keeps {:.0} % of its delivery throughput",
-                100.0 * beside.delivery_events_per_second / alone.delivery_events_per_second
-            );
-        }
+        let median = |name: &str| {
+            let mut rates: Vec<f64> = phases
+                .iter()
+                .filter(|p| p.name == name)
+                .map(|p| p.delivery_events_per_second)
+                .collect();
+            rates.sort_by(f64::total_cmp);
+            rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (alone, beside) = (median("fast endpoint alone"), median("beside a dead endpoint"));
+        let runs = phases.len() / 2;
+        println!(
+            "median of {runs} run{}: {alone:.0} events/s alone, {beside:.0} beside a dead endpoint ({:.0} %)",
+            if runs == 1 { "" } else { "s" },
+            100.0 * beside / alone
+        );
     }
     if phases.iter().any(|p| p.lost > 0) {
         bail!("events were lost");
+    }
+    if phases.iter().any(|p| p.bad_signatures > 0) {
+        bail!("some deliveries did not carry a valid Standard Webhooks signature");
     }
     Ok(())
 }
@@ -224,6 +313,7 @@ struct IngestLoad {
     rate: Option<u64>,
     tenants: usize,
     pages_per_tenant: usize,
+    mix: bool,
 }
 
 /// One ingest run on a fresh data directory with an ingress-only node.
@@ -244,14 +334,21 @@ async fn ingest_run(
         gateway.tenant_with_pages(&format!("Tenant {t}"), APP_ID, &mine).await?;
         pages.extend(mine);
     }
-    let bodies = std::sync::Arc::new(ingest::Bodies::new(&pages, APP_SECRET));
-    let url = gateway.url("/webhooks/meta");
+    let load_spec = std::sync::Arc::new(ingest::Load {
+        url: gateway.url("/webhooks/meta"),
+        bodies: std::sync::Arc::new(ingest::Bodies::new(&pages, APP_SECRET, load.mix)),
+        timeline: None,
+    });
     let duration = Duration::from_secs(load.seconds.max(1));
+    let cpu_before = gateway.cpu_seconds();
     let mut report = match load.rate {
-        Some(rate) => ingest::open_loop(&url, bodies, rate, duration).await,
-        None => ingest::closed_loop(&url, bodies, load.connections, duration).await,
+        Some(rate) => ingest::open_loop(load_spec, rate, duration).await,
+        None => ingest::closed_loop(load_spec, load.connections, duration, None).await,
     };
     report.name = format!("{label}: {}", report.name);
+    report.gateway_cpu_us_per_request = cpu_before
+        .zip(gateway.cpu_seconds())
+        .map(|(before, after)| (after - before) * 1e6 / report.requests.max(1) as f64);
     report.peak_rss_mb = gateway.peak_rss().map(|b| b as f64 / (1024.0 * 1024.0));
     gateway.stop().await?;
     Ok(report)
@@ -284,9 +381,14 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
     // Fill the backlog with a node that only ingests.
     let ingress = Gateway::start(binary, data.path(), Role::Ingress, env).await?;
     let key = ingress.onboard(APP_ID, APP_SECRET, PAGE_ID).await?;
-    ingress
+    let endpoint = ingress
         .create_endpoint(&key, json!({"url": counter.url(), "max_concurrency": fast_concurrency}))
         .await?;
+    counter.verify_with(
+        endpoint["secret"]
+            .as_str()
+            .context("the endpoint came without its secret")?,
+    )?;
     match dead {
         Some(Beside::Hanging) => {
             ingress.create_endpoint(&key, json!({"url": hanging.url()})).await?;
@@ -301,17 +403,23 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
     let started = Instant::now();
     send_backlog(&ingress.url("/webhooks/meta"), events, batch).await?;
     let ingest_seconds = started.elapsed().as_secs_f64();
+    let ingress_rss = ingress.peak_rss();
     ingress.stop().await?;
 
     // Drain it with a node that only delivers.
     let worker = Gateway::start(binary, data.path(), Role::Worker, env).await?;
     let started = Instant::now();
+    let cpu_before = (worker.cpu_seconds(), gateway::own_cpu_seconds());
     counter
         .wait_for(events, Duration::from_secs(600))
         .await
         .context("the backlog was not delivered in time")?;
     let delivery_seconds = started.elapsed().as_secs_f64();
+    let cpu_after = (worker.cpu_seconds(), gateway::own_cpu_seconds());
+    let worker_rss = worker.peak_rss();
     worker.stop().await?;
+    let mb = |bytes: Option<u64>| bytes.map(|b| b as f64 / (1024.0 * 1024.0));
+    let per_event = |before: Option<f64>, after: Option<f64>| Some((after? - before?) * 1e6 / events as f64);
 
     let (unique, duplicated) = counter.counts();
     Ok(Phase {
@@ -321,17 +429,26 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
         ingest_events_per_second: events as f64 / ingest_seconds,
         delivery_seconds,
         delivery_events_per_second: events as f64 / delivery_seconds,
+        ingress_peak_rss_mb: mb(ingress_rss),
+        worker_peak_rss_mb: mb(worker_rss),
+        gateway_cpu_us_per_event: per_event(cpu_before.0, cpu_after.0),
+        harness_cpu_us_per_event: per_event(cpu_before.1, cpu_after.1),
         lost: events.saturating_sub(unique),
+        bad_signatures: counter.bad_signatures(),
         duplicated,
     })
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((name, value)) if name.starts_with("PAGEWIRE_") || name == "RUST_LOG" => {
+        Some((name, value))
+            if name.starts_with("PAGEWIRE_") || name == "RUST_LOG" || name == "TOKIO_WORKER_THREADS" =>
+        {
             Ok((name.to_owned(), value.to_owned()))
         }
-        _ => Err(String::from("expected PAGEWIRE_NAME=value or RUST_LOG=filter")),
+        _ => Err(String::from(
+            "expected PAGEWIRE_NAME=value, RUST_LOG=filter or TOKIO_WORKER_THREADS=n",
+        )),
     }
 }
 

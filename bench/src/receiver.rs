@@ -1,13 +1,18 @@
-//! The harness's endpoints: a fast receiver that counts every event id (so loss and duplicates are
-//! measured), and one that accepts connections and never answers.
+//! The harness's endpoints: a receiver that verifies every signature (with the `standardwebhooks`
+//! crate) and counts every event id, so loss and duplicates are measured; one that accepts
+//! connections and never answers; and an address where nothing listens.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Router;
+use hdrhistogram::Histogram;
+
+use crate::ingest::{body_number, Timeline};
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
@@ -16,12 +21,26 @@ struct Counts {
     duplicated: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Shared {
     counts: Mutex<Counts>,
     arrived: Notify,
     mode: Mode,
     requests: std::sync::atomic::AtomicU64,
+    /// The signing secrets of the endpoints that send here: every request must verify with one.
+    webhooks: RwLock<Vec<standardwebhooks::Webhook>>,
+    bad_signatures: std::sync::atomic::AtomicU64,
+    /// When each body was sent, and the ingest-to-customer latencies (µs) measured against it.
+    timeline: OnceLock<Arc<Timeline>>,
+    latencies: Mutex<Option<Histogram<u64>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the receiver answers.
@@ -86,6 +105,44 @@ impl Counter {
         &self.url
     }
 
+    /// Accepts requests signed with this endpoint's `whsec_` secret (every request must verify with
+    /// one of the secrets given).
+    pub fn verify_with(&self, secret: &str) -> anyhow::Result<()> {
+        let webhook = standardwebhooks::Webhook::new(secret)?;
+        self.shared
+            .webhooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(webhook);
+        Ok(())
+    }
+
+    /// Measures ingest-to-customer latency of every event against when its body was sent.
+    pub fn time_with(&self, timeline: Arc<Timeline>) {
+        let _ = self.shared.timeline.set(timeline);
+        *self.latencies() = Histogram::new_with_bounds(1, 600_000_000, 3).ok();
+    }
+
+    /// (p50, p99, p99.9, max) ingest-to-customer latency in milliseconds, if measured.
+    pub fn latency_ms(&self) -> Option<(f64, f64, f64, f64)> {
+        let latencies = self.latencies();
+        let h = latencies.as_ref().filter(|h| !h.is_empty())?;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Some((ms(0.5), ms(0.99), ms(0.999), h.max() as f64 / 1000.0))
+    }
+
+    fn latencies(&self) -> std::sync::MutexGuard<'_, Option<Histogram<u64>>> {
+        self.shared
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Requests whose Standard Webhooks signature did not verify (answered 401, so sent again).
+    pub fn bad_signatures(&self) -> u64 {
+        self.shared.bad_signatures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// (unique ids, duplicates) so far.
     pub fn counts(&self) -> (u64, u64) {
         let counts = self
@@ -118,10 +175,20 @@ impl Drop for Counter {
     }
 }
 
-async fn count(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> StatusCode {
+async fn count(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) else {
         return StatusCode::BAD_REQUEST;
     };
+    let verified = shared
+        .webhooks
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|webhook| webhook.verify(&body, &headers).is_ok());
+    if !verified {
+        shared.bad_signatures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return StatusCode::UNAUTHORIZED;
+    }
     let n = shared.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     match shared.mode {
         Mode::Fast => {}
@@ -129,10 +196,27 @@ async fn count(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> StatusC
         Mode::Failing(every) if n % every == 0 => return StatusCode::INTERNAL_SERVER_ERROR,
         Mode::Failing(_) => {}
     }
-    {
+    let first = {
         let mut counts = shared.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !counts.ids.insert(id.to_owned()) {
+        let first = counts.ids.insert(id.to_owned());
+        if !first {
             counts.duplicated += 1;
+        }
+        first
+    };
+    if let (true, Some(timeline)) = (first, shared.timeline.get()) {
+        if let Some(latency) = body_number(&body).and_then(|n| timeline.since_sent(n)) {
+            let micros = u64::try_from(latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .clamp(1, 600_000_000);
+            if let Some(h) = shared
+                .latencies
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+            {
+                let _ = h.record(micros);
+            }
         }
     }
     shared.arrived.notify_waiters();

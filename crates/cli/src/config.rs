@@ -73,6 +73,9 @@ pub struct IngestSection {
     pub max_requests: usize,
     /// Most events in one transaction.
     pub max_events: usize,
+    /// Webhook requests waiting to be written; beyond this the node answers 503 `overloaded`
+    /// (Meta sends again) instead of holding ever more requests in memory.
+    pub queue: usize,
 }
 
 impl Default for IngestSection {
@@ -81,6 +84,7 @@ impl Default for IngestSection {
         Self {
             max_requests: defaults.max_requests,
             max_events: defaults.max_events,
+            queue: defaults.queue,
         }
     }
 }

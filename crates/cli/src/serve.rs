@@ -43,7 +43,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ingest: IngestConfig {
             max_requests: config.ingest.max_requests.max(1),
             max_events: config.ingest.max_events.max(1),
-            ..IngestConfig::default()
+            queue: config.ingest.queue.max(1),
         },
         delivery: DeliveryConfig {
             concurrency: config.delivery.concurrency,

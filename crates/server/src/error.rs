@@ -30,6 +30,8 @@ pub enum ApiError {
     Signature(pagewire_meta::SignatureError),
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    #[error("this node is taking in webhooks faster than it can store them; send again shortly")]
+    Overloaded,
     #[error("too many requests with this credential; retry after the time in `Retry-After`")]
     RateLimited,
     #[error("{0}")]
@@ -70,7 +72,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::PageTaken(_) | Self::IdempotencyInProgress => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -98,6 +100,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::Signature(_) => "invalid_signature",
             Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
             Self::RateLimited => "rate_limited",
             Self::PageTaken(_) => "page_taken",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
@@ -117,7 +120,7 @@ impl ApiError {
             Self::InvalidJson(_) => "Invalid JSON",
             Self::PayloadTooLarge => "Payload too large",
             Self::Signature(_) => "Invalid signature",
-            Self::Unavailable => "Service unavailable",
+            Self::Unavailable | Self::Overloaded => "Service unavailable",
             Self::RateLimited => "Too many requests",
             Self::PageTaken(_) => "Page taken",
             Self::IdempotencyKeyReused => "Idempotency key reused",
@@ -164,6 +167,9 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        if let Self::Overloaded = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
         if let Self::Graph(e) = &self {
             if let Some(wait) = e.retry_after() {
                 response

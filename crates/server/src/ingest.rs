@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 /// Bounds of one group commit.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestConfig {
-    /// Requests waiting for the writer before new ones wait to be queued.
+    /// Requests waiting for the writer; beyond it, webhooks are refused with 503 (load shedding).
     pub queue: usize,
     /// Most requests in one transaction.
     pub max_requests: usize,
@@ -38,6 +38,9 @@ impl Default for IngestConfig {
 pub enum IngestError {
     #[error("the ingest writer has stopped")]
     Stopped,
+    /// The writer's queue is full: the node takes no more until it has written what it holds.
+    #[error("the ingest queue is full")]
+    Overloaded,
     #[error("writing the batch failed: {0}")]
     Store(Arc<StoreError>),
 }
@@ -64,10 +67,15 @@ impl IngestWriter {
         (Self { tx }, task)
     }
 
-    /// Writes `request` and waits for its commit.
+    /// Writes `request` and waits for its commit. A full queue refuses at once instead of
+    /// waiting: under overload the node sheds load (Meta sends again later) rather than holding
+    /// ever more requests in memory while each waits longer.
     pub async fn submit(&self, request: IngestRequest) -> Result<IngestReceipt, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((request, reply)).await.map_err(|_| IngestError::Stopped)?;
+        self.tx.try_send((request, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => IngestError::Stopped,
+        })?;
         answer.await.map_err(|_| IngestError::Stopped)?
     }
 }

@@ -283,6 +283,7 @@ async fn accept(
             Ok("EVENT_RECEIVED")
         }
         Err(IngestError::Stopped) => Err(ApiError::Unavailable),
+        Err(IngestError::Overloaded) => Err(ApiError::Overloaded),
         Err(IngestError::Store(err)) => match err.as_ref() {
             pagewire_store::StoreError::Unavailable(_) => Err(ApiError::Unavailable),
             _ => Err(ApiError::Internal(Box::new(IngestError::Store(err)))),

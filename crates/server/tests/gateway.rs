@@ -280,6 +280,63 @@ async fn delivers_a_redelivered_body_only_once() -> TestResult {
 }
 
 #[tokio::test]
+async fn sheds_load_with_503_when_the_ingest_queue_is_full_and_keeps_every_acknowledged_event() -> TestResult {
+    // A queue of one and one request per commit: a burst of concurrent webhooks overflows it.
+    let app = TestApp::builder()
+        .ingest(pagewire_server::IngestConfig {
+            queue: 1,
+            max_requests: 1,
+            max_events: 1,
+        })
+        .spawn()
+        .await?;
+    let (tenant, _receiver, _) = onboarded(&app).await?;
+    let client = reqwest::Client::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..200_u16 {
+        let at = 1_747_231_892_100 + i64::from(n);
+        let item = Kind::Message.item(PAGE_A, PSID, at, "hello", u64::from(n));
+        let body = MetaBody::page().messaging(PAGE_A, at, vec![item]).to_bytes();
+        let request = client
+            .post(app.url("/webhooks/meta"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature(APP_SECRET, &body))
+            .body(body);
+        sends.spawn(async move {
+            let response = request.send().await?;
+            let retry_after = response.headers().get("retry-after").cloned();
+            let status = response.status().as_u16();
+            let problem: Value = if status == 200 {
+                Value::Null
+            } else {
+                response.json().await?
+            };
+            Ok::<_, reqwest::Error>((status, retry_after, problem))
+        });
+    }
+    let mut acknowledged = 0;
+    let mut shed = 0;
+    while let Some(sent) = sends.join_next().await {
+        let (status, retry_after, problem) = sent??;
+        match status {
+            200 => acknowledged += 1,
+            503 => {
+                shed += 1;
+                assert_eq!(problem["code"], "overloaded");
+                assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"));
+            }
+            other => panic!("unexpected status {other}: {problem}"),
+        }
+    }
+    assert!(shed > 0, "a queue of one cannot hold 200 concurrent webhooks");
+    assert!(acknowledged > 0);
+    // Every acknowledged webhook was stored; none that was shed was.
+    let (_, events) = app.api("GET", "/v1/events?limit=200", &tenant.api_key, None).await?;
+    assert_eq!(events["data"].as_array().map(Vec::len), Some(acknowledged));
+    Ok(())
+}
+
+#[tokio::test]
 async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
     let app = TestApp::spawn().await?;
     let (tenant, receiver, secret) = onboarded(&app).await?;

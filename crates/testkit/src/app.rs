@@ -32,9 +32,16 @@ pub struct TestAppBuilder {
     refuse_private_endpoints: bool,
     retry: Option<RetryPolicy>,
     rate_limit: Option<RateLimit>,
+    ingest: Option<IngestConfig>,
 }
 
 impl TestAppBuilder {
+    /// Bounds the ingest writer (queue, group commit) differently from production.
+    pub fn ingest(mut self, config: IngestConfig) -> Self {
+        self.ingest = Some(config);
+        self
+    }
+
     /// Uses this directory (and its database) instead of a fresh temporary one.
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
@@ -94,7 +101,7 @@ impl TestAppBuilder {
                 Role::Ingress
             },
             admin_token: AdminToken::from_token(&Secret::new(ADMIN_TOKEN.to_owned())),
-            ingest: IngestConfig::default(),
+            ingest: self.ingest.unwrap_or_default(),
             delivery: DeliveryConfig {
                 destinations: Arc::new(if self.refuse_private_endpoints {
                     DestinationPolicy::default()

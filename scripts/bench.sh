@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every scenario of docs/benchmarks.md, in the order of its tables: builds the release binaries,
+# then runs the load harness (each run starts `pagewire serve` on a fresh data directory) and the
+# criterion micro-benchmarks. About 20 minutes on a 2-core machine. Pass `--quick` for a short
+# pass over every scenario (minutes, figures not comparable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[[ "${1:-}" == --quick ]] && quick=1
+cargo build --release --locked -p pagewire -p pagewire-bench
+bench=target/release/pagewire-bench
+scale() { if ((quick)); then echo "$2"; else echo "$1"; fi; }
+
+section() { printf '\n== %s\n\n' "$*"; }
+
+section "Ingest: closed loop (64 in flight), with the one-commit-per-request baseline"
+"$bench" ingest --seconds "$(scale 10 2)" --with-baseline
+section "Ingest: the mix of 1-, 10- and 100-item bodies, closed loop"
+"$bench" ingest --seconds "$(scale 10 2)" --mix
+section "Ingest: open loop at 5,000 and 10,000 webhooks/s"
+"$bench" ingest --seconds "$(scale 10 2)" --rate 5000
+"$bench" ingest --seconds "$(scale 10 2)" --rate 10000
+section "Delivery: a 100,000-event backlog to a fast receiver, alone and beside a hanging endpoint"
+"$bench" delivery --events "$(scale 100000 20000)" --runs "$(scale 3 1)"
+section "End to end: steady 5,000 webhooks/s for a minute"
+"$bench" end-to-end --rate 5000 --seconds "$(scale 60 5)"
+section "End to end: a burst of 50,000 webhooks"
+"$bench" end-to-end --burst "$(scale 50000 5000)"
+section "Backlog: 1,000,000 events (peak memory of the ingesting and the draining node)"
+"$bench" delivery --events "$(scale 1000000 50000)"
+section "Micro-benchmarks"
+cargo bench --locked -p pagewire-meta --bench normalize -- --noplot
+cargo bench --locked -p pagewire-delivery --bench signing -- --noplot
