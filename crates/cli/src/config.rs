@@ -76,6 +76,9 @@ pub struct IngestSection {
     /// Webhook requests waiting to be written; beyond this the node answers 503 `overloaded`
     /// (Meta sends again) instead of holding ever more requests in memory.
     pub queue: usize,
+    /// Webhook requests handled at once; beyond this the node answers 503 `overloaded` before
+    /// reading the body.
+    pub max_in_flight: usize,
 }
 
 impl Default for IngestSection {
@@ -85,6 +88,7 @@ impl Default for IngestSection {
             max_requests: defaults.max_requests,
             max_events: defaults.max_events,
             queue: defaults.queue,
+            max_in_flight: defaults.max_in_flight,
         }
     }
 }

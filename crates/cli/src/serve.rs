@@ -44,6 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             max_requests: config.ingest.max_requests.max(1),
             max_events: config.ingest.max_events.max(1),
             queue: config.ingest.queue.max(1),
+            max_in_flight: config.ingest.max_in_flight.max(1),
         },
         delivery: DeliveryConfig {
             concurrency: config.delivery.concurrency,

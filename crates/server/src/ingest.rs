@@ -21,6 +21,9 @@ pub struct IngestConfig {
     pub max_requests: usize,
     /// Most events in one transaction (a batch always takes at least one request).
     pub max_events: usize,
+    /// Webhook requests handled at once (reading, verifying, waiting for their commit); beyond,
+    /// requests are refused with 503 before their body is read.
+    pub max_in_flight: usize,
 }
 
 impl Default for IngestConfig {
@@ -29,6 +32,7 @@ impl Default for IngestConfig {
             queue: 4096,
             max_requests: 512,
             max_events: 20_000,
+            max_in_flight: 2048,
         }
     }
 }

@@ -32,37 +32,57 @@ pub struct IngressState {
     pub routing: RoutingCache,
     pub writer: IngestWriter,
     pub clock: Arc<dyn Clock>,
-    pub unverifiable: Arc<Unverifiable>,
+    /// POSTs that named no registered Page and so could not be verified.
+    pub unverifiable: Arc<Throttled>,
+    /// Webhook requests being handled; when none is left, requests are refused at once with 503
+    /// before their body is read (load shedding).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Requests refused to shed load.
+    pub shed: Arc<Throttled>,
 }
 
-/// POSTs that named no registered Page and so could not be verified: counted, and logged at most
-/// once per interval so that a flood cannot flood the log.
+/// Something that can happen many times a second, counted and logged at most once per interval so
+/// that a flood cannot flood the log.
 #[derive(Debug, Default)]
-pub struct Unverifiable {
+pub struct Throttled {
     count: AtomicU64,
     last_logged_ms: AtomicI64,
 }
 
-const UNVERIFIABLE_LOG_INTERVAL_MS: i64 = 10_000;
+const THROTTLED_LOG_INTERVAL_MS: i64 = 10_000;
 
-impl Unverifiable {
-    fn note(&self, now_ms: i64, object: &str, entries: usize) {
+impl Throttled {
+    /// Counts one occurrence; returns the total so far when it is time to log it.
+    fn note(&self, now_ms: i64) -> Option<u64> {
         let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let last = self.last_logged_ms.load(Ordering::Relaxed);
-        if now_ms - last >= UNVERIFIABLE_LOG_INTERVAL_MS
+        (now_ms - last >= THROTTLED_LOG_INTERVAL_MS
             && self
                 .last_logged_ms
                 .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+                .is_ok())
+        .then_some(total)
+    }
+}
+
+/// Refuses a request at once, before its body is read, when the node already handles as many
+/// webhook requests as it may: under overload memory stays bounded and Meta is answered in
+/// microseconds (and sends again later) instead of waiting on a node that falls further behind.
+async fn shed_when_full(
+    State(state): State<IngressState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
+        if let Some(total) = state.shed.note(state.clock.now_ms()) {
             tracing::warn!(
                 total,
-                object,
-                entries,
-                "acknowledged a webhook for Pages no tenant has onboarded; nothing was stored"
+                "shedding load: webhooks refused with 503 while the node is at its limit of requests in flight"
             );
         }
-    }
+        return ApiError::Overloaded.into_response();
+    };
+    next.run(request).await
 }
 
 pub fn router(state: IngressState) -> Router {
@@ -70,6 +90,7 @@ pub fn router(state: IngressState) -> Router {
         .route("/webhooks/meta", get(handshake).post(receive))
         .route("/webhooks/meta/{app_id}", get(handshake_for_app).post(receive_for_app))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), shed_when_full))
         .with_state(state)
 }
 
@@ -162,9 +183,14 @@ async fn receive(
     if candidates.is_empty() {
         // Unverifiable, so nothing is stored; a non-2xx would only make Meta retry for hours and put
         // the app's subscription at risk.
-        state
-            .unverifiable
-            .note(state.clock.now_ms(), envelope.object(), envelope.entries().len());
+        if let Some(total) = state.unverifiable.note(state.clock.now_ms()) {
+            tracing::warn!(
+                total,
+                object = envelope.object(),
+                entries = envelope.entries().len(),
+                "acknowledged a webhook for Pages no tenant has onboarded; nothing was stored"
+            );
+        }
         return Ok("EVENT_RECEIVED");
     }
     let now = state.clock.now_ms();

@@ -199,6 +199,8 @@ impl Gateway {
                 writer,
                 clock: Arc::clone(&clock),
                 unverifiable: Arc::default(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(config.ingest.max_in_flight.max(1))),
+                shed: Arc::default(),
             };
             let admin = admin::AdminState {
                 store: Arc::clone(&store),
@@ -226,7 +228,13 @@ impl Gateway {
         };
         let router = router
             .fallback(|| async { error::ApiError::NotFound("this route") })
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+            // Handlers log their own failures (an internal error with its id, an unavailable store,
+            // shedding at most once per interval); a line per 5xx here would flood the log exactly
+            // when the node sheds load.
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            );
         Ok(Self {
             router,
             dispatcher,
