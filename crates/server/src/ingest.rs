@@ -32,7 +32,7 @@ impl Default for IngestConfig {
             queue: 4096,
             max_requests: 512,
             max_events: 20_000,
-            max_in_flight: 2048,
+            max_in_flight: 512,
         }
     }
 }
