@@ -616,17 +616,29 @@ impl Inner {
             .config
             .retry
             .next_step(attempt, &report.outcome, self.clock.now_ms(), rand::random::<f64>());
-        tracing::info!(
-            delivery_id = %delivery.id,
-            event_id = %delivery.event_id,
-            endpoint_id = %delivery.endpoint_id,
-            attempt,
-            outcome = report.outcome.label(),
-            status = report.status_code,
-            duration_ms = report.duration_ms,
-            next = ?next,
-            "delivery attempt"
-        );
+        // Every attempt is in the attempt log; the process log shows failures at `info` and
+        // successes only at `debug` (at tens of thousands a second they would drown the rest).
+        macro_rules! log_attempt {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    delivery_id = %delivery.id,
+                    event_id = %delivery.event_id,
+                    endpoint_id = %delivery.endpoint_id,
+                    attempt,
+                    outcome = report.outcome.label(),
+                    status = report.status_code,
+                    duration_ms = report.duration_ms,
+                    next = ?next,
+                    "delivery attempt"
+                )
+            };
+        }
+        if next == NextStep::Done {
+            log_attempt!(tracing::Level::DEBUG);
+        } else {
+            log_attempt!(tracing::Level::INFO);
+        }
         AttemptRecord {
             delivery_id: delivery.id,
             endpoint_id: delivery.endpoint_id,
