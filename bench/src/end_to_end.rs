@@ -7,9 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::gateway::{Gateway, Role};
 use crate::ingest::{self, Bodies, Load, Timeline};
@@ -124,22 +123,11 @@ pub async fn run(binary: &Path, env: &[(String, String)], args: &Args) -> anyhow
     let gateway = Gateway::start(binary, data.path(), Role::All, env).await?;
     gateway.shared_app(APP_ID, APP_SECRET).await?;
     let mut pages = Vec::new();
-    for t in 0..args.tenants.max(1) {
-        let mine: Vec<String> = (0..args.pages_per_tenant.max(1))
-            .map(|p| format!("1048{t:04}{p:07}"))
-            .collect();
-        let key = gateway.tenant_with_pages(&format!("Tenant {t}"), APP_ID, &mine).await?;
-        let endpoint = gateway
-            .create_endpoint(
-                &key,
-                json!({"url": counter.url(), "max_concurrency": args.endpoint_concurrency}),
-            )
-            .await?;
-        counter.verify_with(
-            endpoint["secret"]
-                .as_str()
-                .context("the endpoint came without its secret")?,
-        )?;
+    for (key, mine) in gateway
+        .tenants_with_pages(APP_ID, args.tenants, args.pages_per_tenant)
+        .await?
+    {
+        gateway.endpoint_at(&key, &counter, args.endpoint_concurrency).await?;
         pages.extend(mine);
     }
 

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::receiver::Counter;
+
 const ADMIN_TOKEN: &str = "pwadm_bench_operator_token_0123456789";
 
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +138,38 @@ impl Gateway {
                 .await?;
         }
         Ok(key)
+    }
+
+    /// `tenants` tenants with `pages_per_tenant` Pages each under the shared app `app_id`; returns
+    /// each tenant's key and Pages.
+    pub async fn tenants_with_pages(
+        &self,
+        app_id: &str,
+        tenants: usize,
+        pages_per_tenant: usize,
+    ) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let mut onboarded = Vec::new();
+        for t in 0..tenants.max(1) {
+            let pages: Vec<String> = (0..pages_per_tenant.max(1))
+                .map(|p| format!("1048{t:04}{p:07}"))
+                .collect();
+            let key = self.tenant_with_pages(&format!("Tenant {t}"), app_id, &pages).await?;
+            onboarded.push((key, pages));
+        }
+        Ok(onboarded)
+    }
+
+    /// An endpoint of the tenant with `key` at the harness's receiver, which verifies every request
+    /// with the endpoint's secret.
+    pub async fn endpoint_at(&self, key: &str, receiver: &Counter, max_concurrency: u32) -> anyhow::Result<()> {
+        let endpoint = self
+            .create_endpoint(key, json!({"url": receiver.url(), "max_concurrency": max_concurrency}))
+            .await?;
+        receiver.verify_with(
+            endpoint["secret"]
+                .as_str()
+                .context("the endpoint came without its secret")?,
+        )
     }
 
     /// The gateway's peak resident memory so far (`VmHWM`), in bytes.

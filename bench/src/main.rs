@@ -326,14 +326,12 @@ async fn ingest_run(
     let data = tempfile::tempdir()?;
     let gateway = Gateway::start(binary, data.path(), Role::Ingress, env).await?;
     gateway.shared_app(APP_ID, APP_SECRET).await?;
-    let mut pages = Vec::new();
-    for t in 0..load.tenants.max(1) {
-        let mine: Vec<String> = (0..load.pages_per_tenant.max(1))
-            .map(|p| format!("1048{:04}{:07}", t, p))
-            .collect();
-        gateway.tenant_with_pages(&format!("Tenant {t}"), APP_ID, &mine).await?;
-        pages.extend(mine);
-    }
+    let pages: Vec<String> = gateway
+        .tenants_with_pages(APP_ID, load.tenants, load.pages_per_tenant)
+        .await?
+        .into_iter()
+        .flat_map(|(_, pages)| pages)
+        .collect();
     let load_spec = std::sync::Arc::new(ingest::Load {
         url: gateway.url("/webhooks/meta"),
         bodies: std::sync::Arc::new(ingest::Bodies::new(&pages, APP_SECRET, load.mix)),
@@ -381,14 +379,7 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
     // Fill the backlog with a node that only ingests.
     let ingress = Gateway::start(binary, data.path(), Role::Ingress, env).await?;
     let key = ingress.onboard(APP_ID, APP_SECRET, PAGE_ID).await?;
-    let endpoint = ingress
-        .create_endpoint(&key, json!({"url": counter.url(), "max_concurrency": fast_concurrency}))
-        .await?;
-    counter.verify_with(
-        endpoint["secret"]
-            .as_str()
-            .context("the endpoint came without its secret")?,
-    )?;
+    ingress.endpoint_at(&key, &counter, fast_concurrency).await?;
     match dead {
         Some(Beside::Hanging) => {
             ingress.create_endpoint(&key, json!({"url": hanging.url()})).await?;

@@ -30,7 +30,7 @@ use crate::ssrf::DestinationPolicy;
 
 /// Most attempts recorded in one transaction.
 const RECORD_BATCH: usize = 1024;
-/// How long the recorder gathers outcomes before writing them.
+/// How long the dispatcher gathers outcomes before writing them (unless a lease goes first).
 const RECORD_GATHER: Duration = Duration::from_millis(5);
 
 /// How deliveries are sent and retried.
@@ -235,9 +235,10 @@ impl Dispatcher {
         // When the records gathered so far are written even if no round leases.
         let mut gather_until: Option<tokio::time::Instant> = None;
         let mut lease_wanted = true;
-        // A round is writing; a lease is being written or read.
-        let mut writing = false;
-        let mut leasing = false;
+        // The round writing, if any (its task, and whether it leases), and the read of a lease, if
+        // any. A lease is under way while a leasing round writes or its read runs.
+        let mut writing: Option<(tokio::task::Id, bool)> = None;
+        let mut reading: Option<tokio::task::Id> = None;
         let mut stages: JoinSet<Stage> = JoinSet::new();
         let poll = tokio::time::sleep(inner.config.poll_interval);
         let gather = tokio::time::sleep(RECORD_GATHER);
@@ -252,7 +253,8 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
-            if !writing {
+            if writing.is_none() {
+                let leasing = reading.is_some();
                 let room = backlog_limit.saturating_sub(inner.queued());
                 let lease = (lease_wanted && !leasing && room > 0).then(|| inner.lease_request(room));
                 let records_due = !pending.is_empty()
@@ -260,20 +262,15 @@ impl Dispatcher {
                         || lease.is_some()
                         || gather_until.is_some_and(|until| until <= tokio::time::Instant::now()));
                 if lease.is_some() || records_due {
-                    writing = true;
-                    leasing |= lease.is_some();
+                    let leases = lease.is_some();
                     let records = std::mem::replace(&mut pending, Vec::with_capacity(RECORD_BATCH));
                     gather_until = None;
                     let inner = Arc::clone(&inner);
-                    stages.spawn(async move {
-                        let leasing = lease.is_some();
+                    let task = stages.spawn(async move {
                         let result = inner.settle(&records, lease).await;
-                        Stage::Written {
-                            records,
-                            leasing,
-                            result,
-                        }
+                        Stage::Written { records, result }
                     });
+                    writing = Some((task.id(), leases));
                     continue;
                 }
             }
@@ -294,7 +291,7 @@ impl Dispatcher {
                 // Outcomes are gathered for a few milliseconds, then taken all at once: one commit
                 // records hundreds of attempts instead of a handful, and the loop does not turn
                 // once per outcome. Only the attempt log waits; nothing is resent.
-                () = &mut gather, if gather_until.is_some() && !writing => continue,
+                () = &mut gather, if gather_until.is_some() && writing.is_none() => continue,
                 Some(record) = outcomes.recv(), if gather_until.is_none() => {
                     pending.push(record);
                     gather_until = Some(tokio::time::Instant::now() + RECORD_GATHER);
@@ -307,19 +304,17 @@ impl Dispatcher {
                 Err(e) => {
                     // Only a panic ends a stage early; its leases expire and are sent again.
                     tracing::error!(error = %e, "a dispatcher round failed unexpectedly");
-                    if stages.is_empty() {
-                        (writing, leasing) = (false, false);
+                    if writing.is_some_and(|(task, _)| task == e.id()) {
+                        writing = None;
+                    } else if reading == Some(e.id()) {
+                        reading = None;
                     }
                     continue;
                 }
             };
             match stage {
-                Stage::Written {
-                    records,
-                    leasing: leased_here,
-                    result,
-                } => {
-                    writing = false;
+                Stage::Written { records, result } => {
+                    let leased_here = writing.take().is_some_and(|(_, leases)| leases);
                     match result {
                         Ok(leased) => {
                             backoff = Duration::from_millis(100);
@@ -327,16 +322,14 @@ impl Dispatcher {
                                 // Found work: read it and look again once it is read; found none:
                                 // wait for a reason.
                                 lease_wanted = !leased.is_empty();
-                                if leased.is_empty() {
-                                    leasing = false;
-                                } else {
+                                if !leased.is_empty() {
                                     let inner = Arc::clone(&inner);
-                                    stages.spawn(async move { Stage::Read(inner.load(leased).await) });
+                                    let task = stages.spawn(async move { Stage::Read(inner.load(leased).await) });
+                                    reading = Some(task.id());
                                 }
                             }
                         }
                         Err(e) => {
-                            leasing &= !leased_here;
                             tracing::warn!(error = %e, records = records.len(), retry_in_ms = backoff.as_millis(), "recording attempts or leasing failed");
                             if backoff > Duration::from_secs(5) {
                                 // The leases expire and the deliveries are sent again.
@@ -358,7 +351,7 @@ impl Dispatcher {
                     }
                 }
                 Stage::Read(result) => {
-                    leasing = false;
+                    reading = None;
                     match result {
                         Ok(leased) => {
                             for delivery in leased {
@@ -421,7 +414,6 @@ enum Stage {
     /// A round's transaction: these records written and, if it was leasing, what it leased.
     Written {
         records: Vec<AttemptRecord>,
-        leasing: bool,
         result: Result<Leased, StoreError>,
     },
     /// What a round leased, read and ready to send.

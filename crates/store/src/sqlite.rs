@@ -700,6 +700,24 @@ fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
     })
 }
 
+/// Runs a statement whose last parameter is a `LIMIT` again and again, `step` rows at a time, until
+/// a step changes fewer: a large deletion in short transactions, so the writer is never held for
+/// long. Returns the rows changed in all.
+async fn in_steps<'q>(
+    writer: &SqlitePool,
+    step: i64,
+    statement: impl Fn() -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let done = statement().bind(step).execute(writer).await?.rows_affected();
+        total += done;
+        if done < u64::try_from(step).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+    }
+}
+
 /// Applies a batch of outcomes to the health of each endpoint involved: one statement per endpoint,
 /// not per attempt.
 /// Records attempts inside the writer's transaction: the attempt log, each delivery's next step
@@ -990,8 +1008,8 @@ impl Store for SqliteStore {
             .await?;
         for (tenant, days) in tenants {
             let cutoff = now.saturating_sub(days.map_or(default_retention_ms, |d| d.saturating_mul(DAY_MS)));
-            loop {
-                let done = sqlx::query(
+            report.events += in_steps(&self.writer, STEP, || {
+                sqlx::query(
                     "DELETE FROM events WHERE rowid IN ( \
                        SELECT e.rowid FROM events e WHERE e.tenant_id = ?1 AND e.received_at < ?2 \
                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
@@ -999,30 +1017,14 @@ impl Store for SqliteStore {
                 )
                 .bind(&tenant)
                 .bind(cutoff)
-                .bind(STEP)
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-                report.events += done;
-                if done < u64::try_from(STEP).unwrap_or(u64::MAX) {
-                    break;
-                }
-            }
+            })
+            .await?;
         }
-        loop {
-            let done = sqlx::query(
-                "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE received_at < ? LIMIT ?)",
-            )
-            .bind(now.saturating_sub(default_retention_ms))
-            .bind(STEP)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-            report.inbound += done;
-            if done < u64::try_from(STEP).unwrap_or(u64::MAX) {
-                break;
-            }
-        }
+        report.inbound += in_steps(&self.writer, STEP, || {
+            sqlx::query("DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE received_at < ? LIMIT ?)")
+                .bind(now.saturating_sub(default_retention_ms))
+        })
+        .await?;
         Ok(report)
     }
 
@@ -1691,23 +1693,14 @@ impl Store for SqliteStore {
     }
 
     async fn release_dedup_keys(&self, before: i64) -> Result<u64> {
-        const STEP: i64 = 5_000;
-        let mut released = 0;
-        loop {
-            let done = sqlx::query(
+        in_steps(&self.writer, 5_000, || {
+            sqlx::query(
                 "UPDATE events SET dedup_key = NULL WHERE rowid IN \
                  (SELECT rowid FROM events WHERE dedup_key IS NOT NULL AND received_at < ? LIMIT ?)",
             )
             .bind(before)
-            .bind(STEP)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-            released += done;
-            if done < u64::try_from(STEP).unwrap_or(u64::MAX) {
-                return Ok(released);
-            }
-        }
+        })
+        .await
     }
 
     async fn send_test_event(&self, event: &crate::NewEvent, endpoint: &EndpointId, now: i64) -> Result<DeliveryId> {
