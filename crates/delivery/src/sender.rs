@@ -58,16 +58,19 @@ impl Sender {
     pub async fn send(&self, delivery: &LeasedDelivery, now_ms: i64) -> SendReport {
         let started = Instant::now();
         let elapsed = |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        if let Err(e) = check_destination(&delivery.url, &self.destinations) {
-            return SendReport {
-                outcome: DeliveryOutcome::Blocked,
-                status_code: None,
-                duration_ms: 0,
-                error: Some(e.to_string()),
-                response_excerpt: None,
-            };
-        }
-        let request = match self.request(delivery, now_ms) {
+        let url = match check_destination(&delivery.url, &self.destinations) {
+            Ok(url) => url,
+            Err(e) => {
+                return SendReport {
+                    outcome: DeliveryOutcome::Blocked,
+                    status_code: None,
+                    duration_ms: 0,
+                    error: Some(e.to_string()),
+                    response_excerpt: None,
+                };
+            }
+        };
+        let request = match self.request(url, delivery, now_ms) {
             Ok(request) => request,
             Err(e) => {
                 return SendReport {
@@ -133,10 +136,16 @@ impl Sender {
     /// The signed request: the event with Standard Webhooks headers (one `v1` signature per live
     /// secret, so that both verify during a rotation), or Meta's body with `X-Hub-Signature-256`;
     /// then the endpoint's own headers.
-    fn request(&self, delivery: &LeasedDelivery, now_ms: i64) -> Result<reqwest::RequestBuilder, serde_json::Error> {
+    /// `url` is the delivery's URL as the destination check parsed it (parsed once per attempt).
+    fn request(
+        &self,
+        url: url::Url,
+        delivery: &LeasedDelivery,
+        now_ms: i64,
+    ) -> Result<reqwest::RequestBuilder, serde_json::Error> {
         let mut request = self
             .client
-            .post(&delivery.url)
+            .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         for (name, value) in &delivery.headers {

@@ -742,22 +742,24 @@ async fn record_in(
                 NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
                 NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
             };
-            serde_json::json!([
-                r.delivery_id,
+            // A tuple serializes as a JSON array, with no `Value` tree built on the way.
+            (
+                &r.delivery_id,
                 r.attempt,
                 r.started_at,
                 r.duration_ms,
                 r.status_code,
-                r.outcome,
-                r.error,
-                r.response_excerpt,
+                &r.outcome,
+                &r.error,
+                &r.response_excerpt,
                 r.lease_seq,
                 status.as_str(),
                 next_at,
-            ])
+            )
         })
         .collect();
-    let rows = serde_json::Value::Array(rows).to_string();
+    // Strings and numbers only: serializing cannot fail, but is not assumed not to.
+    let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(format!("an attempt record: {e}")))?;
     sqlx::query(
         "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
              error, response_excerpt) \
