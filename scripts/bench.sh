@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every scenario of docs/benchmarks.md, in the order of its tables: builds the release binaries,
 # then runs the load harness (each run starts `pagewire serve` on a fresh data directory) and the
-# criterion micro-benchmarks. About 20 minutes on a 2-core machine. Pass `--quick` for a short
+# criterion micro-benchmarks. About 35 minutes on a 2-core machine (SQLite, then PostgreSQL). Pass `--quick` for a short
 # pass over every scenario (minutes, figures not comparable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,21 @@ section "End to end: a burst of 50,000 webhooks"
 "$bench" end-to-end --burst "$(scale 50000 5000)"
 section "Backlog: 1,000,000 events (peak memory of the ingesting and the draining node)"
 "$bench" delivery --events "$(scale 1000000 50000)"
+# The same scenarios on PostgreSQL: the harness starts a server from the machine's binaries
+# (durable, PostgreSQL's defaults) and gives every run a fresh database.
+pg=(--store postgres)
+section "PostgreSQL: ingest, closed loop, with the one-commit-per-request baseline"
+"$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --with-baseline
+section "PostgreSQL: ingest, open loop at 5,000 webhooks/s"
+"$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --rate 5000
+section "PostgreSQL: delivery of a 100,000-event backlog, alone and beside a hanging endpoint"
+"$bench" "${pg[@]}" delivery --events "$(scale 100000 20000)" --runs "$(scale 3 1)"
+section "PostgreSQL: end to end, steady 5,000 webhooks/s for a minute"
+"$bench" "${pg[@]}" end-to-end --rate 5000 --seconds "$(scale 60 5)"
+section "PostgreSQL: end to end, a burst of 50,000 webhooks"
+"$bench" "${pg[@]}" end-to-end --burst "$(scale 50000 5000)"
+section "PostgreSQL: backlog of 1,000,000 events"
+"$bench" "${pg[@]}" delivery --events "$(scale 1000000 50000)"
 section "Micro-benchmarks"
 cargo bench --locked -p pagewire-meta --bench normalize -- --noplot
 cargo bench --locked -p pagewire-delivery --bench signing -- --noplot

@@ -3,14 +3,13 @@
 //! Meta is acknowledged, how long an event takes from Meta's POST to the tenant's app, and whether
 //! every event arrived exactly once.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::gateway::{Gateway, Role};
+use crate::gateway::{DataStore, Node, Role};
 use crate::ingest::{self, Bodies, Load, Timeline};
 use crate::receiver::{Counter, Mode};
 use crate::{APP_ID, APP_SECRET};
@@ -117,10 +116,10 @@ impl Report {
     }
 }
 
-pub async fn run(binary: &Path, env: &[(String, String)], args: &Args) -> anyhow::Result<Report> {
-    let data = tempfile::tempdir()?;
+pub async fn run(node: &Node<'_>, args: &Args) -> anyhow::Result<Report> {
+    let data = DataStore::fresh(node.store).await?;
     let counter = Counter::start(Mode::Fast).await?;
-    let gateway = Gateway::start(binary, data.path(), Role::All, env).await?;
+    let gateway = node.start(&data, Role::All).await?;
     gateway.shared_app(APP_ID, APP_SECRET).await?;
     let mut pages = Vec::new();
     for (key, mine) in gateway

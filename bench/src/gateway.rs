@@ -1,5 +1,5 @@
-//! A `pagewire serve` process for the harness: started on a data directory, onboarded through its
-//! API, stopped with SIGTERM.
+//! A `pagewire serve` process for the harness: started on a data directory (and, on PostgreSQL, a
+//! database of the harness's own server), onboarded through its API, stopped with SIGTERM.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -13,6 +13,62 @@ use tokio::process::{Child, Command};
 use crate::receiver::Counter;
 
 const ADMIN_TOKEN: &str = "pwadm_bench_operator_token_0123456789";
+
+/// The database a measured node keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded SQLite file in the data directory.
+    Sqlite,
+    /// A database on a PostgreSQL server that the harness starts from the machine's binaries, with
+    /// PostgreSQL's default durability (every commit flushed).
+    Postgres,
+}
+
+/// A fresh data directory (the master key, and the SQLite file) and, on PostgreSQL, a fresh
+/// database: what one measured run starts from. The nodes of one run share it.
+#[derive(Debug)]
+pub struct DataStore {
+    dir: tempfile::TempDir,
+    database_url: Option<String>,
+}
+
+impl DataStore {
+    pub async fn fresh(kind: StoreKind) -> anyhow::Result<Self> {
+        let database_url = match kind {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => Some(
+                pagewire_store::testing::pg_server::fresh_durable_database()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("starting the harness's PostgreSQL server: {e}"))?,
+            ),
+        };
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            database_url,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// How the harness starts a measured node: the binary, the operator's settings, the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Node<'a> {
+    pub binary: &'a Path,
+    /// `PAGEWIRE_…` settings (and `RUST_LOG`, `TOKIO_WORKER_THREADS`) for the node.
+    pub env: &'a [(String, String)],
+    pub store: StoreKind,
+}
+
+impl Node<'_> {
+    /// Starts a node on `data` in `role`.
+    pub async fn start(&self, data: &DataStore, role: Role) -> anyhow::Result<Gateway> {
+        Gateway::start(self.binary, data, role, self.env).await
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Role {
@@ -32,7 +88,7 @@ impl Gateway {
     /// Starts `binary serve` with the harness's settings and `settings` (`PAGEWIRE_…` variables).
     pub async fn start(
         binary: &Path,
-        data_dir: &Path,
+        data: &DataStore,
         role: Role,
         settings: &[(String, String)],
     ) -> anyhow::Result<Self> {
@@ -41,9 +97,13 @@ impl Gateway {
             Role::Worker => "worker",
             Role::All => "all",
         };
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(url) = &data.database_url {
+            command.env("PAGEWIRE_DATABASE_URL", url);
+        }
+        let mut child = command
             .args(["serve", "--role", role])
-            .env("PAGEWIRE_DATA_DIR", data_dir)
+            .env("PAGEWIRE_DATA_DIR", data.path())
             .env("PAGEWIRE_LISTEN", "127.0.0.1:0")
             .env("PAGEWIRE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PAGEWIRE_ALLOW_PRIVATE_ENDPOINTS", "true")

@@ -28,7 +28,7 @@ use pagewire_testkit::{Kind, MetaBody};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::gateway::{Gateway, Role};
+use crate::gateway::{DataStore, Node, Role, StoreKind};
 use crate::receiver::{Counter, HangingEndpoint};
 
 pub(crate) const APP_ID: &str = "4242424242";
@@ -48,6 +48,11 @@ struct Args {
     /// `TOKIO_WORKER_THREADS=n` (repeatable).
     #[arg(long = "gateway-env", value_parser = parse_setting)]
     gateway_env: Vec<(String, String)>,
+    /// Where the measured nodes keep their state: the embedded SQLite file, or a PostgreSQL server
+    /// that the harness starts from the machine's binaries (initdb, postgres), durable as in
+    /// production.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreKind,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -147,8 +152,13 @@ async fn main() -> anyhow::Result<()> {
             args.pagewire.display()
         );
     }
+    let node = Node {
+        binary: &args.pagewire,
+        env: &args.gateway_env,
+        store: args.store,
+    };
     if let Scenario::EndToEnd(load) = &args.scenario {
-        let report = end_to_end::run(&args.pagewire, &args.gateway_env, load).await?;
+        let report = end_to_end::run(&node, load).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -174,11 +184,12 @@ async fn main() -> anyhow::Result<()> {
             pages_per_tenant,
             mix,
         };
-        let mut reports = vec![ingest_run(&args.pagewire, &args.gateway_env, &load, "group commit").await?];
+        let mut reports = vec![ingest_run(&node, &load, "group commit").await?];
         if with_baseline {
             let mut env = args.gateway_env.clone();
             env.push((String::from("PAGEWIRE_INGEST__MAX_REQUESTS"), String::from("1")));
-            reports.push(ingest_run(&args.pagewire, &env, &load, "one commit per request").await?);
+            let baseline = Node { env: &env, ..node };
+            reports.push(ingest_run(&baseline, &load, "one commit per request").await?);
         }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -229,10 +240,8 @@ async fn main() -> anyhow::Result<()> {
             beside,
             runs,
         } => {
-            let env = &args.gateway_env;
             let run = Run {
-                binary: &args.pagewire,
-                env,
+                node,
                 events,
                 batch,
                 concurrency,
@@ -317,14 +326,9 @@ struct IngestLoad {
 }
 
 /// One ingest run on a fresh data directory with an ingress-only node.
-async fn ingest_run(
-    binary: &std::path::Path,
-    env: &[(String, String)],
-    load: &IngestLoad,
-    label: &str,
-) -> anyhow::Result<ingest::IngestReport> {
-    let data = tempfile::tempdir()?;
-    let gateway = Gateway::start(binary, data.path(), Role::Ingress, env).await?;
+async fn ingest_run(node: &Node<'_>, load: &IngestLoad, label: &str) -> anyhow::Result<ingest::IngestReport> {
+    let data = DataStore::fresh(node.store).await?;
+    let gateway = node.start(&data, Role::Ingress).await?;
     gateway.shared_app(APP_ID, APP_SECRET).await?;
     let pages: Vec<String> = gateway
         .tenants_with_pages(APP_ID, load.tenants, load.pages_per_tenant)
@@ -354,8 +358,7 @@ async fn ingest_run(
 
 /// What every phase of a delivery run shares.
 struct Run<'a> {
-    binary: &'a std::path::Path,
-    env: &'a [(String, String)],
+    node: Node<'a>,
     events: u64,
     batch: u64,
     concurrency: u32,
@@ -365,19 +368,18 @@ struct Run<'a> {
 /// One measured run on a fresh data directory.
 async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> anyhow::Result<Phase> {
     let Run {
-        binary,
-        env,
+        node,
         events,
         batch,
         concurrency: fast_concurrency,
         mode,
     } = *run;
-    let data = tempfile::tempdir()?;
+    let data = DataStore::fresh(node.store).await?;
     let counter = Counter::start(mode).await?;
     let hanging = HangingEndpoint::start().await?;
 
     // Fill the backlog with a node that only ingests.
-    let ingress = Gateway::start(binary, data.path(), Role::Ingress, env).await?;
+    let ingress = node.start(&data, Role::Ingress).await?;
     let key = ingress.onboard(APP_ID, APP_SECRET, PAGE_ID).await?;
     ingress.endpoint_at(&key, &counter, fast_concurrency).await?;
     match dead {
@@ -398,7 +400,7 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
     ingress.stop().await?;
 
     // Drain it with a node that only delivers.
-    let worker = Gateway::start(binary, data.path(), Role::Worker, env).await?;
+    let worker = node.start(&data, Role::Worker).await?;
     let started = Instant::now();
     let cpu_before = (worker.cpu_seconds(), gateway::own_cpu_seconds());
     counter

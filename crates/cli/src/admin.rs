@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use pagewire_core::clock::rfc3339_ms;
 use pagewire_core::{ApiKeyId, Clock, SystemClock, TenantId};
 use pagewire_server::auth::{generate_token, hash_api_key, API_KEY_PREFIX};
-use pagewire_store::{ApiKey, KeyRole, NewApiKey, SqliteStore, Store, StoreError, Tenant};
+use pagewire_store::{ApiKey, KeyRole, NewApiKey, Store, StoreError, Tenant};
 use serde::Serialize;
 
 use crate::config::{Config, FlagOverrides};
@@ -193,8 +193,8 @@ impl From<ApiKey> for KeyView {
 pub async fn tenant(config: Config, command: TenantCommand) -> anyhow::Result<()> {
     let store = open(&config).await?;
     let result = match command {
-        TenantCommand::Create { name, json, .. } => create_tenant(&store, &name, json).await,
-        TenantCommand::List { json, .. } => list_tenants(&store, &config, json).await,
+        TenantCommand::Create { name, json, .. } => create_tenant(store.store(), &name, json).await,
+        TenantCommand::List { json, .. } => list_tenants(store.store(), &config, json).await,
     };
     store.close().await;
     result
@@ -209,16 +209,16 @@ pub async fn key(config: Config, command: KeyCommand) -> anyhow::Result<()> {
             role,
             json,
             ..
-        } => create_key(&store, &tenant_id, name.as_deref(), role.into(), json).await,
-        KeyCommand::List { tenant_id, json, .. } => list_keys(&store, &tenant_id, json).await,
-        KeyCommand::Revoke { tenant_id, key_id, .. } => revoke_key(&store, &tenant_id, &key_id).await,
+        } => create_key(store.store(), &tenant_id, name.as_deref(), role.into(), json).await,
+        KeyCommand::List { tenant_id, json, .. } => list_keys(store.store(), &tenant_id, json).await,
+        KeyCommand::Revoke { tenant_id, key_id, .. } => revoke_key(store.store(), &tenant_id, &key_id).await,
     };
     store.close().await;
     result
 }
 
 /// The database `pagewire serve` would use, created and migrated if need be.
-async fn open(config: &Config) -> anyhow::Result<SqliteStore> {
+async fn open(config: &Config) -> anyhow::Result<serve::Database> {
     serve::prepare_data_dir(&config.data_dir)?;
     let key = serve::master_key(config)?;
     serve::open_store(config, key).await
@@ -235,7 +235,7 @@ fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn require_tenant(store: &SqliteStore, tenant_id: &TenantId) -> anyhow::Result<Tenant> {
+async fn require_tenant(store: &dyn Store, tenant_id: &TenantId) -> anyhow::Result<Tenant> {
     match store.get_tenant(tenant_id).await {
         Ok(tenant) => Ok(tenant),
         Err(StoreError::NotFound) => bail!("no tenant {tenant_id}"),
@@ -248,7 +248,7 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_tenant(store: &SqliteStore, name: &str, json: bool) -> anyhow::Result<()> {
+async fn create_tenant(store: &dyn Store, name: &str, json: bool) -> anyhow::Result<()> {
     check_name("tenant", name)?;
     let tenant = store
         .create_tenant(name.trim(), SystemClock.now_ms())
@@ -263,7 +263,7 @@ async fn create_tenant(store: &SqliteStore, name: &str, json: bool) -> anyhow::R
     }
 }
 
-async fn list_tenants(store: &SqliteStore, config: &Config, json: bool) -> anyhow::Result<()> {
+async fn list_tenants(store: &dyn Store, config: &Config, json: bool) -> anyhow::Result<()> {
     let tenants = store.list_tenants().await.context("listing the tenants")?;
     if json {
         return print_json(&tenants.into_iter().map(TenantView::from).collect::<Vec<_>>());
@@ -292,7 +292,7 @@ fn where_data_is(config: &Config) -> String {
 }
 
 async fn create_key(
-    store: &SqliteStore,
+    store: &dyn Store,
     tenant_id: &TenantId,
     name: Option<&str>,
     role: KeyRole,
@@ -336,7 +336,7 @@ async fn create_key(
     }
 }
 
-async fn list_keys(store: &SqliteStore, tenant_id: &TenantId, json: bool) -> anyhow::Result<()> {
+async fn list_keys(store: &dyn Store, tenant_id: &TenantId, json: bool) -> anyhow::Result<()> {
     require_tenant(store, tenant_id).await?;
     let keys = store.list_api_keys(tenant_id).await.context("listing the API keys")?;
     if json {
@@ -370,7 +370,7 @@ async fn list_keys(store: &SqliteStore, tenant_id: &TenantId, json: bool) -> any
     Ok(())
 }
 
-async fn revoke_key(store: &SqliteStore, tenant_id: &TenantId, key_id: &ApiKeyId) -> anyhow::Result<()> {
+async fn revoke_key(store: &dyn Store, tenant_id: &TenantId, key_id: &ApiKeyId) -> anyhow::Result<()> {
     require_tenant(store, tenant_id).await?;
     let now = SystemClock.now_ms();
     let key = match store.revoke_api_key(tenant_id, key_id, now).await {

@@ -31,7 +31,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded database, the generated master key and the admin token hash live.
     pub data_dir: PathBuf,
-    /// `sqlite://path` (default: `pagewire.db` in the data dir).
+    /// `sqlite://path` (default: `pagewire.db` in the data dir), or `postgres://…` for a PostgreSQL
+    /// database that several nodes share.
     pub database_url: Option<Secret>,
     /// The operator's bearer token. Default: generated on first start, its hash kept in the data dir.
     pub admin_token: Option<Secret>,
@@ -244,7 +245,7 @@ impl Config {
         if let Some(url) = &self.database_url {
             let url = url.expose();
             if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                bail!("PAGEWIRE_DATABASE_URL must start with sqlite: or postgres://");
+                bail!("PAGEWIRE_DATABASE_URL must start with sqlite:, postgres:// or postgresql://");
             }
         }
         Ok(())

@@ -12,7 +12,7 @@ use pagewire_delivery::DeliveryConfig;
 use pagewire_server::auth::{generate_token, AdminToken, ADMIN_TOKEN_PREFIX};
 use pagewire_server::ratelimit::RateLimit;
 use pagewire_server::{Gateway, GatewayConfig, IngestConfig};
-use pagewire_store::{SqliteStore, SqliteStoreOptions, Store};
+use pagewire_store::{PgStore, PgStoreOptions, SqliteStore, SqliteStoreOptions, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -35,7 +35,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let key = master_key(&config)?;
     let (admin_token, new_token) = admin_token(&config)?;
     let store = open_store(&config, key).await?;
-    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    let shared = store.shared();
 
     let gateway_config = GatewayConfig {
         role: config.role,
@@ -95,9 +95,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("pagewire listening on http://{addr}");
     let _ = std::io::stdout().flush();
 
+    // Nodes sharing a PostgreSQL database tell each other when deliveries are due and when routing
+    // changed, so that a webhook ingested on one node is sent at once by another, and a Page
+    // onboarded through one is routed by all.
+    let follower = match &store {
+        Database::Postgres(pg) => Some(pg.follow_changes(gateway.dispatcher().waker(), gateway.routing_changed())),
+        Database::Sqlite(_) => None,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let result = gateway.serve(listener, shutdown).await;
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     store.close().await;
     tracing::info!("pagewire stopped");
     result.context("serving")
@@ -225,15 +235,64 @@ Next, create a tenant with it:
     );
 }
 
-pub(crate) async fn open_store(config: &Config, key: MasterKey) -> anyhow::Result<SqliteStore> {
-    let options = SqliteStoreOptions::default();
-    let store = match &config.database_url {
-        None => SqliteStore::open(&config.data_dir.join(DATABASE_FILE), key, options).await,
-        Some(url) if url.expose().starts_with("sqlite:") => SqliteStore::open_url(url.expose(), key, options).await,
-        Some(_) => bail!(
-            "this build of Pagewire stores data in SQLite only; unset PAGEWIRE_DATABASE_URL to use {}",
-            config.data_dir.join(DATABASE_FILE).display()
-        ),
+/// The database the gateway keeps its state in, as `PAGEWIRE_DATABASE_URL` names it.
+#[derive(Debug, Clone)]
+pub(crate) enum Database {
+    /// The embedded file: one node.
+    Sqlite(SqliteStore),
+    /// A server that several nodes share.
+    Postgres(PgStore),
+}
+
+impl Database {
+    /// The store, for the gateway and the commands.
+    pub(crate) fn store(&self) -> &dyn Store {
+        match self {
+            Self::Sqlite(store) => store,
+            Self::Postgres(store) => store,
+        }
+    }
+
+    /// The store, to be shared by the gateway's tasks.
+    pub(crate) fn shared(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite(store) => Arc::new(store.clone()),
+            Self::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// Waits for in-flight statements and closes the connections.
+    pub(crate) async fn close(&self) {
+        match self {
+            Self::Sqlite(store) => store.close().await,
+            Self::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+/// Opens the database (the SQLite file in the data directory unless `PAGEWIRE_DATABASE_URL` says
+/// otherwise) and brings its schema up to date.
+pub(crate) async fn open_store(config: &Config, key: MasterKey) -> anyhow::Result<Database> {
+    let Some(url) = &config.database_url else {
+        let path = config.data_dir.join(DATABASE_FILE);
+        let store = SqliteStore::open(&path, key, SqliteStoreOptions::default())
+            .await
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        return Ok(Database::Sqlite(store));
     };
-    store.context("opening the database")
+    let url = url.expose();
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::open_url(url, key, SqliteStoreOptions::default())
+            .await
+            .context("opening the SQLite database at PAGEWIRE_DATABASE_URL")?;
+        Ok(Database::Sqlite(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // The URL can hold a password: errors name the variable, never the URL.
+        let store = PgStore::connect(url, key, PgStoreOptions::default())
+            .await
+            .context("connecting to the PostgreSQL database at PAGEWIRE_DATABASE_URL")?;
+        Ok(Database::Postgres(store))
+    } else {
+        bail!("PAGEWIRE_DATABASE_URL must start with sqlite:, postgres:// or postgresql://")
+    }
 }

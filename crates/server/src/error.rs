@@ -197,7 +197,8 @@ fn conflict_message(constraint: &str) -> String {
     match constraint {
         c if c.contains("meta_apps") && c.contains("app_id") => String::from("this Meta app is already registered"),
         c if c.contains("pages") && c.contains("page_id") => String::from("this Page is already onboarded"),
-        c if c.contains("FOREIGN KEY") => String::from("a referenced resource does not exist"),
+        // SQLite says `FOREIGN KEY constraint failed`; PostgreSQL names the reference (`…_fkey`).
+        c if c.contains("FOREIGN KEY") || c.ends_with("_fkey") => String::from("a referenced resource does not exist"),
         _ => String::from("the resource already exists"),
     }
 }

@@ -102,6 +102,8 @@ pub struct Gateway {
     router: Router,
     dispatcher: Dispatcher,
     routing: routing::RoutingCache,
+    /// Reloads the routing snapshot before `routing_refresh` is up, when told of a change.
+    routing_changed: Arc<tokio::sync::Notify>,
     writer_task: JoinHandle<()>,
     maintenance: Maintenance,
     config: GatewayConfig,
@@ -239,6 +241,7 @@ impl Gateway {
             router,
             dispatcher,
             routing,
+            routing_changed: Arc::new(tokio::sync::Notify::new()),
             writer_task,
             maintenance,
             config,
@@ -255,6 +258,12 @@ impl Gateway {
         &self.maintenance
     }
 
+    /// Notify it when apps, Pages or endpoints were changed elsewhere (another node sharing the
+    /// database), so that the routing snapshot is reloaded now rather than at the next refresh.
+    pub fn routing_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.routing_changed)
+    }
+
     /// Serves until `shutdown` is cancelled, then drains: in-flight requests finish, the ingest writer
     /// commits what it was given, the dispatcher finishes its round.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
@@ -262,6 +271,7 @@ impl Gateway {
             router,
             dispatcher,
             routing,
+            routing_changed,
             writer_task,
             maintenance,
             config,
@@ -270,7 +280,12 @@ impl Gateway {
             .role
             .delivers()
             .then(|| tokio::spawn(dispatcher.run(shutdown.clone())));
-        let refresh_task = tokio::spawn(refresh_routing(routing, config.routing_refresh, shutdown.clone()));
+        let refresh_task = tokio::spawn(refresh_routing(
+            routing,
+            routing_changed,
+            config.routing_refresh,
+            shutdown.clone(),
+        ));
         let maintenance_task = tokio::spawn(maintenance.run(config.maintenance_interval, shutdown.clone()));
 
         let served = axum::serve(listener, router)
@@ -292,11 +307,19 @@ impl Gateway {
     }
 }
 
-async fn refresh_routing(routing: routing::RoutingCache, every: Duration, shutdown: CancellationToken) {
+/// Reloads the routing snapshot every `every`, and as soon as `changed` is notified (changes made
+/// through this node's admin API reload it themselves).
+async fn refresh_routing(
+    routing: routing::RoutingCache,
+    changed: Arc<tokio::sync::Notify>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
+            () = changed.notified() => {}
         }
         if let Err(e) = routing.reload().await {
             tracing::warn!(error = %e, "refreshing the routing tables failed; keeping the last ones");

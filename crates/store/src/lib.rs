@@ -2,8 +2,10 @@
 //! (onboard a Page, ingest a batch of webhooks, lease due deliveries), not tables.
 //!
 //! The embedded backend is SQLite ([`SqliteStore`]): WAL mode, `synchronous = FULL`, one writer
-//! connection and a pool of readers. Secrets are sealed with the [`MasterKey`] on the way in and opened
-//! on the way out, so no caller ever handles ciphertext and no row holds a plaintext secret.
+//! connection and a pool of readers. Several nodes share PostgreSQL ([`PgStore`]), whose leases
+//! (`FOR UPDATE SKIP LOCKED`) keep them from taking the same delivery. Secrets are sealed with the
+//! [`MasterKey`] on the way in and opened on the way out, so no caller ever handles ciphertext and
+//! no row holds a plaintext secret.
 //!
 //! This crate must not depend on HTTP types: handlers map its errors, it never sees a request.
 
@@ -18,12 +20,14 @@ use pagewire_core::{
 };
 
 mod error;
+mod postgres;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::StoreError;
 pub use pagewire_core::MasterKey;
+pub use postgres::{PgStore, PgStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,5 +1,9 @@
 //! The store contract: behaviour every backend must have, written once against `&dyn Store` and run
-//! by each backend's test suite.
+//! by each backend's test suite. [`pg_server`] starts the PostgreSQL server the PostgreSQL suite
+//! runs on.
+
+#[cfg(unix)]
+pub mod pg_server;
 
 use std::sync::Arc;
 

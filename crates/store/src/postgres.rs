@@ -1,0 +1,2241 @@
+//! The shared backend: PostgreSQL, for operators that run several gateway nodes behind a load
+//! balancer. Every node reads and writes the same database, which is also the delivery queue.
+//!
+//! Design, and how it differs from SQLite:
+//! - One pool serves reads and writes: PostgreSQL runs writers side by side (row locks, MVCC), so
+//!   there is no single writer to queue on. The pool size bounds each node's connections; nodes ×
+//!   pool size must stay under the server's `max_connections`.
+//! - Multi-row writes bind one array per column and insert from `UNNEST`: a statement's text and
+//!   its parameter count are the same whatever the batch size, so it is prepared once and never has
+//!   to be split to stay under a parameter limit. A batch of webhooks is one transaction (group
+//!   commit), as on SQLite.
+//! - Leasing picks rows with `FOR NO KEY UPDATE SKIP LOCKED` (the lock an `UPDATE` of non-key columns
+//!   takes, so inserting attempts, whose reference to the delivery takes `KEY SHARE`, never blocks
+//!   it): nodes leasing at once take disjoint deliveries without waiting on each other. A paused
+//!   endpoint's single probe is claimed by locking the endpoint row the same way, so two nodes never
+//!   probe it at once. Each node's share of an endpoint (`Lease::held`, `max_concurrency`) is its
+//!   own: N nodes may send up to N times an endpoint's concurrency.
+//! - SQLite's `rowid` order (deliveries go out in the order of their events) is `deliveries.seq`, an
+//!   identity column that the leasing indexes end with.
+//! - Events of a batch are inserted in dedup-key order, so that two nodes ingesting the same
+//!   redelivered items at once take their key locks in one order and cannot deadlock; the first
+//!   occurrence of a key in a batch still wins. Rare deadlocks and serialization failures elsewhere
+//!   surface as [`StoreError::Unavailable`] (retry), as does any lost connection.
+//! - Nodes tell each other about changes with `LISTEN/NOTIFY` ([`PgStore::follow_changes`]): writes
+//!   that make deliveries due announce it inside their transaction (so at commit, once per
+//!   transaction), admin changes to apps, Pages and endpoints after they commit. Announcements are
+//!   hints that save waiting: the dispatcher's poll and the routing refresh stay the safety net.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pagewire_core::{
+    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret,
+    EventId, HealthPolicy, InboundId, MasterKey, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform,
+    Secret, TenantId,
+};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder};
+use tokio::sync::Notify;
+
+use crate::{
+    ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryQuery, DeliveryStatus, Endpoint, EndpointUpdate,
+    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease, Leased,
+    LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewEvent, NewMetaApp, NewPage, Page, PageCredentials, PruneReport,
+    Replay, Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+// The purposes secrets are sealed for: the same as SQLite's, so a sealed value means the same
+// thing in either database.
+const APP_SECRET: &str = "app_secret";
+const VERIFY_TOKEN: &str = "verify_token";
+const PAGE_TOKEN: &str = "page_token";
+const ENDPOINT_SECRET: &str = "endpoint_secret";
+const SIGNING_KEY: &str = "signing_key";
+const IDEMPOTENT_RESPONSE: &str = "idempotent_response";
+const ENDPOINT_ED25519: &str = "endpoint_ed25519";
+
+/// Writes that make deliveries due announce it here, so that every node's dispatcher wakes.
+const WORK_CHANNEL: &str = "pagewire_work";
+/// Changes to apps, Pages and endpoints are announced here, so that every node reloads its routing.
+const ROUTING_CHANNEL: &str = "pagewire_routing";
+/// How long the change listener waits before connecting again after a failure.
+const LISTEN_RETRY: Duration = Duration::from_secs(5);
+
+/// How the PostgreSQL store connects.
+#[derive(Debug, Clone)]
+pub struct PgStoreOptions {
+    /// Most connections this node holds, [`PgStore::follow_changes`]'s listener included. Every
+    /// node has its own pool, so the server must allow nodes × `max_connections` (PostgreSQL's
+    /// default `max_connections` is 100).
+    pub max_connections: u32,
+    /// How long a use case waits for a connection before failing with `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    key: MasterKey,
+}
+
+impl PgStore {
+    /// Connects to the database at a `postgres://` (or `postgresql://`) URL and runs the
+    /// migrations. Nodes starting together are safe: the migrator holds an advisory lock.
+    pub async fn connect(url: &str, key: MasterKey, options: PgStoreOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url)?.application_name("pagewire");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, key })
+    }
+
+    /// Waits for in-flight statements and closes the connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Follows what the nodes sharing this database announce (`LISTEN/NOTIFY`), this one included:
+    /// `work` is notified when deliveries became due (ingested, test sends, operational events,
+    /// replays), `routing` when apps, Pages or endpoints changed. Whenever announcements may have
+    /// been missed (at the start, after a lost connection), both are notified. Holds one of the
+    /// pool's connections; runs until the task is aborted or the store is closed.
+    pub fn follow_changes(&self, work: Arc<Notify>, routing: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match follow(&pool, &work, &routing).await {
+                    Err(sqlx::Error::PoolClosed) => return,
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "listening for other nodes' changes failed; they are seen at the next poll until it resumes"
+                    ),
+                    Ok(never) => match never {},
+                }
+                tokio::time::sleep(LISTEN_RETRY).await;
+            }
+        })
+    }
+
+    /// Tells every node about a change made outside a transaction. Best effort: the change is
+    /// committed, and a node that misses the announcement sees it at its next poll or refresh.
+    async fn announce(&self, channel: &'static str) {
+        if let Err(e) = announce(&self.pool, channel).await {
+            tracing::warn!(error = %e, channel, "could not announce a change to the other nodes");
+        }
+    }
+
+    fn open_secret(&self, purpose: &str, sealed: &str) -> Result<Secret> {
+        Ok(Secret::new(self.key.open(purpose, sealed)?))
+    }
+
+    fn open_ed25519(&self, sealed: &str) -> Result<Ed25519Key> {
+        Ed25519Key::parse(&self.key.open(ENDPOINT_ED25519, sealed)?)
+            .map_err(|e| StoreError::Corrupt(format!("endpoint ed25519 key: {e}")))
+    }
+
+    /// An endpoint as the API shows it: the ed25519 key reduced to its public half.
+    fn endpoint_from_row(&self, row: EndpointRow) -> Result<Endpoint> {
+        let public_key = row
+            .ed25519_sealed
+            .as_deref()
+            .map(|sealed| self.open_ed25519(sealed))
+            .transpose()?;
+        let mut endpoint = endpoint_from_row(row)?;
+        endpoint.public_key = public_key.as_ref().map(Ed25519Key::public_key);
+        Ok(endpoint)
+    }
+
+    fn app_from_row(&self, row: AppRow) -> Result<MetaApp> {
+        let (id, app_id, tenant_id, name, secret, previous, previous_until, token, created_at, updated_at) = row;
+        let previous_secret = match (previous, previous_until) {
+            (Some(sealed), Some(until)) => Some((self.open_secret(APP_SECRET, &sealed)?, until)),
+            _ => None,
+        };
+        Ok(MetaApp {
+            id: parse_id(&id)?,
+            app_id,
+            tenant_id: tenant_id.as_deref().map(parse_id).transpose()?,
+            name,
+            app_secret: self.open_secret(APP_SECRET, &secret)?,
+            previous_secret,
+            verify_token: self.open_secret(VERIFY_TOKEN, &token)?,
+            created_at,
+            updated_at,
+        })
+    }
+
+    /// The endpoints a lease may take from, the longest-waiting first, with the room each has.
+    /// Read before the lease's transaction (a lease that finds nothing never opens one); a stale
+    /// entry only leases nothing, as [`Self::take`] re-checks what is due and locks what it takes.
+    async fn eligible(&self, lease: &Lease) -> Result<Vec<Eligible>> {
+        // The earliest due time per endpoint comes from deliveries_endpoint_due_idx (a min over
+        // an index range), so an endpoint with a deep backlog costs one index probe.
+        let endpoints: Vec<(String, i64, i64, bool, bool)> = sqlx::query_as(
+            "SELECT e.id, CASE WHEN e.probe_at IS NOT NULL THEN 1 ELSE e.max_concurrency * $1 END AS cap, \
+                    e.max_concurrency, e.ordered, e.probe_at IS NOT NULL AS probing \
+             FROM endpoints e \
+             CROSS JOIN LATERAL (SELECT MIN(d.next_attempt_at) AS due FROM deliveries d \
+                                 WHERE d.endpoint_id = e.id AND d.status = 'pending') AS p \
+             WHERE e.enabled AND (e.probe_at IS NULL OR e.probe_at <= $2) AND p.due <= $2 \
+             ORDER BY p.due, e.id",
+        )
+        .bind(i64::from(lease.per_endpoint_rounds.max(1)))
+        .bind(lease.now)
+        .fetch_all(&self.pool)
+        .await?;
+        let held: HashMap<&str, i64> = lease
+            .held
+            .iter()
+            .map(|(endpoint, count)| (endpoint.as_str(), i64::from(*count)))
+            .collect();
+        Ok(endpoints
+            .into_iter()
+            .filter_map(|(id, cap, max_concurrency, ordered, probing)| {
+                let room = cap - held.get(id.as_str()).copied().unwrap_or(0);
+                (room >= max_concurrency.clamp(1, cap)).then_some(Eligible {
+                    id,
+                    room,
+                    ordered,
+                    probing,
+                })
+            })
+            .collect())
+    }
+
+    /// Takes due deliveries of `endpoints` inside the caller's transaction; returns (id, lease_seq).
+    async fn take(tx: &mut PgConnection, lease: &Lease, endpoints: Vec<Eligible>) -> Result<Vec<(String, i64)>> {
+        let lease_end = lease.now.saturating_add(lease.lease_ms);
+        let mut leased: Vec<(String, i64)> = Vec::new();
+        let mut probed: Vec<String> = Vec::new();
+        let mut room = i64::from(lease.limit);
+        for endpoint in endpoints {
+            if room <= 0 {
+                break;
+            }
+            if endpoint.probing {
+                // One probe at a time across nodes: the node that locks the endpoint row probes.
+                // Locked elsewhere (another node is probing or recording its health) or paused
+                // again since the list was read: nothing from it this round.
+                let row: Option<(Option<i64>,)> = sqlx::query_as(
+                    "SELECT probe_at FROM endpoints WHERE id = $1 AND enabled FOR NO KEY UPDATE SKIP LOCKED",
+                )
+                .bind(&endpoint.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    Some((Some(probe_at),)) if probe_at <= lease.now => {}
+                    // The breaker closed meanwhile: the single delivery planned still goes.
+                    Some((None,)) => {}
+                    _ => continue,
+                }
+            }
+            // Ordered endpoints take only the first pending delivery of each conversation.
+            let head_only = if endpoint.ordered {
+                " AND (c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p \
+                   WHERE p.endpoint_id = c.endpoint_id AND p.ordering_key = c.ordering_key \
+                   AND p.status = 'pending' AND p.seq < c.seq))"
+            } else {
+                ""
+            };
+            let taken: Vec<(String, i64)> = sqlx::query_as(&format!(
+                "WITH due AS (SELECT c.id FROM deliveries c \
+                   WHERE c.endpoint_id = $3 AND c.status = 'pending' AND c.next_attempt_at <= $2{head_only} \
+                   ORDER BY c.next_attempt_at, c.seq LIMIT $4 \
+                   FOR NO KEY UPDATE SKIP LOCKED) \
+                 UPDATE deliveries d SET next_attempt_at = $1, lease_seq = d.lease_seq + 1, updated_at = $2 \
+                 FROM due WHERE d.id = due.id \
+                 RETURNING d.id, d.lease_seq"
+            ))
+            .bind(lease_end)
+            .bind(lease.now)
+            .bind(&endpoint.id)
+            .bind(endpoint.room.min(room))
+            .fetch_all(&mut *tx)
+            .await?;
+            room -= i64::try_from(taken.len()).unwrap_or(i64::MAX);
+            if endpoint.probing && !taken.is_empty() {
+                probed.push(endpoint.id);
+            }
+            leased.extend(taken);
+        }
+
+        // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's
+        // lease. Only rows this transaction has locked above, so this never waits.
+        if !probed.is_empty() {
+            sqlx::query("UPDATE endpoints SET probe_at = $1 WHERE probe_at IS NOT NULL AND id = ANY($2)")
+                .bind(lease_end)
+                .bind(&probed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(leased)
+    }
+
+    /// What to send for deliveries just leased (and committed): the rows are the worker's now.
+    /// Each endpoint's settings are read and opened once, not once per delivery.
+    async fn read_leased(&self, leased: &Leased) -> Result<Vec<LeasedDelivery>> {
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = leased.taken.iter().map(|(id, _)| id.as_str()).collect();
+        let deliveries = sqlx::query_as::<_, LeasedRow>(
+            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, ev.payload, d.attempts \
+             FROM deliveries d JOIN events ev ON ev.id = d.event_id \
+             WHERE d.id = ANY($1) ORDER BY d.seq",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool);
+        let endpoints = sqlx::query_as::<_, TargetRow>(
+            "SELECT id, url, secret_sealed, previous_secret_sealed, previous_secret_expires_at, ed25519_sealed, \
+                    max_concurrency, rate_limit, ordered, format, headers \
+             FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries WHERE id = ANY($1))",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool);
+        let (deliveries, endpoints) = tokio::try_join!(deliveries, endpoints)?;
+
+        let targets = endpoints
+            .into_iter()
+            .map(|row| Ok((row.id.clone(), self.open_target(row, leased.now)?)))
+            .collect::<Result<HashMap<String, Target>>>()?;
+        let seqs: HashMap<&str, i64> = leased.taken.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+        deliveries
+            .into_iter()
+            .map(|row| {
+                let target = targets
+                    .get(&row.endpoint_id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no endpoint", row.id)))?;
+                Ok(LeasedDelivery {
+                    lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
+                    id: parse_id(&row.id)?,
+                    event_id: parse_id(&row.event_id)?,
+                    event_type: row.event_type,
+                    endpoint_id: parse_id(&row.endpoint_id)?,
+                    tenant_id: parse_id(&row.tenant_id)?,
+                    url: target.url.clone(),
+                    secrets: target.secrets.clone(),
+                    ed25519: target.ed25519.clone(),
+                    controls: target.controls,
+                    format: target.format,
+                    headers: target.headers.clone(),
+                    payload: row.payload,
+                    attempts: u32::try_from(row.attempts).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// An endpoint's sending settings with its secrets opened (an ed25519 key costs a scalar
+    /// multiplication to open: once per lease, not once per delivery).
+    fn open_target(&self, row: TargetRow, now: i64) -> Result<Target> {
+        let open = |sealed: &str| {
+            EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))
+        };
+        let mut secrets = vec![open(&row.secret_sealed)?];
+        if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
+            if until > now {
+                secrets.push(open(previous)?);
+            }
+        }
+        Ok(Target {
+            url: row.url,
+            secrets,
+            ed25519: row
+                .ed25519_sealed
+                .as_deref()
+                .map(|sealed| self.open_ed25519(sealed))
+                .transpose()?,
+            controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+            format: parse_format(&row.format)?,
+            headers: parse_headers(row.headers)?.into_iter().collect(),
+        })
+    }
+}
+
+/// An endpoint with due work, for [`PgStore::take`].
+struct Eligible {
+    id: String,
+    /// Deliveries it may still take this round.
+    room: i64,
+    ordered: bool,
+    /// Its breaker is open and its pause is over: one probe.
+    probing: bool,
+}
+
+type AppRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<i64>,
+    String,
+    i64,
+    i64,
+);
+type PageRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    i64,
+);
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    retention_days: Option<i64>,
+    auto_resubscribe: bool,
+    created_at: i64,
+}
+
+const TENANT_COLUMNS: &str = "id, name, retention_days, auto_resubscribe, created_at";
+
+fn tenant_from_row(row: TenantRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: parse_id(&row.id)?,
+        name: row.name,
+        retention_days: row.retention_days.and_then(|d| u32::try_from(d).ok()),
+        auto_resubscribe: row.auto_resubscribe,
+        created_at: row.created_at,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct LeasedRow {
+    id: String,
+    event_id: String,
+    event_type: String,
+    endpoint_id: String,
+    tenant_id: String,
+    payload: String,
+    attempts: i64,
+}
+
+/// An endpoint's sending settings as stored, for [`PgStore::read_leased`].
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    id: String,
+    url: String,
+    secret_sealed: String,
+    previous_secret_sealed: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    ed25519_sealed: Option<String>,
+    max_concurrency: i64,
+    rate_limit: Option<i64>,
+    ordered: bool,
+    format: String,
+    headers: Option<String>,
+}
+
+/// An endpoint's sending settings, secrets opened.
+struct Target {
+    url: String,
+    secrets: Vec<EndpointSecret>,
+    ed25519: Option<Ed25519Key>,
+    controls: DeliveryControls,
+    format: PayloadFormat,
+    headers: Vec<(String, String)>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    tenant_id: String,
+    url: String,
+    description: Option<String>,
+    event_types: Option<String>,
+    page_ids: Option<String>,
+    include_standby: bool,
+    include_echoes: bool,
+    max_concurrency: i64,
+    rate_limit: Option<i64>,
+    ordered: bool,
+    format: String,
+    headers: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    ed25519_sealed: Option<String>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    consecutive_failures: i64,
+    probe_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+type DeliveryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+const APP_COLUMNS: &str = "id, app_id, tenant_id, name, app_secret_sealed, previous_app_secret_sealed, \
+                           previous_secret_expires_at, verify_token_sealed, created_at, updated_at";
+const PAGE_COLUMNS: &str = "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, \
+    phone_number_ids, subscribed_fields, subscription_status, subscription_detail, subscription_checked_at, created_at";
+const ENDPOINT_COLUMNS: &str =
+    "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, \
+    max_concurrency, rate_limit, ordered, format, headers, previous_secret_expires_at, ed25519_sealed, enabled, \
+    disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
+const INBOUND_COLUMNS: &str =
+    "i.id, i.received_at, i.app_id, i.object, i.body, i.entries, i.events, i.unroutable_entries";
+const API_KEY_COLUMNS: &str = "id, tenant_id, name, role, key_prefix, created_at, last_used_at, revoked_at";
+const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
+                                last_status, last_error, created_at, updated_at";
+const EVENT_COLUMNS: &str = "id, type, page_id, received_at, payload";
+
+/// How verify tokens are compared for uniqueness without storing them in the clear (as on SQLite).
+fn verify_token_hash(token: &Secret) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.expose().as_bytes()))
+}
+
+type InboundRow = (String, i64, Option<String>, String, Vec<u8>, i64, i64, Option<String>);
+
+fn inbound_from_row(row: InboundRow) -> Result<Inbound> {
+    let (id, received_at, app_id, object, body, entries, events, unroutable) = row;
+    Ok(Inbound {
+        id: parse_id::<InboundId>(&id)?,
+        received_at,
+        app_id,
+        object,
+        body,
+        entries: u32::try_from(entries).unwrap_or(0),
+        events: u32::try_from(events).unwrap_or(0),
+        unroutable,
+    })
+}
+
+type ApiKeyRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKey> {
+    let (id, tenant_id, name, role, prefix, created_at, last_used_at, revoked_at) = row;
+    Ok(ApiKey {
+        id: parse_id(&id)?,
+        tenant_id: parse_id(&tenant_id)?,
+        name,
+        role: KeyRole::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("API key role {role:?}")))?,
+        prefix,
+        created_at,
+        last_used_at,
+        revoked_at,
+    })
+}
+
+type EventRow = (String, String, String, i64, String);
+
+fn event_from_row(row: EventRow) -> Result<StoredEvent> {
+    let (id, event_type, page_id, received_at, payload) = row;
+    Ok(StoredEvent {
+        id: parse_id(&id)?,
+        event_type,
+        page_id,
+        received_at,
+        payload,
+    })
+}
+
+fn parse_id<T: FromStr<Err = pagewire_core::id::InvalidId>>(s: &str) -> Result<T> {
+    s.parse()
+        .map_err(|e: pagewire_core::id::InvalidId| StoreError::Corrupt(e.to_string()))
+}
+
+fn page_from_row(row: PageRow) -> Result<Page> {
+    let (
+        id,
+        page_id,
+        tenant_id,
+        app_id,
+        platform,
+        name,
+        has_token,
+        phone_number_ids,
+        fields,
+        status,
+        detail,
+        checked_at,
+        created_at,
+    ) = row;
+    let subscription = match (status, checked_at) {
+        (Some(status), Some(checked_at)) => Some(SubscriptionCheck {
+            status,
+            detail,
+            checked_at,
+        }),
+        _ => None,
+    };
+    Ok(Page {
+        id: parse_id(&id)?,
+        page_id,
+        tenant_id: parse_id(&tenant_id)?,
+        app_id,
+        platform: Platform::parse(&platform)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown platform `{platform}`")))?,
+        name,
+        has_access_token: has_token,
+        phone_number_ids: parse_json_list(phone_number_ids)?.unwrap_or_default(),
+        subscribed_fields: parse_json_list(fields)?,
+        subscription,
+        created_at,
+    })
+}
+
+fn json_list(value: Option<&[String]>) -> Option<String> {
+    value.map(|v| serde_json::to_string(v).unwrap_or_else(|_| String::from("[]")))
+}
+
+fn parse_json_list(value: Option<String>) -> Result<Option<Vec<String>>> {
+    value
+        .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("stored list: {e}"))))
+        .transpose()
+}
+
+fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
+    Ok(Endpoint {
+        id: parse_id(&row.id)?,
+        tenant_id: parse_id(&row.tenant_id)?,
+        url: row.url,
+        description: row.description,
+        filter: EndpointFilter {
+            event_types: parse_json_list(row.event_types)?,
+            page_ids: parse_json_list(row.page_ids)?,
+            include_standby: row.include_standby,
+            include_echoes: row.include_echoes,
+        },
+        controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
+        format: parse_format(&row.format)?,
+        headers: parse_headers(row.headers)?,
+        previous_secret_expires_at: row.previous_secret_expires_at,
+        public_key: None,
+        enabled: row.enabled,
+        disabled_reason: row.disabled_reason,
+        consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
+        paused_until: row.probe_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn parse_format(format: &str) -> Result<PayloadFormat> {
+    PayloadFormat::parse(format).ok_or_else(|| StoreError::Corrupt(format!("unknown endpoint format `{format}`")))
+}
+
+fn parse_headers(headers: Option<String>) -> Result<BTreeMap<String, String>> {
+    headers
+        .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("endpoint headers: {e}"))))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn json_headers(headers: &BTreeMap<String, String>) -> Option<String> {
+    (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
+}
+
+fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered: bool) -> DeliveryControls {
+    DeliveryControls {
+        max_concurrency: u32::try_from(max_concurrency).unwrap_or(1).max(1),
+        rate_limit: rate_limit.and_then(|r| u32::try_from(r).ok()),
+        ordered,
+    }
+}
+
+fn delivery_from_row(row: DeliveryRow) -> Result<Delivery> {
+    let (
+        id,
+        event_id,
+        endpoint_id,
+        tenant_id,
+        status,
+        attempts,
+        next_attempt_at,
+        last_status,
+        last_error,
+        created_at,
+        updated_at,
+    ) = row;
+    Ok(Delivery {
+        id: parse_id(&id)?,
+        event_id: parse_id(&event_id)?,
+        endpoint_id: parse_id(&endpoint_id)?,
+        tenant_id: parse_id(&tenant_id)?,
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status `{status}`")))?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt_at,
+        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+        last_error,
+        created_at,
+        updated_at,
+    })
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The `WHERE` clause that picks the deliveries of a [`Replay`], always within one tenant.
+fn push_replay_scope<'a>(query: &mut QueryBuilder<'a, Postgres>, tenant_id: &'a TenantId, what: Replay<'a>) {
+    query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
+    match what {
+        Replay::Delivery(id) => {
+            query.push(" AND id = ").push_bind(id.as_str());
+        }
+        Replay::Event(id) => {
+            query.push(" AND event_id = ").push_bind(id.as_str());
+        }
+        Replay::FailedSince { endpoint, since } => {
+            query
+                .push(" AND status = 'failed' AND endpoint_id = ")
+                .push_bind(endpoint.as_str());
+            query.push(" AND created_at >= ").push_bind(since);
+        }
+    }
+}
+
+/// Announces a change on `channel`: inside a transaction, it is delivered when (and only if) the
+/// transaction commits, and PostgreSQL folds repeats within one transaction into one.
+async fn announce<'c, E: sqlx::PgExecutor<'c>>(executor: E, channel: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(executor)
+        .await
+        .map(drop)
+}
+
+/// Listens on one connection until it fails; never returns otherwise.
+async fn follow(pool: &PgPool, work: &Notify, routing: &Notify) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([WORK_CHANNEL, ROUTING_CHANNEL]).await?;
+    loop {
+        // Announcements made before LISTEN took effect, or while the connection was down, are
+        // gone: catch up once, then follow.
+        work.notify_one();
+        routing.notify_one();
+        while let Some(notification) = listener.try_recv().await? {
+            if notification.channel() == WORK_CHANNEL {
+                work.notify_one();
+            } else {
+                routing.notify_one();
+            }
+        }
+        // `try_recv` has reconnected (and listens again) before saying the connection was lost.
+    }
+}
+
+/// Runs a statement whose last parameter is a `LIMIT` again and again, `step` rows at a time, until
+/// a step changes fewer: a large deletion in short transactions, so that no lock is held for long.
+/// The statements pick their rows with `SKIP LOCKED`, so nodes running the same pass at once split
+/// the work instead of queueing on each other. Returns the rows changed in all.
+async fn in_steps<'q>(
+    pool: &PgPool,
+    step: i64,
+    statement: impl Fn() -> sqlx::query::Query<'q, Postgres, PgArguments>,
+) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let done = statement().bind(step).execute(pool).await?.rows_affected();
+        total += done;
+        if done < u64::try_from(step).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Records attempts inside the caller's transaction: the attempt log, each delivery's next step
+/// (fenced by its lease, so a stale worker's answer changes nothing), and endpoint health.
+async fn record_in(
+    tx: &mut PgConnection,
+    records: &[AttemptRecord],
+    now: i64,
+    health: &HealthPolicy,
+) -> Result<HealthReport> {
+    if records.is_empty() {
+        return Ok(HealthReport::default());
+    }
+    // One array per column: both statements are the same text whatever the batch size.
+    let mut ids = Vec::with_capacity(records.len());
+    let mut attempts = Vec::with_capacity(records.len());
+    let mut started = Vec::with_capacity(records.len());
+    let mut durations = Vec::with_capacity(records.len());
+    let mut codes = Vec::with_capacity(records.len());
+    let mut outcomes = Vec::with_capacity(records.len());
+    let mut errors = Vec::with_capacity(records.len());
+    let mut excerpts = Vec::with_capacity(records.len());
+    let mut seqs = Vec::with_capacity(records.len());
+    let mut statuses = Vec::with_capacity(records.len());
+    let mut next_ats = Vec::with_capacity(records.len());
+    for r in records {
+        let (status, next_at) = match r.next {
+            NextStep::Done => (DeliveryStatus::Delivered, now),
+            NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
+            NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
+        };
+        ids.push(r.delivery_id.as_str());
+        attempts.push(i64::from(r.attempt));
+        started.push(r.started_at);
+        durations.push(r.duration_ms);
+        codes.push(r.status_code.map(i64::from));
+        outcomes.push(r.outcome);
+        errors.push(r.error.as_deref());
+        excerpts.push(r.response_excerpt.as_deref());
+        seqs.push(r.lease_seq);
+        statuses.push(status.as_str());
+        next_ats.push(next_at);
+    }
+    sqlx::query(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
+             error, response_excerpt) \
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
+             $7::text[], $8::text[])",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&codes)
+    .bind(&outcomes)
+    .bind(&errors)
+    .bind(&excerpts)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE deliveries d SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
+             last_status = v.status_code, last_error = v.error, updated_at = $8 \
+         FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::int8[], $6::text[], $7::int8[]) \
+             AS v (id, attempt, status_code, error, seq, status, next_at) \
+         WHERE d.id = v.id AND d.lease_seq = v.seq",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&codes)
+    .bind(&errors)
+    .bind(&seqs)
+    .bind(&statuses)
+    .bind(&next_ats)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    update_health(tx, records, now, health).await
+}
+
+/// Applies a batch of outcomes to the health of each endpoint involved: one statement per endpoint,
+/// not per attempt. Endpoints are visited in id order, so two nodes recording at once lock them in
+/// the same order.
+async fn update_health(
+    tx: &mut PgConnection,
+    records: &[AttemptRecord],
+    now: i64,
+    health: &HealthPolicy,
+) -> Result<HealthReport> {
+    #[derive(Default)]
+    struct Tally {
+        succeeded: bool,
+        failed: i64,
+        gone: bool,
+    }
+    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    for r in records {
+        let tally = tallies.entry(r.endpoint_id.as_str()).or_default();
+        match r.next {
+            NextStep::Done => tally.succeeded = true,
+            NextStep::DisableEndpoint => tally.gone = true,
+            NextStep::RetryAt(_) | NextStep::GiveUp => tally.failed += 1,
+        }
+    }
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let mut report = HealthReport::default();
+    for (endpoint, tally) in tallies {
+        if tally.gone {
+            let row: Option<(String,)> = sqlx::query_as(
+                "UPDATE endpoints SET enabled = FALSE, disabled_reason = 'the endpoint answered 410 Gone', \
+                 updated_at = $1 WHERE id = $2 AND enabled RETURNING tenant_id",
+            )
+            .bind(now)
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((tenant,)) = row {
+                report
+                    .disabled
+                    .push((parse_id(endpoint)?, parse_id(&tenant)?, String::from("gone")));
+            }
+        } else if tally.succeeded {
+            // A success closes the breaker; the endpoint "recovered" if the breaker had been open.
+            let reopened: Option<(String,)> = sqlx::query_as(
+                "UPDATE endpoints SET consecutive_failures = 0, failing_since = NULL, probe_at = NULL \
+                 WHERE id = $1 AND probe_at IS NOT NULL RETURNING tenant_id",
+            )
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match reopened {
+                Some((tenant,)) => report.recovered.push((parse_id(endpoint)?, parse_id(&tenant)?)),
+                None => {
+                    sqlx::query(
+                        "UPDATE endpoints SET consecutive_failures = 0, failing_since = NULL \
+                         WHERE id = $1 AND consecutive_failures > 0",
+                    )
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        } else if tally.failed > 0 {
+            // After `threshold` failures in a row the breaker opens for a pause that doubles with
+            // each further failure; `probe_at` is when one delivery may try again.
+            let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
+                "UPDATE endpoints SET consecutive_failures = consecutive_failures + $1, \
+                   failing_since = COALESCE(failing_since, $2), \
+                   probe_at = CASE WHEN consecutive_failures + $1 >= $3 \
+                     THEN $2 + LEAST($4 << LEAST(consecutive_failures + $1 - $3, 30)::int4, $5) \
+                     ELSE probe_at END \
+                 WHERE id = $6 RETURNING tenant_id, failing_since, probe_at",
+            )
+            .bind(tally.failed)
+            .bind(now)
+            .bind(i64::from(health.threshold))
+            .bind(ms(health.first_pause))
+            .bind(ms(health.max_pause))
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((tenant, Some(since), _)) = row {
+                if now.saturating_sub(since) >= ms(health.disable_after) {
+                    sqlx::query(
+                        "UPDATE endpoints SET enabled = FALSE, \
+                         disabled_reason = 'failing without a success for too long', updated_at = $1 \
+                         WHERE id = $2",
+                    )
+                    .bind(now)
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await?;
+                    report
+                        .disabled
+                        .push((parse_id(endpoint)?, parse_id(&tenant)?, String::from("failing")));
+                }
+            }
+        }
+    }
+    if !report.disabled.is_empty() {
+        announce(&mut *tx, ROUTING_CHANNEL).await?;
+    }
+    Ok(report)
+}
+
+/// A delivery about to be created, for [`insert_deliveries`].
+struct NewDelivery<'a> {
+    id: DeliveryId,
+    event_id: &'a str,
+    endpoint_id: &'a str,
+    tenant_id: &'a str,
+    ordering_key: Option<&'a str>,
+}
+
+impl<'a> NewDelivery<'a> {
+    fn of(event: &'a NewEvent, endpoint: &'a EndpointId) -> Self {
+        Self {
+            id: DeliveryId::new(),
+            event_id: event.id.as_str(),
+            endpoint_id: endpoint.as_str(),
+            tenant_id: event.tenant_id.as_str(),
+            ordering_key: event.conversation_id.as_deref(),
+        }
+    }
+}
+
+/// Inserts pending deliveries, due at `now`, in one statement and in the order given (which
+/// `seq` keeps: it is the order they are leased in).
+async fn insert_deliveries(tx: &mut PgConnection, deliveries: &[NewDelivery<'_>], now: i64) -> Result<()> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, ordering_key, status, attempts, \
+             next_attempt_at, created_at, updated_at) \
+         SELECT v.id, v.event_id, v.endpoint_id, v.tenant_id, v.ordering_key, 'pending', 0, $6, $6, $6 \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY \
+             AS v (id, event_id, endpoint_id, tenant_id, ordering_key, n) \
+         ORDER BY v.n",
+    )
+    .bind(deliveries.iter().map(|d| d.id.as_str()).collect::<Vec<_>>())
+    .bind(deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>())
+    .bind(deliveries.iter().map(|d| d.endpoint_id).collect::<Vec<_>>())
+    .bind(deliveries.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
+    .bind(deliveries.iter().map(|d| d.ordering_key).collect::<Vec<_>>())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    // Delivered at commit; with the deliveries they announce.
+    announce(&mut *tx, WORK_CHANNEL).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_tenant(&self, name: &str, now: i64) -> Result<Tenant> {
+        let id = TenantId::new();
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id.as_str())
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(Tenant {
+            id,
+            name: name.to_owned(),
+            retention_days: None,
+            auto_resubscribe: true,
+            created_at: now,
+        })
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(tenant_from_row).collect()
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        let row: TenantRow = sqlx::query_as(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        tenant_from_row(row)
+    }
+
+    async fn create_api_key(&self, key: NewApiKey<'_>, now: i64) -> Result<ApiKey> {
+        let id = ApiKeyId::new();
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, role, key_hash, key_prefix, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(key.tenant_id.as_str())
+        .bind(key.name)
+        .bind(key.role.as_str())
+        .bind(key.key_hash)
+        .bind(key.prefix)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(ApiKey {
+            id,
+            tenant_id: key.tenant_id.clone(),
+            name: key.name.map(str::to_owned),
+            role: key.role,
+            prefix: key.prefix.to_owned(),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        })
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant_id: &TenantId) -> Result<Vec<ApiKey>> {
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id DESC"
+        ))
+        .bind(tenant_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, tenant_id: &TenantId, id: &ApiKeyId, now: i64) -> Result<ApiKey> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3 \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(id.as_str())
+        .bind(tenant_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(api_key_from_row).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn touch_api_key(&self, id: &ApiKeyId, now: i64) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT kid, secret_sealed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(kid, sealed, created_at, retired_at)| {
+                Ok(SigningKey {
+                    secret: self.open_secret(SIGNING_KEY, &sealed)?,
+                    kid,
+                    created_at,
+                    retired_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn rotate_signing_key(&self, kid: &str, secret: &Secret, now: i64, forget_before: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO signing_keys (kid, secret_sealed, created_at) VALUES ($1, $2, $3)")
+            .bind(kid)
+            .bind(self.key.seal(SIGNING_KEY, secret.expose()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_app(&self, app: NewMetaApp, now: i64) -> Result<MetaApp> {
+        let id = AppRecordId::new();
+        sqlx::query(
+            "INSERT INTO meta_apps (id, app_id, tenant_id, name, app_secret_sealed, verify_token_sealed, \
+             verify_token_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id.as_str())
+        .bind(&app.app_id)
+        .bind(app.tenant_id.as_ref().map(TenantId::as_str))
+        .bind(app.name.as_deref())
+        .bind(self.key.seal(APP_SECRET, app.app_secret.expose()))
+        .bind(self.key.seal(VERIFY_TOKEN, app.verify_token.expose()))
+        .bind(verify_token_hash(&app.verify_token))
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.announce(ROUTING_CHANNEL).await;
+        Ok(MetaApp {
+            id,
+            app_id: app.app_id,
+            tenant_id: app.tenant_id,
+            name: app.name,
+            app_secret: app.app_secret,
+            previous_secret: None,
+            verify_token: app.verify_token,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn list_apps(&self, tenant_id: Option<&TenantId>) -> Result<Vec<MetaApp>> {
+        let rows: Vec<AppRow> = match tenant_id {
+            Some(tenant) => {
+                sqlx::query_as(&format!(
+                    "SELECT {APP_COLUMNS} FROM meta_apps WHERE tenant_id = $1 OR tenant_id IS NULL ORDER BY id"
+                ))
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps ORDER BY id"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.into_iter().map(|row| self.app_from_row(row)).collect()
+    }
+
+    async fn get_app(&self, app_id: &str) -> Result<MetaApp> {
+        let row: AppRow = sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps WHERE app_id = $1"))
+            .bind(app_id)
+            .fetch_one(&self.pool)
+            .await?;
+        self.app_from_row(row)
+    }
+
+    async fn update_app(&self, app_id: &str, update: AppUpdate, now: i64) -> Result<MetaApp> {
+        let mut query = QueryBuilder::<Postgres>::new("UPDATE meta_apps SET updated_at = ");
+        query.push_bind(now);
+        if let Some(name) = &update.name {
+            query.push(", name = ").push_bind(name.as_deref());
+        }
+        if let Some(token) = &update.verify_token {
+            query
+                .push(", verify_token_sealed = ")
+                .push_bind(self.key.seal(VERIFY_TOKEN, token.expose()))
+                .push(", verify_token_hash = ")
+                .push_bind(verify_token_hash(token));
+        }
+        query.push(" WHERE app_id = ").push_bind(app_id);
+        query.push(format!(" RETURNING {APP_COLUMNS}"));
+        let row: AppRow = query.build_query_as().fetch_one(&self.pool).await?;
+        self.announce(ROUTING_CHANNEL).await;
+        self.app_from_row(row)
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        app_id: &str,
+        secret: &Secret,
+        previous_valid_until: i64,
+        now: i64,
+    ) -> Result<MetaApp> {
+        let row: AppRow = sqlx::query_as(&format!(
+            "UPDATE meta_apps SET previous_app_secret_sealed = app_secret_sealed, \
+             previous_secret_expires_at = $1, app_secret_sealed = $2, updated_at = $3 \
+             WHERE app_id = $4 RETURNING {APP_COLUMNS}"
+        ))
+        .bind(previous_valid_until)
+        .bind(self.key.seal(APP_SECRET, secret.expose()))
+        .bind(now)
+        .bind(app_id)
+        .fetch_one(&self.pool)
+        .await?;
+        self.announce(ROUTING_CHANNEL).await;
+        self.app_from_row(row)
+    }
+
+    async fn delete_app(&self, app_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let (pages,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pages WHERE app_id = $1")
+            .bind(app_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if pages > 0 {
+            return Err(StoreError::Conflict {
+                constraint: String::from("pages.app_id"),
+            });
+        }
+        // A Page onboarded meanwhile makes the reference (pages_app_id_fkey) refuse the delete.
+        let deleted = sqlx::query("DELETE FROM meta_apps WHERE app_id = $1")
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        announce(&mut *tx, ROUTING_CHANNEL).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_page(&self, page: NewPage, now: i64) -> Result<Page> {
+        let id = PageRecordId::new();
+        let sealed = page
+            .access_token
+            .as_ref()
+            .map(|t| self.key.seal(PAGE_TOKEN, t.expose()));
+        sqlx::query(
+            "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, \
+             phone_number_ids, subscribed_fields, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(id.as_str())
+        .bind(&page.page_id)
+        .bind(page.tenant_id.as_str())
+        .bind(&page.app_id)
+        .bind(page.platform.as_str())
+        .bind(page.name.as_deref())
+        .bind(sealed)
+        .bind(
+            (!page.phone_number_ids.is_empty())
+                .then(|| json_list(Some(&page.phone_number_ids)))
+                .flatten(),
+        )
+        .bind(json_list(page.subscribed_fields.as_deref()))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.announce(ROUTING_CHANNEL).await;
+        Ok(Page {
+            id,
+            page_id: page.page_id,
+            tenant_id: page.tenant_id,
+            app_id: page.app_id,
+            platform: page.platform,
+            name: page.name,
+            has_access_token: page.access_token.is_some(),
+            phone_number_ids: page.phone_number_ids,
+            subscribed_fields: page.subscribed_fields,
+            subscription: None,
+            created_at: now,
+        })
+    }
+
+    async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>> {
+        let rows: Vec<PageRow> = sqlx::query_as(&format!(
+            "SELECT {PAGE_COLUMNS} FROM pages WHERE tenant_id = $1 ORDER BY id"
+        ))
+        .bind(tenant_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(page_from_row).collect()
+    }
+
+    async fn get_page(&self, tenant_id: &TenantId, page_id: &str) -> Result<Page> {
+        let row: PageRow = sqlx::query_as(&format!(
+            "SELECT {PAGE_COLUMNS} FROM pages WHERE tenant_id = $1 AND page_id = $2"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(page_id)
+        .fetch_one(&self.pool)
+        .await?;
+        page_from_row(row)
+    }
+
+    async fn page_owner(&self, page_id: &str) -> Result<Option<TenantId>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM pages WHERE page_id = $1")
+            .bind(page_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(tenant,)| parse_id(&tenant)).transpose()
+    }
+
+    async fn page_credentials(&self, tenant_id: &TenantId, page_id: &str) -> Result<PageCredentials> {
+        let page = self.get_page(tenant_id, page_id).await?;
+        let (token, secret): (Option<String>, String) = sqlx::query_as(
+            "SELECT p.access_token_sealed, a.app_secret_sealed FROM pages p JOIN meta_apps a ON a.app_id = p.app_id \
+             WHERE p.page_id = $1",
+        )
+        .bind(page_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(PageCredentials {
+            page,
+            access_token: token.map(|t| self.open_secret(PAGE_TOKEN, &t)).transpose()?,
+            app_secret: self.open_secret(APP_SECRET, &secret)?,
+        })
+    }
+
+    async fn pages_with_tokens(&self) -> Result<Vec<PageCredentials>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT page_id, tenant_id FROM pages WHERE access_token_sealed IS NOT NULL ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut pages = Vec::with_capacity(rows.len());
+        for (page_id, tenant_id) in rows {
+            match self.page_credentials(&parse_id(&tenant_id)?, &page_id).await {
+                Ok(page) => pages.push(page),
+                // Offboarded since the list was read.
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pages)
+    }
+
+    async fn set_page_fields(&self, tenant_id: &TenantId, page_id: &str, fields: Option<&[String]>) -> Result<Page> {
+        let row: PageRow = sqlx::query_as(&format!(
+            "UPDATE pages SET subscribed_fields = $1 WHERE tenant_id = $2 AND page_id = $3 RETURNING {PAGE_COLUMNS}"
+        ))
+        .bind(json_list(fields))
+        .bind(tenant_id.as_str())
+        .bind(page_id)
+        .fetch_one(&self.pool)
+        .await?;
+        self.announce(ROUTING_CHANNEL).await;
+        page_from_row(row)
+    }
+
+    async fn record_subscription_check(&self, page_id: &str, check: &SubscriptionCheck) -> Result<()> {
+        sqlx::query(
+            "UPDATE pages SET subscription_status = $1, subscription_detail = $2, subscription_checked_at = $3 \
+             WHERE page_id = $4",
+        )
+        .bind(&check.status)
+        .bind(check.detail.as_deref())
+        .bind(check.checked_at)
+        .bind(page_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_page(&self, tenant_id: &TenantId, page_id: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM pages WHERE tenant_id = $1 AND page_id = $2")
+            .bind(tenant_id.as_str())
+            .bind(page_id)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.announce(ROUTING_CHANNEL).await;
+        Ok(())
+    }
+
+    async fn set_tenant_auto_resubscribe(&self, id: &TenantId, on: bool) -> Result<Tenant> {
+        let row: TenantRow = sqlx::query_as(&format!(
+            "UPDATE tenants SET auto_resubscribe = $1 WHERE id = $2 RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(on)
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        tenant_from_row(row)
+    }
+
+    async fn create_endpoint(&self, endpoint: NewEndpoint, now: i64) -> Result<Endpoint> {
+        let id = EndpointId::new();
+        sqlx::query(
+            "INSERT INTO endpoints (id, tenant_id, url, description, event_types, page_ids, include_standby, \
+             include_echoes, secret_sealed, max_concurrency, rate_limit, ordered, format, headers, ed25519_sealed, \
+             enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, TRUE, $16, $16)",
+        )
+        .bind(id.as_str())
+        .bind(endpoint.tenant_id.as_str())
+        .bind(&endpoint.url)
+        .bind(endpoint.description.as_deref())
+        .bind(json_list(endpoint.filter.event_types.as_deref()))
+        .bind(json_list(endpoint.filter.page_ids.as_deref()))
+        .bind(endpoint.filter.include_standby)
+        .bind(endpoint.filter.include_echoes)
+        .bind(self.key.seal(ENDPOINT_SECRET, &endpoint.secret.expose()))
+        .bind(i64::from(endpoint.controls.max_concurrency))
+        .bind(endpoint.controls.rate_limit.map(i64::from))
+        .bind(endpoint.controls.ordered)
+        .bind(endpoint.format.as_str())
+        .bind(json_headers(&endpoint.headers))
+        .bind(
+            endpoint
+                .ed25519
+                .as_ref()
+                .map(|key| self.key.seal(ENDPOINT_ED25519, &key.expose())),
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.announce(ROUTING_CHANNEL).await;
+        Ok(Endpoint {
+            id,
+            tenant_id: endpoint.tenant_id,
+            url: endpoint.url,
+            description: endpoint.description,
+            filter: endpoint.filter,
+            controls: endpoint.controls,
+            format: endpoint.format,
+            headers: endpoint.headers,
+            previous_secret_expires_at: None,
+            public_key: endpoint.ed25519.as_ref().map(Ed25519Key::public_key),
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            paused_until: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
+        let rows: Vec<EndpointRow> = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 ORDER BY id"
+        ))
+        .bind(tenant_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|row| self.endpoint_from_row(row)).collect()
+    }
+
+    async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        self.endpoint_from_row(row)
+    }
+
+    async fn delete_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id.as_str())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.announce(ROUTING_CHANNEL).await;
+        Ok(())
+    }
+
+    async fn update_endpoint(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        update: EndpointUpdate,
+        now: i64,
+    ) -> Result<Endpoint> {
+        let mut query = QueryBuilder::<Postgres>::new("UPDATE endpoints SET updated_at = ");
+        query.push_bind(now);
+        if let Some(url) = &update.url {
+            query.push(", url = ").push_bind(url.as_str());
+        }
+        if let Some(description) = &update.description {
+            query.push(", description = ").push_bind(description.as_deref());
+        }
+        if let Some(filter) = &update.filter {
+            query
+                .push(", event_types = ")
+                .push_bind(json_list(filter.event_types.as_deref()))
+                .push(", page_ids = ")
+                .push_bind(json_list(filter.page_ids.as_deref()))
+                .push(", include_standby = ")
+                .push_bind(filter.include_standby)
+                .push(", include_echoes = ")
+                .push_bind(filter.include_echoes);
+        }
+        if let Some(controls) = &update.controls {
+            query
+                .push(", max_concurrency = ")
+                .push_bind(i64::from(controls.max_concurrency))
+                .push(", rate_limit = ")
+                .push_bind(controls.rate_limit.map(i64::from))
+                .push(", ordered = ")
+                .push_bind(controls.ordered);
+        }
+        if let Some(format) = update.format {
+            query.push(", format = ").push_bind(format.as_str());
+        }
+        if let Some(headers) = &update.headers {
+            query.push(", headers = ").push_bind(json_headers(headers));
+        }
+        if let Some(key) = &update.ed25519 {
+            let sealed = key.as_ref().map(|key| self.key.seal(ENDPOINT_ED25519, &key.expose()));
+            query.push(", ed25519_sealed = ").push_bind(sealed);
+        }
+        match update.enabled {
+            Some(true) => {
+                query.push(
+                    ", enabled = TRUE, disabled_reason = NULL, consecutive_failures = 0, failing_since = NULL, \
+                     probe_at = NULL",
+                );
+            }
+            Some(false) => {
+                query.push(", enabled = FALSE, disabled_reason = 'disabled by the tenant'");
+            }
+            None => {}
+        }
+        query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
+        query.push(" AND id = ").push_bind(id.as_str());
+        query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
+        let row: EndpointRow = query.build_query_as().fetch_one(&self.pool).await?;
+        self.announce(ROUTING_CHANNEL).await;
+        self.endpoint_from_row(row)
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant_id: &TenantId,
+        id: &EndpointId,
+        secret: EndpointSecret,
+        previous_until: i64,
+        now: i64,
+    ) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(&format!(
+            "UPDATE endpoints SET previous_secret_sealed = secret_sealed, previous_secret_expires_at = $1, \
+             secret_sealed = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5 RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(previous_until)
+        .bind(self.key.seal(ENDPOINT_SECRET, &secret.expose()))
+        .bind(now)
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        self.announce(ROUTING_CHANNEL).await;
+        self.endpoint_from_row(row)
+    }
+
+    async fn load_routing(&self) -> Result<RoutingData> {
+        // One snapshot for the three reads, so a Page is never routed to an app the same reload
+        // does not see.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let apps: Vec<AppRow> = sqlx::query_as(&format!("SELECT {APP_COLUMNS} FROM meta_apps"))
+            .fetch_all(&mut *tx)
+            .await?;
+        let pages: Vec<PageRow> = sqlx::query_as(&format!("SELECT {PAGE_COLUMNS} FROM pages"))
+            .fetch_all(&mut *tx)
+            .await?;
+        let endpoints: Vec<EndpointRow> =
+            sqlx::query_as(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE enabled"))
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(RoutingData {
+            apps: apps
+                .into_iter()
+                .map(|row| self.app_from_row(row))
+                .collect::<Result<_>>()?,
+            pages: pages.into_iter().map(page_from_row).collect::<Result<_>>()?,
+            endpoints: endpoints.into_iter().map(endpoint_from_row).collect::<Result<_>>()?,
+        })
+    }
+
+    async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+
+        // Every raw POST, in one statement.
+        let unroutable: Vec<Option<String>> = batch
+            .iter()
+            .map(|req| (!req.unroutable.is_empty()).then(|| serde_json::to_string(&req.unroutable).unwrap_or_default()))
+            .collect();
+        sqlx::query(
+            "INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::bytea[], $6::int8[], \
+                 $7::int8[], $8::text[])",
+        )
+        .bind(batch.iter().map(|req| req.inbound_id.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|req| req.received_at).collect::<Vec<_>>())
+        .bind(batch.iter().map(|req| req.app_id.as_deref()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|req| req.object.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|req| &req.body[..]).collect::<Vec<_>>())
+        .bind(batch.iter().map(|req| i64::from(req.entries)).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|req| i64::try_from(req.events.len()).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&unroutable)
+        .execute(&mut *tx)
+        .await?;
+
+        // Every event of the batch in one statement; the unique dedup key drops redeliveries (also
+        // within the batch: the first occurrence wins), and RETURNING tells which ones are new.
+        // Rows go in dedup-key order (stable, so the first occurrence stays first): a transaction
+        // waits on another's uncommitted row with the same key, and two nodes inserting the same
+        // keys in one order cannot wait on each other in a cycle.
+        let events: Vec<(usize, &NewEvent)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
+            .collect();
+        let mut sorted: Vec<&(usize, &NewEvent)> = events.iter().collect();
+        sorted.sort_by(|(_, a), (_, b)| {
+            (a.tenant_id.as_str(), a.page_id.as_str(), a.dedup_key.as_str()).cmp(&(
+                b.tenant_id.as_str(),
+                b.page_id.as_str(),
+                b.dedup_key.as_str(),
+            ))
+        });
+        let inserted: HashSet<String> = if sorted.is_empty() {
+            HashSet::new()
+        } else {
+            let ids: Vec<(String,)> = sqlx::query_as(
+                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
+                 SELECT v.id, v.tenant_id, v.page_id, v.type, v.dedup_key, v.inbound_id, v.received_at, v.payload \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
+                     $8::text[]) WITH ORDINALITY \
+                     AS v (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload, n) \
+                 ORDER BY v.n \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(sorted.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
+            .bind(sorted.iter().map(|(_, e)| e.tenant_id.as_str()).collect::<Vec<_>>())
+            .bind(sorted.iter().map(|(_, e)| e.page_id.as_str()).collect::<Vec<_>>())
+            .bind(sorted.iter().map(|(_, e)| e.event_type.as_str()).collect::<Vec<_>>())
+            .bind(sorted.iter().map(|(_, e)| e.dedup_key.as_str()).collect::<Vec<_>>())
+            .bind(
+                sorted
+                    .iter()
+                    .map(|(i, _)| batch[*i].inbound_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(sorted.iter().map(|(i, _)| batch[*i].received_at).collect::<Vec<_>>())
+            .bind(sorted.iter().map(|(_, e)| e.payload.as_str()).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            ids.into_iter().map(|(id,)| id).collect()
+        };
+
+        // Deliveries in the order of the batch's events (not the key order above): `seq` is the
+        // order they are leased in.
+        let mut receipts = vec![IngestReceipt::default(); batch.len()];
+        let mut deliveries = Vec::new();
+        for (i, event) in &events {
+            if inserted.contains(event.id.as_str()) {
+                receipts[*i].events += 1;
+                receipts[*i].deliveries += event.endpoints.len();
+                deliveries.extend(event.endpoints.iter().map(|ep| NewDelivery::of(event, ep)));
+            } else {
+                receipts[*i].duplicates += 1;
+            }
+        }
+        insert_deliveries(&mut tx, &deliveries, now).await?;
+
+        tx.commit().await?;
+        Ok(receipts)
+    }
+
+    async fn prune(&self, now: i64, default_retention_ms: i64) -> Result<PruneReport> {
+        const STEP: i64 = 1_000;
+        const DAY_MS: i64 = 86_400_000;
+        let mut report = PruneReport::default();
+        // Tenant by tenant, each with its own retention, walking its events from the oldest
+        // through (tenant_id, received_at). Deleting an event deletes its deliveries and their
+        // attempts (the references cascade).
+        let tenants: Vec<(String, Option<i64>)> = sqlx::query_as("SELECT id, retention_days FROM tenants")
+            .fetch_all(&self.pool)
+            .await?;
+        for (tenant, days) in tenants {
+            let cutoff = now.saturating_sub(days.map_or(default_retention_ms, |d| d.saturating_mul(DAY_MS)));
+            report.events += in_steps(&self.pool, STEP, || {
+                sqlx::query(
+                    "DELETE FROM events WHERE id IN ( \
+                       SELECT e.id FROM events e WHERE e.tenant_id = $1 AND e.received_at < $2 \
+                         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
+                       LIMIT $3 FOR UPDATE SKIP LOCKED)",
+                )
+                .bind(tenant.as_str())
+                .bind(cutoff)
+            })
+            .await?;
+        }
+        report.inbound += in_steps(&self.pool, STEP, || {
+            sqlx::query(
+                "DELETE FROM inbound WHERE id IN \
+                 (SELECT id FROM inbound WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now.saturating_sub(default_retention_ms))
+        })
+        .await?;
+        Ok(report)
+    }
+
+    async fn set_tenant_retention(&self, id: &TenantId, days: Option<u32>) -> Result<Tenant> {
+        let row: TenantRow = sqlx::query_as(&format!(
+            "UPDATE tenants SET retention_days = $1 WHERE id = $2 RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(days.map(i64::from))
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        tenant_from_row(row)
+    }
+
+    async fn release_dedup_keys(&self, before: i64) -> Result<u64> {
+        // `FOR UPDATE`, not `NO KEY`: the dedup key is in a unique constraint, so the update takes
+        // the stronger lock anyway, and taking it at once spares an upgrade.
+        in_steps(&self.pool, 5_000, || {
+            sqlx::query(
+                "UPDATE events SET dedup_key = NULL WHERE id IN \
+                 (SELECT id FROM events WHERE dedup_key IS NOT NULL AND received_at < $1 \
+                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(before)
+        })
+        .await
+    }
+
+    async fn send_test_event(&self, event: &NewEvent, endpoint: &EndpointId, now: i64) -> Result<DeliveryId> {
+        let delivery = DeliveryId::new();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
+             VALUES ($1, $2, $3, $4, NULL, '', $5, $6)",
+        )
+        .bind(event.id.as_str())
+        .bind(event.tenant_id.as_str())
+        .bind(event.page_id.as_str())
+        .bind(event.event_type.as_str())
+        .bind(now)
+        .bind(event.payload.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
+             created_at, updated_at) SELECT $1, $2, id, tenant_id, 'pending', 0, $3, $3, $3 FROM endpoints \
+             WHERE id = $4 AND tenant_id = $5",
+        )
+        .bind(delivery.as_str())
+        .bind(event.id.as_str())
+        .bind(now)
+        .bind(endpoint.as_str())
+        .bind(event.tenant_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        announce(&mut *tx, WORK_CHANNEL).await?;
+        tx.commit().await?;
+        Ok(delivery)
+    }
+
+    async fn emit_operational(&self, events: &[OperationalEvent], now: i64) -> Result<usize> {
+        let mut created = 0;
+        for event in events {
+            let endpoints: Vec<EndpointRow> = sqlx::query_as(&format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND enabled ORDER BY id"
+            ))
+            .bind(event.tenant_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            let mut wanted = Vec::new();
+            for row in endpoints {
+                let endpoint = endpoint_from_row(row)?;
+                if endpoint.filter.wants_operational(&event.event_type) {
+                    wanted.push(endpoint.id);
+                }
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
+                 VALUES ($1, $2, '', $3, NULL, '', $4, $5)",
+            )
+            .bind(event.id.as_str())
+            .bind(event.tenant_id.as_str())
+            .bind(event.event_type.as_str())
+            .bind(now)
+            .bind(event.to_json())
+            .execute(&mut *tx)
+            .await?;
+            let deliveries: Vec<NewDelivery<'_>> = wanted
+                .iter()
+                .map(|endpoint| NewDelivery {
+                    id: DeliveryId::new(),
+                    event_id: event.id.as_str(),
+                    endpoint_id: endpoint.as_str(),
+                    tenant_id: event.tenant_id.as_str(),
+                    ordering_key: None,
+                })
+                .collect();
+            insert_deliveries(&mut tx, &deliveries, now).await?;
+            tx.commit().await?;
+            created += wanted.len();
+        }
+        Ok(created)
+    }
+
+    async fn lease_due(&self, lease: Lease) -> Result<Vec<LeasedDelivery>> {
+        let endpoints = self.eligible(&lease).await?;
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let taken = Self::take(&mut tx, &lease, endpoints).await?;
+        tx.commit().await?;
+        self.read_leased(&Leased { now: lease.now, taken }).await
+    }
+
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        now: i64,
+        health: &HealthPolicy,
+    ) -> Result<HealthReport> {
+        if records.is_empty() {
+            return Ok(HealthReport::default());
+        }
+        let mut tx = self.pool.begin().await?;
+        let report = record_in(&mut tx, records, now, health).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn settle(
+        &self,
+        records: &[AttemptRecord],
+        now: i64,
+        health: &HealthPolicy,
+        lease: Option<Lease>,
+    ) -> Result<(HealthReport, Leased)> {
+        let endpoints = match &lease {
+            Some(lease) => self.eligible(lease).await?,
+            None => Vec::new(),
+        };
+        if records.is_empty() && endpoints.is_empty() {
+            return Ok((HealthReport::default(), Leased::default()));
+        }
+        // One transaction (one commit) records what was sent and leases what is next.
+        let mut tx = self.pool.begin().await?;
+        let report = record_in(&mut tx, records, now, health).await?;
+        let leased = match &lease {
+            Some(lease) if !endpoints.is_empty() => Leased {
+                now: lease.now,
+                taken: Self::take(&mut tx, lease, endpoints).await?,
+            },
+            _ => Leased::default(),
+        };
+        tx.commit().await?;
+        Ok((report, leased))
+    }
+
+    async fn load_leased(&self, leased: Leased) -> Result<Vec<LeasedDelivery>> {
+        self.read_leased(&leased).await
+    }
+
+    async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(event_from_row).collect()
+    }
+
+    async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND event_id = $2 ORDER BY id"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(event_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(delivery_from_row).collect()
+    }
+
+    async fn list_deliveries(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(delivery_from_row).collect()
+    }
+
+    async fn attempts_of_delivery(&self, tenant_id: &TenantId, delivery_id: &DeliveryId) -> Result<Vec<Attempt>> {
+        let rows: Vec<(i64, i64, i64, Option<i64>, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error, a.response_excerpt \
+             FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.tenant_id = $1 AND a.delivery_id = $2 ORDER BY a.attempt, a.started_at",
+        )
+        .bind(tenant_id.as_str())
+        .bind(delivery_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt)| Attempt {
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    started_at,
+                    duration_ms,
+                    status_code: status_code.and_then(|s| u16::try_from(s).ok()),
+                    outcome,
+                    error,
+                    response_excerpt,
+                },
+            )
+            .collect())
+    }
+
+    async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>> {
+        let rows: Vec<InboundRow> = sqlx::query_as(&format!(
+            "SELECT {INBOUND_COLUMNS} FROM inbound i ORDER BY i.id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(inbound_from_row).collect()
+    }
+
+    async fn query_events(&self, tenant_id: &TenantId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
+        // `messenger.*` is a family; anything else an exact type.
+        let (exact, family) = match query.event_type.as_deref() {
+            Some(t) => match t.strip_suffix(".*") {
+                Some(family) => (None, Some(format!("{family}.%"))),
+                None => (Some(t), None),
+            },
+            None => (None, None),
+        };
+        // The payload is kept as text (exactly as sent); it is parsed only when filtering on the
+        // sender, and `json` (unlike `jsonb`) parses without building a tree.
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 \
+             AND ($2::text IS NULL OR id < $2) AND ($3::text IS NULL OR type = $3) \
+             AND ($4::text IS NULL OR type LIKE $4) AND ($5::text IS NULL OR page_id = $5) \
+             AND ($6::text IS NULL OR payload::json ->> 'sender_id' = $6) \
+             AND ($7::int8 IS NULL OR received_at >= $7) AND ($8::int8 IS NULL OR received_at < $8) \
+             ORDER BY id DESC LIMIT $9"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(query.before.as_deref())
+        .bind(exact)
+        .bind(family)
+        .bind(query.page_id.as_deref())
+        .bind(query.sender_id.as_deref())
+        .bind(query.since)
+        .bind(query.until)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(event_from_row).collect()
+    }
+
+    async fn get_event(&self, tenant_id: &TenantId, id: &EventId) -> Result<StoredEvent> {
+        let row: EventRow = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        event_from_row(row)
+    }
+
+    async fn query_deliveries(&self, tenant_id: &TenantId, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2) \
+             AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR endpoint_id = $4) \
+             AND ($5::text IS NULL OR event_id = $5) \
+             ORDER BY id DESC LIMIT $6"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(query.before.as_deref())
+        .bind(query.status.map(DeliveryStatus::as_str))
+        .bind(query.endpoint_id.as_ref().map(EndpointId::as_str))
+        .bind(query.event_id.as_ref().map(EventId::as_str))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(delivery_from_row).collect()
+    }
+
+    async fn get_delivery(&self, tenant_id: &TenantId, id: &DeliveryId) -> Result<Delivery> {
+        let row: DeliveryRow = sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        delivery_from_row(row)
+    }
+
+    async fn query_inbound(&self, query: &InboundQuery) -> Result<Vec<Inbound>> {
+        let rows: Vec<InboundRow> = sqlx::query_as(&format!(
+            "SELECT {INBOUND_COLUMNS} FROM inbound i WHERE ($1::text IS NULL OR i.id < $1) \
+             AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = i.id AND e.tenant_id = $2)) \
+             ORDER BY i.id DESC LIMIT $3"
+        ))
+        .bind(query.before.as_deref())
+        .bind(query.tenant_id.as_ref().map(TenantId::as_str))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(inbound_from_row).collect()
+    }
+
+    async fn get_inbound(&self, id: &InboundId) -> Result<Inbound> {
+        let row: InboundRow = sqlx::query_as(&format!("SELECT {INBOUND_COLUMNS} FROM inbound i WHERE i.id = $1"))
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        inbound_from_row(row)
+    }
+
+    async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<(EventId, TenantId, String)>> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, tenant_id, type FROM events WHERE inbound_id = $1 ORDER BY id")
+                .bind(id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(id, tenant, event_type)| Ok((parse_id(&id)?, parse_id(&tenant)?, event_type)))
+            .collect()
+    }
+
+    async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str, now: i64) -> Result<Idempotency> {
+        // A concurrent claim of the same key (on another node) waits for the first to commit, then
+        // finds it taken.
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope, key) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            return Ok(Idempotency::Started);
+        }
+        let (hash, status, sealed): (String, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT request_hash, status, response_sealed FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match (status, sealed) {
+            (Some(status), Some(sealed)) => Idempotency::Done {
+                request_hash: hash,
+                status: u16::try_from(status).unwrap_or(500),
+                body: self
+                    .open_secret(IDEMPOTENT_RESPONSE, &sealed)?
+                    .expose()
+                    .as_bytes()
+                    .to_vec(),
+            },
+            _ => Idempotency::InProgress,
+        })
+    }
+
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> Result<()> {
+        let text = String::from_utf8_lossy(body);
+        sqlx::query("UPDATE idempotency_keys SET status = $1, response_sealed = $2 WHERE scope = $3 AND key = $4")
+            .bind(i64::from(status))
+            .bind(self.key.seal(IDEMPOTENT_RESPONSE, &text))
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_prune(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn tenant_stats(&self, tenant_id: &TenantId, since: i64) -> Result<TenantStats> {
+        let (pages, enabled, disabled, total, recent, pending, delivered, failed): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM pages WHERE tenant_id = $1), \
+                    e.enabled, e.disabled, ev.total, ev.recent, d.pending, d.delivered, d.failed \
+             FROM (SELECT COUNT(*) FILTER (WHERE enabled) AS enabled, COUNT(*) FILTER (WHERE NOT enabled) AS disabled \
+                   FROM endpoints WHERE tenant_id = $1) AS e, \
+                  (SELECT COUNT(*) AS total, COUNT(*) FILTER (WHERE received_at >= $2) AS recent \
+                   FROM events WHERE tenant_id = $1) AS ev, \
+                  (SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending, \
+                          COUNT(*) FILTER (WHERE status = 'delivered') AS delivered, \
+                          COUNT(*) FILTER (WHERE status = 'failed') AS failed \
+                   FROM deliveries WHERE tenant_id = $1) AS d",
+        )
+        .bind(tenant_id.as_str())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(TenantStats {
+            pages: count(pages),
+            endpoints_enabled: count(enabled),
+            endpoints_disabled: count(disabled),
+            events_total: count(total),
+            events_since: count(recent),
+            deliveries_pending: count(pending),
+            deliveries_delivered: count(delivered),
+            deliveries_failed: count(failed),
+        })
+    }
+
+    async fn count_pending(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count(n))
+    }
+
+    async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64> {
+        let mut query =
+            QueryBuilder::<Postgres>::new("UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ");
+        query.push_bind(now).push(", updated_at = ").push_bind(now);
+        push_replay_scope(&mut query, tenant_id, what);
+        let replayed = query.build().execute(&self.pool).await?.rows_affected();
+        if replayed > 0 {
+            self.announce(WORK_CHANNEL).await;
+        }
+        Ok(replayed)
+    }
+
+    async fn count_replayable(&self, tenant_id: &TenantId, what: Replay<'_>) -> Result<u64> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM deliveries");
+        push_replay_scope(&mut query, tenant_id, what);
+        let (n,): (i64,) = query.build_query_as().fetch_one(&self.pool).await?;
+        Ok(count(n))
+    }
+}
