@@ -980,13 +980,15 @@ struct NewDelivery<'a> {
 }
 
 impl<'a> NewDelivery<'a> {
-    fn of(event: &'a NewEvent, endpoint: &'a EndpointId) -> Self {
+    /// `ordered`: whether the endpoint keeps order per conversation (only then is the
+    /// conversation the delivery's ordering key).
+    fn of(event: &'a NewEvent, endpoint: &'a EndpointId, ordered: bool) -> Self {
         Self {
             id: DeliveryId::new(),
             event_id: event.id.as_str(),
             endpoint_id: endpoint.as_str(),
             tenant_id: event.tenant_id.as_str(),
-            ordering_key: event.conversation_id.as_deref(),
+            ordering_key: event.conversation_id.as_deref().filter(|_| ordered),
         }
     }
 }
@@ -1584,7 +1586,19 @@ impl Store for PgStore {
         query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
         query.push(" AND id = ").push_bind(id.as_str());
         query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
-        let row: EndpointRow = query.build_query_as().fetch_one(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let row: EndpointRow = query.build_query_as().fetch_one(&mut *tx).await?;
+        if let Some(controls) = &update.controls {
+            // Pending deliveries follow the endpoint's choice: their conversation as ordering key
+            // when it keeps order, none (and no index entry) when it does not.
+            let statement = if controls.ordered {
+                "UPDATE deliveries d SET ordering_key = e.payload::jsonb ->> 'conversation_id'                  FROM events e WHERE e.id = d.event_id                    AND d.endpoint_id = $1 AND d.status = 'pending' AND d.ordering_key IS NULL"
+            } else {
+                "UPDATE deliveries SET ordering_key = NULL                  WHERE endpoint_id = $1 AND status = 'pending' AND ordering_key IS NOT NULL"
+            };
+            sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         self.announce(ROUTING_CHANNEL).await;
         self.endpoint_from_row(row)
     }
@@ -1721,18 +1735,36 @@ impl Store for PgStore {
         };
 
         // Deliveries in the order of the batch's events (not the key order above): `seq` is the
-        // order they are leased in.
+        // order they are leased in. Each endpoint's deliveries go side by side (a stable sort
+        // keeps the order of its events), so leasing and recording them touch a page per run of
+        // rows, not a page per row where endpoints alternate.
         let mut receipts = vec![IngestReceipt::default(); batch.len()];
-        let mut deliveries = Vec::new();
+        let mut targets = Vec::new();
         for (i, event) in &events {
             if inserted.contains(event.id.as_str()) {
                 receipts[*i].events += 1;
                 receipts[*i].deliveries += event.endpoints.len();
-                deliveries.extend(event.endpoints.iter().map(|ep| NewDelivery::of(event, ep)));
+                targets.extend(event.endpoints.iter().map(|ep| (*event, ep)));
             } else {
                 receipts[*i].duplicates += 1;
             }
         }
+        targets.sort_by_key(|(_, endpoint)| endpoint.as_str());
+        // Only deliveries to endpoints that keep order carry their conversation (read once per
+        // batch, in the batch's transaction).
+        let ordered: HashSet<String> = if targets.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT id FROM endpoints WHERE ordered")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let deliveries: Vec<_> = targets
+            .into_iter()
+            .map(|(event, endpoint)| NewDelivery::of(event, endpoint, ordered.contains(endpoint.as_str())))
+            .collect();
         insert_deliveries(&mut tx, &deliveries, now).await?;
 
         tx.commit().await?;

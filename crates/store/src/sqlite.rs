@@ -1561,7 +1561,19 @@ impl Store for SqliteStore {
         query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
         query.push(" AND id = ").push_bind(id.as_str());
         query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
-        let row: EndpointRow = query.build_query_as().fetch_one(&self.writer).await?;
+        let mut tx = self.writer.begin().await?;
+        let row: EndpointRow = query.build_query_as().fetch_one(&mut *tx).await?;
+        if let Some(controls) = &update.controls {
+            // Pending deliveries follow the endpoint's choice: their conversation as ordering key
+            // when it keeps order, none (and no index entry) when it does not.
+            let statement = if controls.ordered {
+                "UPDATE deliveries SET ordering_key = (SELECT json_extract(e.payload, '$.conversation_id')                    FROM events e WHERE e.id = deliveries.event_id)                  WHERE endpoint_id = ? AND status = 'pending' AND ordering_key IS NULL"
+            } else {
+                "UPDATE deliveries SET ordering_key = NULL                  WHERE endpoint_id = ? AND status = 'pending' AND ordering_key IS NOT NULL"
+            };
+            sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         self.endpoint_from_row(row)
     }
 
@@ -1660,16 +1672,35 @@ impl Store for SqliteStore {
         }
 
         let mut receipts = vec![IngestReceipt::default(); batch.len()];
-        let mut deliveries = Vec::new();
+        let mut targets = Vec::new();
         for (i, event) in &events {
             if inserted.contains(event.id.as_str()) {
                 receipts[*i].events += 1;
                 receipts[*i].deliveries += event.endpoints.len();
-                deliveries.extend(event.endpoints.iter().map(|ep| (DeliveryId::new(), *event, ep)));
+                targets.extend(event.endpoints.iter().map(|ep| (*event, ep)));
             } else {
                 receipts[*i].duplicates += 1;
             }
         }
+        // Each endpoint's deliveries side by side (a stable sort keeps the order of its events):
+        // leasing and recording them then dirty a page per run of rows, not a page per row where
+        // endpoints alternate (a tenant with two endpoints, one of them dead).
+        targets.sort_by_key(|(_, endpoint)| endpoint.as_str());
+        let deliveries: Vec<_> = targets
+            .into_iter()
+            .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
+            .collect();
+        // Only deliveries to endpoints that keep order carry their conversation (read once per
+        // batch, in the batch's transaction).
+        let ordered: std::collections::HashSet<String> = if deliveries.is_empty() {
+            std::collections::HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT id FROM endpoints WHERE ordered = 1")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
         for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, ordering_key, status, attempts, \
@@ -1680,7 +1711,12 @@ impl Store for SqliteStore {
                     .push_bind(event.id.as_str())
                     .push_bind(endpoint.as_str())
                     .push_bind(event.tenant_id.as_str())
-                    .push_bind(event.conversation_id.as_deref())
+                    .push_bind(
+                        event
+                            .conversation_id
+                            .as_deref()
+                            .filter(|_| ordered.contains(endpoint.as_str())),
+                    )
                     .push_bind(DeliveryStatus::Pending.as_str())
                     .push_bind(0_i64)
                     .push_bind(now)

@@ -359,6 +359,60 @@ pub async fn ordered_endpoints_get_one_event_per_conversation_at_a_time(store: A
     Ok(())
 }
 
+/// An endpoint that asks for order later orders what is still pending; one that stops asking frees
+/// it. (Deliveries carry an ordering key only while their endpoint keeps order.)
+pub async fn switching_order_applies_to_pending_deliveries(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "115").await?;
+    let mut req = request_in(&f, "115", &[("a1", "alice"), ("a2", "alice"), ("b1", "bob")]);
+    for event in &mut req.events {
+        let conversation = event.conversation_id.clone().unwrap_or_default();
+        event.payload = format!(
+            "{{\"key\":\"{}\",\"conversation_id\":\"{conversation}\"}}",
+            event.dedup_key
+        );
+    }
+    store.ingest(&[req], NOW).await?;
+    let set_ordered = |ordered: bool| crate::EndpointUpdate {
+        controls: Some(DeliveryControls {
+            ordered,
+            ..DeliveryControls::default()
+        }),
+        ..crate::EndpointUpdate::default()
+    };
+    store
+        .update_endpoint(&f.tenant, &f.endpoint, set_ordered(true), NOW)
+        .await?;
+    let heads = store.lease_due(lease(NOW, 10)).await?;
+    let keys: Vec<&str> = heads
+        .iter()
+        .map(|d| d.payload.split('"').nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(keys, ["a1", "b1"], "only the head of each conversation");
+
+    // Alice's head fails for now; without order, her second event need not wait for it.
+    store
+        .record_attempts(
+            &[record(&heads[0], NextStep::RetryAt(NOW + 10_000), Some(503))],
+            NOW,
+            &HealthPolicy::default(),
+        )
+        .await?;
+    assert!(
+        store.lease_due(lease(NOW + 1, 10)).await?.is_empty(),
+        "a2 waits behind a1"
+    );
+    store
+        .update_endpoint(&f.tenant, &f.endpoint, set_ordered(false), NOW)
+        .await?;
+    let freed = store.lease_due(lease(NOW + 2, 10)).await?;
+    let keys: Vec<&str> = freed
+        .iter()
+        .map(|d| d.payload.split('"').nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(keys, ["a2"]);
+    Ok(())
+}
+
 pub async fn a_failing_endpoint_is_paused_then_probed_then_disabled(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "115").await?;
     let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();

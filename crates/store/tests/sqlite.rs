@@ -30,6 +30,7 @@ contract!(
     a_gone_endpoint_is_disabled_and_its_deliveries_wait,
     one_endpoint_cannot_fill_a_round,
     ordered_endpoints_get_one_event_per_conversation_at_a_time,
+    switching_order_applies_to_pending_deliveries,
     a_failing_endpoint_is_paused_then_probed_then_disabled,
     releases_dedup_keys_after_the_window,
     keeps_whatsapp_phone_number_ids,
