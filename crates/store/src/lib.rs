@@ -21,6 +21,7 @@ use pagewire_core::{
 
 mod error;
 mod postgres;
+mod rows;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;

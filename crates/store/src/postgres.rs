@@ -26,39 +26,39 @@
 //!   transaction), admin changes to apps, Pages and endpoints after they commit. Announcements are
 //!   hints that save waiting: the dispatcher's poll and the routing refresh stay the safety net.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret,
-    EventId, HealthPolicy, InboundId, MasterKey, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform,
-    Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryId, EndpointId, EndpointSecret, EventId, HealthPolicy, InboundId, MasterKey,
+    OperationalEvent, PageRecordId, Secret, TenantId,
 };
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 use tokio::sync::Notify;
 
+use crate::rows::{
+    api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
+    created_page, created_tenant, delivery_from_row, endpoint_from_row, event_from_row, idempotency_from_row,
+    inbound_from_row, json_headers, json_list, leased_deliveries, millis, page_credentials, page_from_row, parse_id,
+    push_endpoint_changes, push_replay_scope, settled, shown_endpoint_from_row, signing_key_from_row, tally_health,
+    tenant_from_row, verify_token_hash, ApiKeyRow, AppRow, AttemptRow, DeliveryRow, EndpointRow, EventRow,
+    IdempotencyRow, InboundRow, LeasedRow, PageRow, PageSecretsRow, SigningKeyRow, TargetRow, TenantRow,
+    API_KEY_COLUMNS, APP_COLUMNS, APP_SECRET, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, ENDPOINT_ED25519,
+    ENDPOINT_SECRET, EVENT_COLUMNS, IDEMPOTENT_RESPONSE, INBOUND_COLUMNS, LEASED_COLUMNS, PAGE_COLUMNS, PAGE_TOKEN,
+    SIGNING_KEY, SIGNING_KEY_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS, VERIFY_TOKEN,
+};
 use crate::{
     ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryQuery, DeliveryStatus, Endpoint, EndpointUpdate,
-    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease, Leased,
+    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, Lease, Leased,
     LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewEvent, NewMetaApp, NewPage, Page, PageCredentials, PruneReport,
     Replay, Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
-
-// The purposes secrets are sealed for: the same as SQLite's, so a sealed value means the same
-// thing in either database.
-const APP_SECRET: &str = "app_secret";
-const VERIFY_TOKEN: &str = "verify_token";
-const PAGE_TOKEN: &str = "page_token";
-const ENDPOINT_SECRET: &str = "endpoint_secret";
-const SIGNING_KEY: &str = "signing_key";
-const IDEMPOTENT_RESPONSE: &str = "idempotent_response";
-const ENDPOINT_ED25519: &str = "endpoint_ed25519";
 
 /// Writes that make deliveries due announce it here, so that every node's dispatcher wakes.
 const WORK_CHANNEL: &str = "pagewire_work";
@@ -141,46 +141,6 @@ impl PgStore {
         if let Err(e) = announce(&self.pool, channel).await {
             tracing::warn!(error = %e, channel, "could not announce a change to the other nodes");
         }
-    }
-
-    fn open_secret(&self, purpose: &str, sealed: &str) -> Result<Secret> {
-        Ok(Secret::new(self.key.open(purpose, sealed)?))
-    }
-
-    fn open_ed25519(&self, sealed: &str) -> Result<Ed25519Key> {
-        Ed25519Key::parse(&self.key.open(ENDPOINT_ED25519, sealed)?)
-            .map_err(|e| StoreError::Corrupt(format!("endpoint ed25519 key: {e}")))
-    }
-
-    /// An endpoint as the API shows it: the ed25519 key reduced to its public half.
-    fn endpoint_from_row(&self, row: EndpointRow) -> Result<Endpoint> {
-        let public_key = row
-            .ed25519_sealed
-            .as_deref()
-            .map(|sealed| self.open_ed25519(sealed))
-            .transpose()?;
-        let mut endpoint = endpoint_from_row(row)?;
-        endpoint.public_key = public_key.as_ref().map(Ed25519Key::public_key);
-        Ok(endpoint)
-    }
-
-    fn app_from_row(&self, row: AppRow) -> Result<MetaApp> {
-        let (id, app_id, tenant_id, name, secret, previous, previous_until, token, created_at, updated_at) = row;
-        let previous_secret = match (previous, previous_until) {
-            (Some(sealed), Some(until)) => Some((self.open_secret(APP_SECRET, &sealed)?, until)),
-            _ => None,
-        };
-        Ok(MetaApp {
-            id: parse_id(&id)?,
-            app_id,
-            tenant_id: tenant_id.as_deref().map(parse_id).transpose()?,
-            name,
-            app_secret: self.open_secret(APP_SECRET, &secret)?,
-            previous_secret,
-            verify_token: self.open_secret(VERIFY_TOKEN, &token)?,
-            created_at,
-            updated_at,
-        })
     }
 
     /// The endpoints a lease may take from, the longest-waiting first, with the room each has.
@@ -297,78 +257,21 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = leased.taken.iter().map(|(id, _)| id.as_str()).collect();
-        let deliveries = sqlx::query_as::<_, LeasedRow>(
-            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, ev.payload, d.attempts \
-             FROM deliveries d JOIN events ev ON ev.id = d.event_id \
-             WHERE d.id = ANY($1) ORDER BY d.seq",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool);
-        let endpoints = sqlx::query_as::<_, TargetRow>(
-            "SELECT id, url, secret_sealed, previous_secret_sealed, previous_secret_expires_at, ed25519_sealed, \
-                    max_concurrency, rate_limit, ordered, format, headers \
-             FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries WHERE id = ANY($1))",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool);
+        let leased_sql = format!(
+            "SELECT {LEASED_COLUMNS} FROM deliveries d JOIN events ev ON ev.id = d.event_id \
+             WHERE d.id = ANY($1) ORDER BY d.seq"
+        );
+        let targets_sql = format!(
+            "SELECT {TARGET_COLUMNS} FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries WHERE id = ANY($1))"
+        );
+        let deliveries = sqlx::query_as::<_, LeasedRow>(&leased_sql)
+            .bind(&ids)
+            .fetch_all(&self.pool);
+        let endpoints = sqlx::query_as::<_, TargetRow>(&targets_sql)
+            .bind(&ids)
+            .fetch_all(&self.pool);
         let (deliveries, endpoints) = tokio::try_join!(deliveries, endpoints)?;
-
-        let targets = endpoints
-            .into_iter()
-            .map(|row| Ok((row.id.clone(), self.open_target(row, leased.now)?)))
-            .collect::<Result<HashMap<String, Target>>>()?;
-        let seqs: HashMap<&str, i64> = leased.taken.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        deliveries
-            .into_iter()
-            .map(|row| {
-                let target = targets
-                    .get(&row.endpoint_id)
-                    .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no endpoint", row.id)))?;
-                Ok(LeasedDelivery {
-                    lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
-                    id: parse_id(&row.id)?,
-                    event_id: parse_id(&row.event_id)?,
-                    event_type: row.event_type,
-                    endpoint_id: parse_id(&row.endpoint_id)?,
-                    tenant_id: parse_id(&row.tenant_id)?,
-                    url: target.url.clone(),
-                    secrets: target.secrets.clone(),
-                    ed25519: target.ed25519.clone(),
-                    controls: target.controls,
-                    format: target.format,
-                    headers: target.headers.clone(),
-                    payload: row.payload,
-                    attempts: u32::try_from(row.attempts).unwrap_or(0),
-                })
-            })
-            .collect()
-    }
-
-    /// An endpoint's sending settings with its secrets opened (an ed25519 key costs a scalar
-    /// multiplication to open: once per lease, not once per delivery).
-    fn open_target(&self, row: TargetRow, now: i64) -> Result<Target> {
-        let open = |sealed: &str| {
-            EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
-                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))
-        };
-        let mut secrets = vec![open(&row.secret_sealed)?];
-        if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
-            if until > now {
-                secrets.push(open(previous)?);
-            }
-        }
-        Ok(Target {
-            url: row.url,
-            secrets,
-            ed25519: row
-                .ed25519_sealed
-                .as_deref()
-                .map(|sealed| self.open_ed25519(sealed))
-                .transpose()?,
-            controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
-            format: parse_format(&row.format)?,
-            headers: parse_headers(row.headers)?.into_iter().collect(),
-        })
+        leased_deliveries(&self.key, leased, deliveries, endpoints)
     }
 }
 
@@ -380,363 +283,6 @@ struct Eligible {
     ordered: bool,
     /// Its breaker is open and its pause is over: one probe.
     probing: bool,
-}
-
-type AppRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<i64>,
-    String,
-    i64,
-    i64,
-);
-type PageRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    i64,
-);
-
-#[derive(sqlx::FromRow)]
-struct TenantRow {
-    id: String,
-    name: String,
-    retention_days: Option<i64>,
-    auto_resubscribe: bool,
-    created_at: i64,
-}
-
-const TENANT_COLUMNS: &str = "id, name, retention_days, auto_resubscribe, created_at";
-
-fn tenant_from_row(row: TenantRow) -> Result<Tenant> {
-    Ok(Tenant {
-        id: parse_id(&row.id)?,
-        name: row.name,
-        retention_days: row.retention_days.and_then(|d| u32::try_from(d).ok()),
-        auto_resubscribe: row.auto_resubscribe,
-        created_at: row.created_at,
-    })
-}
-
-#[derive(sqlx::FromRow)]
-struct LeasedRow {
-    id: String,
-    event_id: String,
-    event_type: String,
-    endpoint_id: String,
-    tenant_id: String,
-    payload: String,
-    attempts: i64,
-}
-
-/// An endpoint's sending settings as stored, for [`PgStore::read_leased`].
-#[derive(sqlx::FromRow)]
-struct TargetRow {
-    id: String,
-    url: String,
-    secret_sealed: String,
-    previous_secret_sealed: Option<String>,
-    previous_secret_expires_at: Option<i64>,
-    ed25519_sealed: Option<String>,
-    max_concurrency: i64,
-    rate_limit: Option<i64>,
-    ordered: bool,
-    format: String,
-    headers: Option<String>,
-}
-
-/// An endpoint's sending settings, secrets opened.
-struct Target {
-    url: String,
-    secrets: Vec<EndpointSecret>,
-    ed25519: Option<Ed25519Key>,
-    controls: DeliveryControls,
-    format: PayloadFormat,
-    headers: Vec<(String, String)>,
-}
-
-#[derive(sqlx::FromRow)]
-struct EndpointRow {
-    id: String,
-    tenant_id: String,
-    url: String,
-    description: Option<String>,
-    event_types: Option<String>,
-    page_ids: Option<String>,
-    include_standby: bool,
-    include_echoes: bool,
-    max_concurrency: i64,
-    rate_limit: Option<i64>,
-    ordered: bool,
-    format: String,
-    headers: Option<String>,
-    previous_secret_expires_at: Option<i64>,
-    ed25519_sealed: Option<String>,
-    enabled: bool,
-    disabled_reason: Option<String>,
-    consecutive_failures: i64,
-    probe_at: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-type DeliveryRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-    i64,
-    i64,
-);
-
-const APP_COLUMNS: &str = "id, app_id, tenant_id, name, app_secret_sealed, previous_app_secret_sealed, \
-                           previous_secret_expires_at, verify_token_sealed, created_at, updated_at";
-const PAGE_COLUMNS: &str = "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, \
-    phone_number_ids, subscribed_fields, subscription_status, subscription_detail, subscription_checked_at, created_at";
-const ENDPOINT_COLUMNS: &str =
-    "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, \
-    max_concurrency, rate_limit, ordered, format, headers, previous_secret_expires_at, ed25519_sealed, enabled, \
-    disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
-const INBOUND_COLUMNS: &str =
-    "i.id, i.received_at, i.app_id, i.object, i.body, i.entries, i.events, i.unroutable_entries";
-const API_KEY_COLUMNS: &str = "id, tenant_id, name, role, key_prefix, created_at, last_used_at, revoked_at";
-const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
-                                last_status, last_error, created_at, updated_at";
-const EVENT_COLUMNS: &str = "id, type, page_id, received_at, payload";
-
-/// How verify tokens are compared for uniqueness without storing them in the clear (as on SQLite).
-fn verify_token_hash(token: &Secret) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.expose().as_bytes()))
-}
-
-type InboundRow = (String, i64, Option<String>, String, Vec<u8>, i64, i64, Option<String>);
-
-fn inbound_from_row(row: InboundRow) -> Result<Inbound> {
-    let (id, received_at, app_id, object, body, entries, events, unroutable) = row;
-    Ok(Inbound {
-        id: parse_id::<InboundId>(&id)?,
-        received_at,
-        app_id,
-        object,
-        body,
-        entries: u32::try_from(entries).unwrap_or(0),
-        events: u32::try_from(events).unwrap_or(0),
-        unroutable,
-    })
-}
-
-type ApiKeyRow = (
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
-fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKey> {
-    let (id, tenant_id, name, role, prefix, created_at, last_used_at, revoked_at) = row;
-    Ok(ApiKey {
-        id: parse_id(&id)?,
-        tenant_id: parse_id(&tenant_id)?,
-        name,
-        role: KeyRole::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("API key role {role:?}")))?,
-        prefix,
-        created_at,
-        last_used_at,
-        revoked_at,
-    })
-}
-
-type EventRow = (String, String, String, i64, String);
-
-fn event_from_row(row: EventRow) -> Result<StoredEvent> {
-    let (id, event_type, page_id, received_at, payload) = row;
-    Ok(StoredEvent {
-        id: parse_id(&id)?,
-        event_type,
-        page_id,
-        received_at,
-        payload,
-    })
-}
-
-fn parse_id<T: FromStr<Err = pagewire_core::id::InvalidId>>(s: &str) -> Result<T> {
-    s.parse()
-        .map_err(|e: pagewire_core::id::InvalidId| StoreError::Corrupt(e.to_string()))
-}
-
-fn page_from_row(row: PageRow) -> Result<Page> {
-    let (
-        id,
-        page_id,
-        tenant_id,
-        app_id,
-        platform,
-        name,
-        has_token,
-        phone_number_ids,
-        fields,
-        status,
-        detail,
-        checked_at,
-        created_at,
-    ) = row;
-    let subscription = match (status, checked_at) {
-        (Some(status), Some(checked_at)) => Some(SubscriptionCheck {
-            status,
-            detail,
-            checked_at,
-        }),
-        _ => None,
-    };
-    Ok(Page {
-        id: parse_id(&id)?,
-        page_id,
-        tenant_id: parse_id(&tenant_id)?,
-        app_id,
-        platform: Platform::parse(&platform)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown platform `{platform}`")))?,
-        name,
-        has_access_token: has_token,
-        phone_number_ids: parse_json_list(phone_number_ids)?.unwrap_or_default(),
-        subscribed_fields: parse_json_list(fields)?,
-        subscription,
-        created_at,
-    })
-}
-
-fn json_list(value: Option<&[String]>) -> Option<String> {
-    value.map(|v| serde_json::to_string(v).unwrap_or_else(|_| String::from("[]")))
-}
-
-fn parse_json_list(value: Option<String>) -> Result<Option<Vec<String>>> {
-    value
-        .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("stored list: {e}"))))
-        .transpose()
-}
-
-fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
-    Ok(Endpoint {
-        id: parse_id(&row.id)?,
-        tenant_id: parse_id(&row.tenant_id)?,
-        url: row.url,
-        description: row.description,
-        filter: EndpointFilter {
-            event_types: parse_json_list(row.event_types)?,
-            page_ids: parse_json_list(row.page_ids)?,
-            include_standby: row.include_standby,
-            include_echoes: row.include_echoes,
-        },
-        controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
-        format: parse_format(&row.format)?,
-        headers: parse_headers(row.headers)?,
-        previous_secret_expires_at: row.previous_secret_expires_at,
-        public_key: None,
-        enabled: row.enabled,
-        disabled_reason: row.disabled_reason,
-        consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
-        paused_until: row.probe_at,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    })
-}
-
-fn parse_format(format: &str) -> Result<PayloadFormat> {
-    PayloadFormat::parse(format).ok_or_else(|| StoreError::Corrupt(format!("unknown endpoint format `{format}`")))
-}
-
-fn parse_headers(headers: Option<String>) -> Result<BTreeMap<String, String>> {
-    headers
-        .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("endpoint headers: {e}"))))
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
-
-fn json_headers(headers: &BTreeMap<String, String>) -> Option<String> {
-    (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
-}
-
-fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered: bool) -> DeliveryControls {
-    DeliveryControls {
-        max_concurrency: u32::try_from(max_concurrency).unwrap_or(1).max(1),
-        rate_limit: rate_limit.and_then(|r| u32::try_from(r).ok()),
-        ordered,
-    }
-}
-
-fn delivery_from_row(row: DeliveryRow) -> Result<Delivery> {
-    let (
-        id,
-        event_id,
-        endpoint_id,
-        tenant_id,
-        status,
-        attempts,
-        next_attempt_at,
-        last_status,
-        last_error,
-        created_at,
-        updated_at,
-    ) = row;
-    Ok(Delivery {
-        id: parse_id(&id)?,
-        event_id: parse_id(&event_id)?,
-        endpoint_id: parse_id(&endpoint_id)?,
-        tenant_id: parse_id(&tenant_id)?,
-        status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status `{status}`")))?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        next_attempt_at,
-        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
-        last_error,
-        created_at,
-        updated_at,
-    })
-}
-
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-/// The `WHERE` clause that picks the deliveries of a [`Replay`], always within one tenant.
-fn push_replay_scope<'a>(query: &mut QueryBuilder<'a, Postgres>, tenant_id: &'a TenantId, what: Replay<'a>) {
-    query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
-    match what {
-        Replay::Delivery(id) => {
-            query.push(" AND id = ").push_bind(id.as_str());
-        }
-        Replay::Event(id) => {
-            query.push(" AND event_id = ").push_bind(id.as_str());
-        }
-        Replay::FailedSince { endpoint, since } => {
-            query
-                .push(" AND status = 'failed' AND endpoint_id = ")
-                .push_bind(endpoint.as_str());
-            query.push(" AND created_at >= ").push_bind(since);
-        }
-    }
 }
 
 /// Announces a change on `channel`: inside a transaction, it is delivered when (and only if) the
@@ -812,11 +358,7 @@ async fn record_in(
     let mut statuses = Vec::with_capacity(records.len());
     let mut next_ats = Vec::with_capacity(records.len());
     for r in records {
-        let (status, next_at) = match r.next {
-            NextStep::Done => (DeliveryStatus::Delivered, now),
-            NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
-            NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
-        };
+        let (status, next_at) = settled(r.next, now);
         ids.push(r.delivery_id.as_str());
         attempts.push(i64::from(r.attempt));
         started.push(r.started_at);
@@ -874,24 +416,8 @@ async fn update_health(
     now: i64,
     health: &HealthPolicy,
 ) -> Result<HealthReport> {
-    #[derive(Default)]
-    struct Tally {
-        succeeded: bool,
-        failed: i64,
-        gone: bool,
-    }
-    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
-    for r in records {
-        let tally = tallies.entry(r.endpoint_id.as_str()).or_default();
-        match r.next {
-            NextStep::Done => tally.succeeded = true,
-            NextStep::DisableEndpoint => tally.gone = true,
-            NextStep::RetryAt(_) | NextStep::GiveUp => tally.failed += 1,
-        }
-    }
-    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut report = HealthReport::default();
-    for (endpoint, tally) in tallies {
+    for (endpoint, tally) in tally_health(records) {
         if tally.gone {
             let row: Option<(String,)> = sqlx::query_as(
                 "UPDATE endpoints SET enabled = FALSE, disabled_reason = 'the endpoint answered 410 Gone', \
@@ -941,13 +467,13 @@ async fn update_health(
             .bind(tally.failed)
             .bind(now)
             .bind(i64::from(health.threshold))
-            .bind(ms(health.first_pause))
-            .bind(ms(health.max_pause))
+            .bind(millis(health.first_pause))
+            .bind(millis(health.max_pause))
             .bind(endpoint)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some((tenant, Some(since), _)) = row {
-                if now.saturating_sub(since) >= ms(health.disable_after) {
+                if now.saturating_sub(since) >= millis(health.disable_after) {
                     sqlx::query(
                         "UPDATE endpoints SET enabled = FALSE, \
                          disabled_reason = 'failing without a success for too long', updated_at = $1 \
@@ -1030,13 +556,7 @@ impl Store for PgStore {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        Ok(Tenant {
-            id,
-            name: name.to_owned(),
-            retention_days: None,
-            auto_resubscribe: true,
-            created_at: now,
-        })
+        Ok(created_tenant(id, name, now))
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -1069,16 +589,7 @@ impl Store for PgStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        Ok(ApiKey {
-            id,
-            tenant_id: key.tenant_id.clone(),
-            name: key.name.map(str::to_owned),
-            role: key.role,
-            prefix: key.prefix.to_owned(),
-            created_at: now,
-            last_used_at: None,
-            revoked_at: None,
-        })
+        Ok(created_api_key(id, &key, now))
     }
 
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
@@ -1124,20 +635,13 @@ impl Store for PgStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
-        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT kid, secret_sealed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
-        )
+        let rows: Vec<SigningKeyRow> = sqlx::query_as(&format!(
+            "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys ORDER BY created_at DESC, kid DESC"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(kid, sealed, created_at, retired_at)| {
-                Ok(SigningKey {
-                    secret: self.open_secret(SIGNING_KEY, &sealed)?,
-                    kid,
-                    created_at,
-                    retired_at,
-                })
-            })
+            .map(|row| signing_key_from_row(&self.key, row))
             .collect()
     }
 
@@ -1179,17 +683,7 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         self.announce(ROUTING_CHANNEL).await;
-        Ok(MetaApp {
-            id,
-            app_id: app.app_id,
-            tenant_id: app.tenant_id,
-            name: app.name,
-            app_secret: app.app_secret,
-            previous_secret: None,
-            verify_token: app.verify_token,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(created_app(id, app, now))
     }
 
     async fn list_apps(&self, tenant_id: Option<&TenantId>) -> Result<Vec<MetaApp>> {
@@ -1208,7 +702,7 @@ impl Store for PgStore {
                     .await?
             }
         };
-        rows.into_iter().map(|row| self.app_from_row(row)).collect()
+        rows.into_iter().map(|row| app_from_row(&self.key, row)).collect()
     }
 
     async fn get_app(&self, app_id: &str) -> Result<MetaApp> {
@@ -1216,7 +710,7 @@ impl Store for PgStore {
             .bind(app_id)
             .fetch_one(&self.pool)
             .await?;
-        self.app_from_row(row)
+        app_from_row(&self.key, row)
     }
 
     async fn update_app(&self, app_id: &str, update: AppUpdate, now: i64) -> Result<MetaApp> {
@@ -1236,7 +730,7 @@ impl Store for PgStore {
         query.push(format!(" RETURNING {APP_COLUMNS}"));
         let row: AppRow = query.build_query_as().fetch_one(&self.pool).await?;
         self.announce(ROUTING_CHANNEL).await;
-        self.app_from_row(row)
+        app_from_row(&self.key, row)
     }
 
     async fn rotate_app_secret(
@@ -1258,7 +752,7 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await?;
         self.announce(ROUTING_CHANNEL).await;
-        self.app_from_row(row)
+        app_from_row(&self.key, row)
     }
 
     async fn delete_app(&self, app_id: &str) -> Result<()> {
@@ -1312,19 +806,7 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         self.announce(ROUTING_CHANNEL).await;
-        Ok(Page {
-            id,
-            page_id: page.page_id,
-            tenant_id: page.tenant_id,
-            app_id: page.app_id,
-            platform: page.platform,
-            name: page.name,
-            has_access_token: page.access_token.is_some(),
-            phone_number_ids: page.phone_number_ids,
-            subscribed_fields: page.subscribed_fields,
-            subscription: None,
-            created_at: now,
-        })
+        Ok(created_page(id, page, now))
     }
 
     async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>> {
@@ -1358,18 +840,14 @@ impl Store for PgStore {
 
     async fn page_credentials(&self, tenant_id: &TenantId, page_id: &str) -> Result<PageCredentials> {
         let page = self.get_page(tenant_id, page_id).await?;
-        let (token, secret): (Option<String>, String) = sqlx::query_as(
+        let row: PageSecretsRow = sqlx::query_as(
             "SELECT p.access_token_sealed, a.app_secret_sealed FROM pages p JOIN meta_apps a ON a.app_id = p.app_id \
              WHERE p.page_id = $1",
         )
         .bind(page_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(PageCredentials {
-            page,
-            access_token: token.map(|t| self.open_secret(PAGE_TOKEN, &t)).transpose()?,
-            app_secret: self.open_secret(APP_SECRET, &secret)?,
-        })
+        page_credentials(&self.key, page, row)
     }
 
     async fn pages_with_tokens(&self) -> Result<Vec<PageCredentials>> {
@@ -1472,24 +950,7 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         self.announce(ROUTING_CHANNEL).await;
-        Ok(Endpoint {
-            id,
-            tenant_id: endpoint.tenant_id,
-            url: endpoint.url,
-            description: endpoint.description,
-            filter: endpoint.filter,
-            controls: endpoint.controls,
-            format: endpoint.format,
-            headers: endpoint.headers,
-            previous_secret_expires_at: None,
-            public_key: endpoint.ed25519.as_ref().map(Ed25519Key::public_key),
-            enabled: true,
-            disabled_reason: None,
-            consecutive_failures: 0,
-            paused_until: None,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(created_endpoint(id, endpoint, now))
     }
 
     async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
@@ -1499,7 +960,9 @@ impl Store for PgStore {
         .bind(tenant_id.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(|row| self.endpoint_from_row(row)).collect()
+        rows.into_iter()
+            .map(|row| shown_endpoint_from_row(&self.key, row))
+            .collect()
     }
 
     async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint> {
@@ -1510,7 +973,7 @@ impl Store for PgStore {
         .bind(id.as_str())
         .fetch_one(&self.pool)
         .await?;
-        self.endpoint_from_row(row)
+        shown_endpoint_from_row(&self.key, row)
     }
 
     async fn delete_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<()> {
@@ -1535,42 +998,7 @@ impl Store for PgStore {
     ) -> Result<Endpoint> {
         let mut query = QueryBuilder::<Postgres>::new("UPDATE endpoints SET updated_at = ");
         query.push_bind(now);
-        if let Some(url) = &update.url {
-            query.push(", url = ").push_bind(url.as_str());
-        }
-        if let Some(description) = &update.description {
-            query.push(", description = ").push_bind(description.as_deref());
-        }
-        if let Some(filter) = &update.filter {
-            query
-                .push(", event_types = ")
-                .push_bind(json_list(filter.event_types.as_deref()))
-                .push(", page_ids = ")
-                .push_bind(json_list(filter.page_ids.as_deref()))
-                .push(", include_standby = ")
-                .push_bind(filter.include_standby)
-                .push(", include_echoes = ")
-                .push_bind(filter.include_echoes);
-        }
-        if let Some(controls) = &update.controls {
-            query
-                .push(", max_concurrency = ")
-                .push_bind(i64::from(controls.max_concurrency))
-                .push(", rate_limit = ")
-                .push_bind(controls.rate_limit.map(i64::from))
-                .push(", ordered = ")
-                .push_bind(controls.ordered);
-        }
-        if let Some(format) = update.format {
-            query.push(", format = ").push_bind(format.as_str());
-        }
-        if let Some(headers) = &update.headers {
-            query.push(", headers = ").push_bind(json_headers(headers));
-        }
-        if let Some(key) = &update.ed25519 {
-            let sealed = key.as_ref().map(|key| self.key.seal(ENDPOINT_ED25519, &key.expose()));
-            query.push(", ed25519_sealed = ").push_bind(sealed);
-        }
+        push_endpoint_changes(&mut query, &self.key, &update);
         match update.enabled {
             Some(true) => {
                 query.push(
@@ -1600,7 +1028,7 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         self.announce(ROUTING_CHANNEL).await;
-        self.endpoint_from_row(row)
+        shown_endpoint_from_row(&self.key, row)
     }
 
     async fn rotate_endpoint_secret(
@@ -1623,7 +1051,7 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await?;
         self.announce(ROUTING_CHANNEL).await;
-        self.endpoint_from_row(row)
+        shown_endpoint_from_row(&self.key, row)
     }
 
     async fn load_routing(&self) -> Result<RoutingData> {
@@ -1647,7 +1075,7 @@ impl Store for PgStore {
         Ok(RoutingData {
             apps: apps
                 .into_iter()
-                .map(|row| self.app_from_row(row))
+                .map(|row| app_from_row(&self.key, row))
                 .collect::<Result<_>>()?,
             pages: pages.into_iter().map(page_from_row).collect::<Result<_>>()?,
             endpoints: endpoints.into_iter().map(endpoint_from_row).collect::<Result<_>>()?,
@@ -2000,29 +1428,15 @@ impl Store for PgStore {
     }
 
     async fn attempts_of_delivery(&self, tenant_id: &TenantId, delivery_id: &DeliveryId) -> Result<Vec<Attempt>> {
-        let rows: Vec<(i64, i64, i64, Option<i64>, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error, a.response_excerpt \
-             FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
-             WHERE d.tenant_id = $1 AND a.delivery_id = $2 ORDER BY a.attempt, a.started_at",
-        )
+        let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.tenant_id = $1 AND a.delivery_id = $2 ORDER BY a.attempt, a.started_at"
+        ))
         .bind(tenant_id.as_str())
         .bind(delivery_id.as_str())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt)| Attempt {
-                    attempt: u32::try_from(attempt).unwrap_or(0),
-                    started_at,
-                    duration_ms,
-                    status_code: status_code.and_then(|s| u16::try_from(s).ok()),
-                    outcome,
-                    error,
-                    response_excerpt,
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(attempt_from_row).collect())
     }
 
     async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>> {
@@ -2157,25 +1571,14 @@ impl Store for PgStore {
         if claimed.rows_affected() == 1 {
             return Ok(Idempotency::Started);
         }
-        let (hash, status, sealed): (String, Option<i64>, Option<String>) = sqlx::query_as(
+        let row: IdempotencyRow = sqlx::query_as(
             "SELECT request_hash, status, response_sealed FROM idempotency_keys WHERE scope = $1 AND key = $2",
         )
         .bind(scope)
         .bind(key)
         .fetch_one(&self.pool)
         .await?;
-        Ok(match (status, sealed) {
-            (Some(status), Some(sealed)) => Idempotency::Done {
-                request_hash: hash,
-                status: u16::try_from(status).unwrap_or(500),
-                body: self
-                    .open_secret(IDEMPOTENT_RESPONSE, &sealed)?
-                    .expose()
-                    .as_bytes()
-                    .to_vec(),
-            },
-            _ => Idempotency::InProgress,
-        })
+        idempotency_from_row(&self.key, row)
     }
 
     async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> Result<()> {

@@ -6,37 +6,37 @@
 //! sqlx's SQLite driver costs tens of microseconds per statement, so hot paths write many rows per
 //! statement.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pagewire_core::{
-    ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret,
-    EventId, HealthPolicy, InboundId, MasterKey, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform,
-    Secret, TenantId,
+    ApiKeyId, AppRecordId, DeliveryId, EndpointId, EndpointSecret, EventId, HealthPolicy, InboundId, MasterKey,
+    OperationalEvent, PageRecordId, Secret, TenantId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
+use crate::rows::{
+    api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
+    created_page, created_tenant, delivery_from_row, endpoint_from_row, event_from_row, idempotency_from_row,
+    inbound_from_row, json_headers, json_list, leased_deliveries, millis, open_secret, page_credentials, page_from_row,
+    parse_id, push_endpoint_changes, push_replay_scope, settled, shown_endpoint_from_row, signing_key_from_row,
+    tally_health, tenant_from_row, verify_token_hash, ApiKeyRow, AppRow, AttemptRow, DeliveryRow, EndpointRow,
+    EventRow, IdempotencyRow, InboundRow, LeasedRow, PageRow, PageSecretsRow, SigningKeyRow, TargetRow, TenantRow,
+    API_KEY_COLUMNS, APP_COLUMNS, APP_SECRET, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, ENDPOINT_ED25519,
+    ENDPOINT_SECRET, EVENT_COLUMNS, IDEMPOTENT_RESPONSE, INBOUND_COLUMNS, LEASED_COLUMNS, PAGE_COLUMNS, PAGE_TOKEN,
+    SIGNING_KEY, SIGNING_KEY_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS, VERIFY_TOKEN,
+};
 use crate::{
     ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryQuery, DeliveryStatus, Endpoint, EndpointUpdate,
-    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, KeyRole, Lease, Leased,
+    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, Lease, Leased,
     LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage, Page, PageCredentials, PruneReport, Replay,
     Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
-
-const APP_SECRET: &str = "app_secret";
-const VERIFY_TOKEN: &str = "verify_token";
-const PAGE_TOKEN: &str = "page_token";
-const ENDPOINT_SECRET: &str = "endpoint_secret";
-const SIGNING_KEY: &str = "signing_key";
-const IDEMPOTENT_RESPONSE: &str = "idempotent_response";
-const ENDPOINT_ED25519: &str = "endpoint_ed25519";
 
 /// Rows per multi-row statement: well under SQLite's limit of 32766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -189,46 +189,6 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
-    fn open_secret(&self, purpose: &str, sealed: &str) -> Result<Secret> {
-        Ok(Secret::new(self.key.open(purpose, sealed)?))
-    }
-
-    fn open_ed25519(&self, sealed: &str) -> Result<Ed25519Key> {
-        Ed25519Key::parse(&self.key.open(ENDPOINT_ED25519, sealed)?)
-            .map_err(|e| StoreError::Corrupt(format!("endpoint ed25519 key: {e}")))
-    }
-
-    /// An endpoint as the API shows it: the ed25519 key reduced to its public half.
-    fn endpoint_from_row(&self, row: EndpointRow) -> Result<Endpoint> {
-        let public_key = row
-            .ed25519_sealed
-            .as_deref()
-            .map(|sealed| self.open_ed25519(sealed))
-            .transpose()?;
-        let mut endpoint = endpoint_from_row(row)?;
-        endpoint.public_key = public_key.as_ref().map(Ed25519Key::public_key);
-        Ok(endpoint)
-    }
-
-    fn app_from_row(&self, row: AppRow) -> Result<MetaApp> {
-        let (id, app_id, tenant_id, name, secret, previous, previous_until, token, created_at, updated_at) = row;
-        let previous_secret = match (previous, previous_until) {
-            (Some(sealed), Some(until)) => Some((self.open_secret(APP_SECRET, &sealed)?, until)),
-            _ => None,
-        };
-        Ok(MetaApp {
-            id: parse_id(&id)?,
-            app_id,
-            tenant_id: tenant_id.as_deref().map(parse_id).transpose()?,
-            name,
-            app_secret: self.open_secret(APP_SECRET, &secret)?,
-            previous_secret,
-            verify_token: self.open_secret(VERIFY_TOKEN, &token)?,
-            created_at,
-            updated_at,
-        })
-    }
-
     /// The endpoints a lease may take from, with the room each has: read beside the writer (a
     /// lease that finds nothing never waits for it); a stale entry only leases nothing, as the
     /// lease itself re-checks what is due.
@@ -330,80 +290,22 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let ids = json_strings(leased.taken.iter().map(|(id, _)| id.as_str()));
-        let deliveries = sqlx::query_as::<_, LeasedRow>(
-            "SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, ev.payload, d.attempts \
-             FROM deliveries d JOIN events ev ON ev.id = d.event_id \
-             WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.rowid",
-        )
-        .bind(&ids)
-        .fetch_all(&self.readers);
-        let endpoints = sqlx::query_as::<_, TargetRow>(
-            "SELECT id, url, secret_sealed, previous_secret_sealed, previous_secret_expires_at, ed25519_sealed, \
-                    max_concurrency, rate_limit, ordered, format, headers \
-             FROM endpoints WHERE id IN \
-               (SELECT endpoint_id FROM deliveries WHERE id IN (SELECT value FROM json_each(?1)))",
-        )
-        .bind(&ids)
-        .fetch_all(&self.readers);
+        let leased_sql = format!(
+            "SELECT {LEASED_COLUMNS} FROM deliveries d JOIN events ev ON ev.id = d.event_id \
+             WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.rowid"
+        );
+        let targets_sql = format!(
+            "SELECT {TARGET_COLUMNS} FROM endpoints WHERE id IN \
+               (SELECT endpoint_id FROM deliveries WHERE id IN (SELECT value FROM json_each(?1)))"
+        );
+        let deliveries = sqlx::query_as::<_, LeasedRow>(&leased_sql)
+            .bind(&ids)
+            .fetch_all(&self.readers);
+        let endpoints = sqlx::query_as::<_, TargetRow>(&targets_sql)
+            .bind(&ids)
+            .fetch_all(&self.readers);
         let (deliveries, endpoints) = tokio::try_join!(deliveries, endpoints)?;
-
-        let targets = endpoints
-            .into_iter()
-            .map(|row| Ok((row.id.clone(), self.open_target(row, leased.now)?)))
-            .collect::<Result<std::collections::HashMap<String, Target>>>()?;
-        let seqs: std::collections::HashMap<&str, i64> =
-            leased.taken.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        deliveries
-            .into_iter()
-            .map(|row| {
-                let target = targets
-                    .get(&row.endpoint_id)
-                    .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no endpoint", row.id)))?;
-                Ok(LeasedDelivery {
-                    lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
-                    id: parse_id(&row.id)?,
-                    event_id: parse_id(&row.event_id)?,
-                    event_type: row.event_type,
-                    endpoint_id: parse_id(&row.endpoint_id)?,
-                    tenant_id: parse_id(&row.tenant_id)?,
-                    url: target.url.clone(),
-                    secrets: target.secrets.clone(),
-                    ed25519: target.ed25519.clone(),
-                    controls: target.controls,
-                    format: target.format,
-                    headers: target.headers.clone(),
-                    payload: row.payload,
-                    attempts: u32::try_from(row.attempts).unwrap_or(0),
-                })
-            })
-            .collect()
-    }
-
-    /// An endpoint's sending settings with its secrets opened (an ed25519 key costs a scalar
-    /// multiplication to open: once per lease, not once per delivery).
-    fn open_target(&self, row: TargetRow, now: i64) -> Result<Target> {
-        let open = |sealed: &str| {
-            EndpointSecret::parse(&self.key.open(ENDPOINT_SECRET, sealed)?)
-                .map_err(|e| StoreError::Corrupt(format!("endpoint secret: {e}")))
-        };
-        let mut secrets = vec![open(&row.secret_sealed)?];
-        if let (Some(previous), Some(until)) = (&row.previous_secret_sealed, row.previous_secret_expires_at) {
-            if until > now {
-                secrets.push(open(previous)?);
-            }
-        }
-        Ok(Target {
-            url: row.url,
-            secrets,
-            ed25519: row
-                .ed25519_sealed
-                .as_deref()
-                .map(|sealed| self.open_ed25519(sealed))
-                .transpose()?,
-            controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
-            format: parse_format(&row.format)?,
-            headers: parse_headers(row.headers)?.into_iter().collect(),
-        })
+        leased_deliveries(&self.key, leased, deliveries, endpoints)
     }
 
     /// Fills in the verify-token hash of apps stored before it existed. A token two apps share keeps
@@ -414,7 +316,7 @@ impl SqliteStore {
                 .fetch_all(&self.writer)
                 .await?;
         for (app_id, sealed) in rows {
-            let hash = verify_token_hash(&self.open_secret(VERIFY_TOKEN, &sealed)?);
+            let hash = verify_token_hash(&open_secret(&self.key, VERIFY_TOKEN, &sealed)?);
             let done = sqlx::query("UPDATE meta_apps SET verify_token_hash = ? WHERE app_id = ?")
                 .bind(hash)
                 .bind(&app_id)
@@ -435,271 +337,6 @@ impl SqliteStore {
     }
 }
 
-type AppRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<i64>,
-    String,
-    i64,
-    i64,
-);
-type PageRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    i64,
-);
-#[derive(sqlx::FromRow)]
-struct TenantRow {
-    id: String,
-    name: String,
-    retention_days: Option<i64>,
-    auto_resubscribe: bool,
-    created_at: i64,
-}
-
-const TENANT_COLUMNS: &str = "id, name, retention_days, auto_resubscribe, created_at";
-
-fn tenant_from_row(row: TenantRow) -> Result<Tenant> {
-    Ok(Tenant {
-        id: parse_id(&row.id)?,
-        name: row.name,
-        retention_days: row.retention_days.and_then(|d| u32::try_from(d).ok()),
-        auto_resubscribe: row.auto_resubscribe,
-        created_at: row.created_at,
-    })
-}
-
-#[derive(sqlx::FromRow)]
-struct LeasedRow {
-    id: String,
-    event_id: String,
-    event_type: String,
-    endpoint_id: String,
-    tenant_id: String,
-    payload: String,
-    attempts: i64,
-}
-
-/// An endpoint's sending settings as stored, for [`SqliteStore::read_leased`].
-#[derive(sqlx::FromRow)]
-struct TargetRow {
-    id: String,
-    url: String,
-    secret_sealed: String,
-    previous_secret_sealed: Option<String>,
-    previous_secret_expires_at: Option<i64>,
-    ed25519_sealed: Option<String>,
-    max_concurrency: i64,
-    rate_limit: Option<i64>,
-    ordered: bool,
-    format: String,
-    headers: Option<String>,
-}
-
-/// An endpoint's sending settings, secrets opened.
-struct Target {
-    url: String,
-    secrets: Vec<EndpointSecret>,
-    ed25519: Option<Ed25519Key>,
-    controls: DeliveryControls,
-    format: PayloadFormat,
-    headers: Vec<(String, String)>,
-}
-
-#[derive(sqlx::FromRow)]
-struct EndpointRow {
-    id: String,
-    tenant_id: String,
-    url: String,
-    description: Option<String>,
-    event_types: Option<String>,
-    page_ids: Option<String>,
-    include_standby: bool,
-    include_echoes: bool,
-    max_concurrency: i64,
-    rate_limit: Option<i64>,
-    ordered: bool,
-    format: String,
-    headers: Option<String>,
-    previous_secret_expires_at: Option<i64>,
-    ed25519_sealed: Option<String>,
-    enabled: bool,
-    disabled_reason: Option<String>,
-    consecutive_failures: i64,
-    probe_at: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
-type DeliveryRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-    i64,
-    i64,
-);
-
-const APP_COLUMNS: &str = "id, app_id, tenant_id, name, app_secret_sealed, previous_app_secret_sealed, \
-                           previous_secret_expires_at, verify_token_sealed, created_at, updated_at";
-
-/// How verify tokens are compared for uniqueness without storing them in the clear.
-fn verify_token_hash(token: &Secret) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.expose().as_bytes()))
-}
-const PAGE_COLUMNS: &str = "id, page_id, tenant_id, app_id, platform, name, access_token_sealed IS NOT NULL, \
-    phone_number_ids, subscribed_fields, subscription_status, subscription_detail, subscription_checked_at, created_at";
-const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, include_echoes, max_concurrency, rate_limit, \
-                                ordered, format, headers, previous_secret_expires_at, ed25519_sealed, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
-const INBOUND_COLUMNS: &str =
-    "i.id, i.received_at, i.app_id, i.object, i.body, i.entries, i.events, i.unroutable_entries";
-
-type InboundRow = (String, i64, Option<String>, String, Vec<u8>, i64, i64, Option<String>);
-
-fn inbound_from_row(row: InboundRow) -> Result<Inbound> {
-    let (id, received_at, app_id, object, body, entries, events, unroutable) = row;
-    Ok(Inbound {
-        id: parse_id::<InboundId>(&id)?,
-        received_at,
-        app_id,
-        object,
-        body,
-        entries: u32::try_from(entries).unwrap_or(0),
-        events: u32::try_from(events).unwrap_or(0),
-        unroutable,
-    })
-}
-
-const API_KEY_COLUMNS: &str = "id, tenant_id, name, role, key_prefix, created_at, last_used_at, revoked_at";
-
-type ApiKeyRow = (
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
-fn api_key_from_row(row: ApiKeyRow) -> Result<ApiKey> {
-    let (id, tenant_id, name, role, prefix, created_at, last_used_at, revoked_at) = row;
-    Ok(ApiKey {
-        id: parse_id(&id)?,
-        tenant_id: parse_id(&tenant_id)?,
-        name,
-        role: KeyRole::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("API key role {role:?}")))?,
-        prefix,
-        created_at,
-        last_used_at,
-        revoked_at,
-    })
-}
-
-const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
-                                last_status, last_error, created_at, updated_at";
-
-fn parse_id<T: FromStr<Err = pagewire_core::id::InvalidId>>(s: &str) -> Result<T> {
-    s.parse()
-        .map_err(|e: pagewire_core::id::InvalidId| StoreError::Corrupt(e.to_string()))
-}
-
-fn page_from_row(row: PageRow) -> Result<Page> {
-    let (
-        id,
-        page_id,
-        tenant_id,
-        app_id,
-        platform,
-        name,
-        has_token,
-        phone_number_ids,
-        fields,
-        status,
-        detail,
-        checked_at,
-        created_at,
-    ) = row;
-    let subscription = match (status, checked_at) {
-        (Some(status), Some(checked_at)) => Some(SubscriptionCheck {
-            status,
-            detail,
-            checked_at,
-        }),
-        _ => None,
-    };
-    Ok(Page {
-        id: parse_id(&id)?,
-        page_id,
-        tenant_id: parse_id(&tenant_id)?,
-        app_id,
-        platform: Platform::parse(&platform)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown platform `{platform}`")))?,
-        name,
-        has_access_token: has_token,
-        phone_number_ids: parse_json_list(phone_number_ids)?.unwrap_or_default(),
-        subscribed_fields: parse_json_list(fields)?,
-        subscription,
-        created_at,
-    })
-}
-
-fn json_list(value: Option<&Vec<String>>) -> Option<String> {
-    value.map(|v| serde_json::to_string(v).unwrap_or_else(|_| String::from("[]")))
-}
-
-fn parse_json_list(value: Option<String>) -> Result<Option<Vec<String>>> {
-    value
-        .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("endpoint filter: {e}"))))
-        .transpose()
-}
-
-fn endpoint_from_row(row: EndpointRow) -> Result<Endpoint> {
-    Ok(Endpoint {
-        id: parse_id(&row.id)?,
-        tenant_id: parse_id(&row.tenant_id)?,
-        url: row.url,
-        description: row.description,
-        filter: EndpointFilter {
-            event_types: parse_json_list(row.event_types)?,
-            page_ids: parse_json_list(row.page_ids)?,
-            include_standby: row.include_standby,
-            include_echoes: row.include_echoes,
-        },
-        controls: controls_from_columns(row.max_concurrency, row.rate_limit, row.ordered),
-        format: parse_format(&row.format)?,
-        headers: parse_headers(row.headers)?,
-        previous_secret_expires_at: row.previous_secret_expires_at,
-        public_key: None,
-        enabled: row.enabled,
-        disabled_reason: row.disabled_reason,
-        consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
-        paused_until: row.probe_at,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    })
-}
-
 /// Runs a statement whose last parameter is a `LIMIT` again and again, `step` rows at a time, until
 /// a step changes fewer: a large deletion in short transactions, so the writer is never held for
 /// long. Returns the rows changed in all.
@@ -718,8 +355,6 @@ async fn in_steps<'q>(
     }
 }
 
-/// Applies a batch of outcomes to the health of each endpoint involved: one statement per endpoint,
-/// not per attempt.
 /// Records attempts inside the writer's transaction: the attempt log, each delivery's next step
 /// (fenced by its lease, so a stale worker's answer changes nothing), and endpoint health.
 async fn record_in(
@@ -737,11 +372,7 @@ async fn record_in(
     let rows: Vec<_> = records
         .iter()
         .map(|r| {
-            let (status, next_at) = match r.next {
-                NextStep::Done => (DeliveryStatus::Delivered, now),
-                NextStep::RetryAt(at) => (DeliveryStatus::Pending, at),
-                NextStep::GiveUp | NextStep::DisableEndpoint => (DeliveryStatus::Failed, now),
-            };
+            let (status, next_at) = settled(r.next, now);
             // A tuple serializes as a JSON array, with no `Value` tree built on the way.
             (
                 &r.delivery_id,
@@ -783,30 +414,16 @@ async fn record_in(
     update_health(tx, records, now, health).await
 }
 
+/// Applies a batch of outcomes to the health of each endpoint involved: one statement per endpoint,
+/// not per attempt.
 async fn update_health(
     tx: &mut sqlx::SqliteConnection,
     records: &[AttemptRecord],
     now: i64,
     health: &HealthPolicy,
 ) -> Result<HealthReport> {
-    #[derive(Default)]
-    struct Tally {
-        succeeded: bool,
-        failed: i64,
-        gone: bool,
-    }
-    let mut tallies: std::collections::BTreeMap<&str, Tally> = std::collections::BTreeMap::new();
-    for r in records {
-        let tally = tallies.entry(r.endpoint_id.as_str()).or_default();
-        match r.next {
-            NextStep::Done => tally.succeeded = true,
-            NextStep::DisableEndpoint => tally.gone = true,
-            NextStep::RetryAt(_) | NextStep::GiveUp => tally.failed += 1,
-        }
-    }
-    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut report = HealthReport::default();
-    for (endpoint, tally) in tallies {
+    for (endpoint, tally) in tally_health(records) {
         if tally.gone {
             let row: Option<(String,)> = sqlx::query_as(
                 "UPDATE endpoints SET enabled = 0, disabled_reason = 'the endpoint answered 410 Gone', updated_at = ? \
@@ -855,13 +472,13 @@ async fn update_health(
             .bind(tally.failed)
             .bind(now)
             .bind(i64::from(health.threshold))
-            .bind(ms(health.first_pause))
-            .bind(ms(health.max_pause))
+            .bind(millis(health.first_pause))
+            .bind(millis(health.max_pause))
             .bind(endpoint)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some((tenant, Some(since), _)) = row {
-                if now.saturating_sub(since) >= ms(health.disable_after) {
+                if now.saturating_sub(since) >= millis(health.disable_after) {
                     sqlx::query(
                         "UPDATE endpoints SET enabled = 0, disabled_reason = 'failing without a success for too long', \
                          updated_at = ? WHERE id = ?",
@@ -880,78 +497,6 @@ async fn update_health(
     Ok(report)
 }
 
-fn parse_format(format: &str) -> Result<PayloadFormat> {
-    PayloadFormat::parse(format).ok_or_else(|| StoreError::Corrupt(format!("unknown endpoint format `{format}`")))
-}
-
-fn parse_headers(headers: Option<String>) -> Result<BTreeMap<String, String>> {
-    headers
-        .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("endpoint headers: {e}"))))
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
-
-fn json_headers(headers: &BTreeMap<String, String>) -> Option<String> {
-    (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
-}
-
-/// The `WHERE` clause that picks the deliveries of a [`Replay`], always within one tenant.
-fn push_replay_scope<'a>(query: &mut QueryBuilder<'a, Sqlite>, tenant_id: &'a TenantId, what: Replay<'a>) {
-    query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
-    match what {
-        Replay::Delivery(id) => {
-            query.push(" AND id = ").push_bind(id.as_str());
-        }
-        Replay::Event(id) => {
-            query.push(" AND event_id = ").push_bind(id.as_str());
-        }
-        Replay::FailedSince { endpoint, since } => {
-            query
-                .push(" AND status = 'failed' AND endpoint_id = ")
-                .push_bind(endpoint.as_str());
-            query.push(" AND created_at >= ").push_bind(since);
-        }
-    }
-}
-
-fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered: bool) -> DeliveryControls {
-    DeliveryControls {
-        max_concurrency: u32::try_from(max_concurrency).unwrap_or(1).max(1),
-        rate_limit: rate_limit.and_then(|r| u32::try_from(r).ok()),
-        ordered,
-    }
-}
-
-fn delivery_from_row(row: DeliveryRow) -> Result<Delivery> {
-    let (
-        id,
-        event_id,
-        endpoint_id,
-        tenant_id,
-        status,
-        attempts,
-        next_attempt_at,
-        last_status,
-        last_error,
-        created_at,
-        updated_at,
-    ) = row;
-    Ok(Delivery {
-        id: parse_id(&id)?,
-        event_id: parse_id(&event_id)?,
-        endpoint_id: parse_id(&endpoint_id)?,
-        tenant_id: parse_id(&tenant_id)?,
-        status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status `{status}`")))?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        next_attempt_at,
-        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
-        last_error,
-        created_at,
-        updated_at,
-    })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_tenant(&self, name: &str, now: i64) -> Result<Tenant> {
@@ -962,13 +507,7 @@ impl Store for SqliteStore {
             .bind(now)
             .execute(&self.writer)
             .await?;
-        Ok(Tenant {
-            id,
-            name: name.to_owned(),
-            retention_days: None,
-            auto_resubscribe: true,
-            created_at: now,
-        })
+        Ok(created_tenant(id, name, now))
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -1045,16 +584,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&self.writer)
         .await?;
-        Ok(ApiKey {
-            id,
-            tenant_id: key.tenant_id.clone(),
-            name: key.name.map(str::to_owned),
-            role: key.role,
-            prefix: key.prefix.to_owned(),
-            created_at: now,
-            last_used_at: None,
-            revoked_at: None,
-        })
+        Ok(created_api_key(id, &key, now))
     }
 
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
@@ -1100,20 +630,13 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
-        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT kid, secret_sealed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
-        )
+        let rows: Vec<SigningKeyRow> = sqlx::query_as(&format!(
+            "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys ORDER BY created_at DESC, kid DESC"
+        ))
         .fetch_all(&self.readers)
         .await?;
         rows.into_iter()
-            .map(|(kid, sealed, created_at, retired_at)| {
-                Ok(SigningKey {
-                    secret: self.open_secret(SIGNING_KEY, &sealed)?,
-                    kid,
-                    created_at,
-                    retired_at,
-                })
-            })
+            .map(|row| signing_key_from_row(&self.key, row))
             .collect()
     }
 
@@ -1154,17 +677,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&self.writer)
         .await?;
-        Ok(MetaApp {
-            id,
-            app_id: app.app_id,
-            tenant_id: app.tenant_id,
-            name: app.name,
-            app_secret: app.app_secret,
-            previous_secret: None,
-            verify_token: app.verify_token,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(created_app(id, app, now))
     }
 
     async fn update_app(&self, app_id: &str, update: AppUpdate, now: i64) -> Result<MetaApp> {
@@ -1192,7 +705,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.app_from_row(row)
+        app_from_row(&self.key, row)
     }
 
     async fn rotate_app_secret(
@@ -1213,7 +726,7 @@ impl Store for SqliteStore {
         .bind(app_id)
         .fetch_one(&self.writer)
         .await?;
-        self.app_from_row(row)
+        app_from_row(&self.key, row)
     }
 
     async fn delete_app(&self, app_id: &str) -> Result<()> {
@@ -1254,7 +767,7 @@ impl Store for SqliteStore {
                     .await?
             }
         };
-        rows.into_iter().map(|row| self.app_from_row(row)).collect()
+        rows.into_iter().map(|row| app_from_row(&self.key, row)).collect()
     }
 
     async fn get_app(&self, app_id: &str) -> Result<MetaApp> {
@@ -1262,7 +775,7 @@ impl Store for SqliteStore {
             .bind(app_id)
             .fetch_one(&self.readers)
             .await?;
-        self.app_from_row(row)
+        app_from_row(&self.key, row)
     }
 
     async fn create_page(&self, page: NewPage, now: i64) -> Result<Page> {
@@ -1287,23 +800,11 @@ impl Store for SqliteStore {
                 .then(|| json_list(Some(&page.phone_number_ids)))
                 .flatten(),
         )
-        .bind(json_list(page.subscribed_fields.as_ref()))
+        .bind(json_list(page.subscribed_fields.as_deref()))
         .bind(now)
         .execute(&self.writer)
         .await?;
-        Ok(Page {
-            id,
-            page_id: page.page_id,
-            tenant_id: page.tenant_id,
-            app_id: page.app_id,
-            platform: page.platform,
-            name: page.name,
-            has_access_token: page.access_token.is_some(),
-            phone_number_ids: page.phone_number_ids,
-            subscribed_fields: page.subscribed_fields,
-            subscription: None,
-            created_at: now,
-        })
+        Ok(created_page(id, page, now))
     }
 
     async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>> {
@@ -1337,18 +838,14 @@ impl Store for SqliteStore {
 
     async fn page_credentials(&self, tenant_id: &TenantId, page_id: &str) -> Result<PageCredentials> {
         let page = self.get_page(tenant_id, page_id).await?;
-        let (token, secret): (Option<String>, String) = sqlx::query_as(
+        let row: PageSecretsRow = sqlx::query_as(
             "SELECT p.access_token_sealed, a.app_secret_sealed FROM pages p JOIN meta_apps a ON a.app_id = p.app_id \
              WHERE p.page_id = ?",
         )
         .bind(page_id)
         .fetch_one(&self.readers)
         .await?;
-        Ok(PageCredentials {
-            page,
-            access_token: token.map(|t| self.open_secret(PAGE_TOKEN, &t)).transpose()?,
-            app_secret: self.open_secret(APP_SECRET, &secret)?,
-        })
+        page_credentials(&self.key, page, row)
     }
 
     async fn pages_with_tokens(&self) -> Result<Vec<PageCredentials>> {
@@ -1372,7 +869,7 @@ impl Store for SqliteStore {
         let row: PageRow = sqlx::query_as(&format!(
             "UPDATE pages SET subscribed_fields = ? WHERE tenant_id = ? AND page_id = ? RETURNING {PAGE_COLUMNS}"
         ))
-        .bind(fields.map(|f| serde_json::to_string(f).unwrap_or_else(|_| String::from("[]"))))
+        .bind(json_list(fields))
         .bind(tenant_id.as_str())
         .bind(page_id)
         .fetch_one(&self.writer)
@@ -1428,8 +925,8 @@ impl Store for SqliteStore {
         .bind(endpoint.tenant_id.as_str())
         .bind(&endpoint.url)
         .bind(endpoint.description.as_deref())
-        .bind(json_list(endpoint.filter.event_types.as_ref()))
-        .bind(json_list(endpoint.filter.page_ids.as_ref()))
+        .bind(json_list(endpoint.filter.event_types.as_deref()))
+        .bind(json_list(endpoint.filter.page_ids.as_deref()))
         .bind(endpoint.filter.include_standby)
         .bind(endpoint.filter.include_echoes)
         .bind(self.key.seal(ENDPOINT_SECRET, &endpoint.secret.expose()))
@@ -1448,24 +945,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&self.writer)
         .await?;
-        Ok(Endpoint {
-            id,
-            tenant_id: endpoint.tenant_id,
-            url: endpoint.url,
-            description: endpoint.description,
-            filter: endpoint.filter,
-            controls: endpoint.controls,
-            format: endpoint.format,
-            headers: endpoint.headers,
-            previous_secret_expires_at: None,
-            public_key: endpoint.ed25519.as_ref().map(Ed25519Key::public_key),
-            enabled: true,
-            disabled_reason: None,
-            consecutive_failures: 0,
-            paused_until: None,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(created_endpoint(id, endpoint, now))
     }
 
     async fn list_endpoints(&self, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
@@ -1475,7 +955,9 @@ impl Store for SqliteStore {
         .bind(tenant_id.as_str())
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter().map(|row| self.endpoint_from_row(row)).collect()
+        rows.into_iter()
+            .map(|row| shown_endpoint_from_row(&self.key, row))
+            .collect()
     }
 
     async fn get_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<Endpoint> {
@@ -1486,7 +968,7 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_one(&self.readers)
         .await?;
-        self.endpoint_from_row(row)
+        shown_endpoint_from_row(&self.key, row)
     }
 
     async fn delete_endpoint(&self, tenant_id: &TenantId, id: &EndpointId) -> Result<()> {
@@ -1510,42 +992,7 @@ impl Store for SqliteStore {
     ) -> Result<Endpoint> {
         let mut query = QueryBuilder::<Sqlite>::new("UPDATE endpoints SET updated_at = ");
         query.push_bind(now);
-        if let Some(url) = &update.url {
-            query.push(", url = ").push_bind(url.as_str());
-        }
-        if let Some(description) = &update.description {
-            query.push(", description = ").push_bind(description.as_deref());
-        }
-        if let Some(filter) = &update.filter {
-            query
-                .push(", event_types = ")
-                .push_bind(json_list(filter.event_types.as_ref()))
-                .push(", page_ids = ")
-                .push_bind(json_list(filter.page_ids.as_ref()))
-                .push(", include_standby = ")
-                .push_bind(filter.include_standby)
-                .push(", include_echoes = ")
-                .push_bind(filter.include_echoes);
-        }
-        if let Some(controls) = &update.controls {
-            query
-                .push(", max_concurrency = ")
-                .push_bind(i64::from(controls.max_concurrency))
-                .push(", rate_limit = ")
-                .push_bind(controls.rate_limit.map(i64::from))
-                .push(", ordered = ")
-                .push_bind(controls.ordered);
-        }
-        if let Some(format) = update.format {
-            query.push(", format = ").push_bind(format.as_str());
-        }
-        if let Some(headers) = &update.headers {
-            query.push(", headers = ").push_bind(json_headers(headers));
-        }
-        if let Some(key) = &update.ed25519 {
-            let sealed = key.as_ref().map(|key| self.key.seal(ENDPOINT_ED25519, &key.expose()));
-            query.push(", ed25519_sealed = ").push_bind(sealed);
-        }
+        push_endpoint_changes(&mut query, &self.key, &update);
         match update.enabled {
             Some(true) => {
                 query.push(
@@ -1574,7 +1021,7 @@ impl Store for SqliteStore {
             sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        self.endpoint_from_row(row)
+        shown_endpoint_from_row(&self.key, row)
     }
 
     async fn rotate_endpoint_secret(
@@ -1596,7 +1043,7 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_one(&self.writer)
         .await?;
-        self.endpoint_from_row(row)
+        shown_endpoint_from_row(&self.key, row)
     }
 
     async fn load_routing(&self) -> Result<RoutingData> {
@@ -1614,7 +1061,7 @@ impl Store for SqliteStore {
         Ok(RoutingData {
             apps: apps
                 .into_iter()
-                .map(|row| self.app_from_row(row))
+                .map(|row| app_from_row(&self.key, row))
                 .collect::<Result<_>>()?,
             pages: pages.into_iter().map(page_from_row).collect::<Result<_>>()?,
             endpoints: endpoints.into_iter().map(endpoint_from_row).collect::<Result<_>>()?,
@@ -1882,24 +1329,14 @@ impl Store for SqliteStore {
     }
 
     async fn list_events(&self, tenant_id: &TenantId, limit: u32) -> Result<Vec<StoredEvent>> {
-        let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
-            "SELECT id, type, page_id, received_at, payload FROM events WHERE tenant_id = ? ORDER BY id DESC LIMIT ?",
-        )
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? ORDER BY id DESC LIMIT ?"
+        ))
         .bind(tenant_id.as_str())
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter()
-            .map(|(id, event_type, page_id, received_at, payload)| {
-                Ok(StoredEvent {
-                    id: parse_id(&id)?,
-                    event_type,
-                    page_id,
-                    received_at,
-                    payload,
-                })
-            })
-            .collect()
+        rows.into_iter().map(event_from_row).collect()
     }
 
     async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>> {
@@ -1925,53 +1362,25 @@ impl Store for SqliteStore {
     }
 
     async fn attempts_of_delivery(&self, tenant_id: &TenantId, delivery_id: &DeliveryId) -> Result<Vec<Attempt>> {
-        let rows: Vec<(i64, i64, i64, Option<i64>, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error, a.response_excerpt \
-             FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
-             WHERE d.tenant_id = ? AND a.delivery_id = ? ORDER BY a.attempt, a.started_at",
-        )
+        let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.tenant_id = ? AND a.delivery_id = ? ORDER BY a.attempt, a.started_at"
+        ))
         .bind(tenant_id.as_str())
         .bind(delivery_id.as_str())
         .fetch_all(&self.readers)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt)| Attempt {
-                    attempt: u32::try_from(attempt).unwrap_or(0),
-                    started_at,
-                    duration_ms,
-                    status_code: status_code.and_then(|s| u16::try_from(s).ok()),
-                    outcome,
-                    error,
-                    response_excerpt,
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(attempt_from_row).collect())
     }
 
     async fn list_inbound(&self, limit: u32) -> Result<Vec<Inbound>> {
-        let rows: Vec<(String, i64, Option<String>, String, Vec<u8>, i64, i64, Option<String>)> = sqlx::query_as(
-            "SELECT id, received_at, app_id, object, body, entries, events, unroutable_entries FROM inbound \
-             ORDER BY id DESC LIMIT ?",
-        )
+        let rows: Vec<InboundRow> = sqlx::query_as(&format!(
+            "SELECT {INBOUND_COLUMNS} FROM inbound i ORDER BY i.id DESC LIMIT ?"
+        ))
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter()
-            .map(|(id, received_at, app_id, object, body, entries, events, unroutable)| {
-                Ok(Inbound {
-                    id: parse_id::<InboundId>(&id)?,
-                    received_at,
-                    app_id,
-                    object,
-                    body,
-                    entries: u32::try_from(entries).unwrap_or(0),
-                    events: u32::try_from(events).unwrap_or(0),
-                    unroutable,
-                })
-            })
-            .collect()
+        rows.into_iter().map(inbound_from_row).collect()
     }
 
     async fn query_events(&self, tenant_id: &TenantId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
@@ -1983,13 +1392,13 @@ impl Store for SqliteStore {
             },
             None => (None, None),
         };
-        let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
-            "SELECT id, type, page_id, received_at, payload FROM events WHERE tenant_id = ?1 \
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ?1 \
              AND (?2 IS NULL OR id < ?2) AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR type LIKE ?4) \
              AND (?5 IS NULL OR page_id = ?5) AND (?6 IS NULL OR json_extract(payload, '$.sender_id') = ?6) \
              AND (?7 IS NULL OR received_at >= ?7) AND (?8 IS NULL OR received_at < ?8) \
-             ORDER BY id DESC LIMIT ?9",
-        )
+             ORDER BY id DESC LIMIT ?9"
+        ))
         .bind(tenant_id.as_str())
         .bind(query.before.as_deref())
         .bind(exact)
@@ -2001,33 +1410,18 @@ impl Store for SqliteStore {
         .bind(i64::from(query.limit))
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter()
-            .map(|(id, event_type, page_id, received_at, payload)| {
-                Ok(StoredEvent {
-                    id: parse_id(&id)?,
-                    event_type,
-                    page_id,
-                    received_at,
-                    payload,
-                })
-            })
-            .collect()
+        rows.into_iter().map(event_from_row).collect()
     }
 
     async fn get_event(&self, tenant_id: &TenantId, id: &EventId) -> Result<StoredEvent> {
-        let (id, event_type, page_id, received_at, payload): (String, String, String, i64, String) =
-            sqlx::query_as("SELECT id, type, page_id, received_at, payload FROM events WHERE tenant_id = ? AND id = ?")
-                .bind(tenant_id.as_str())
-                .bind(id.as_str())
-                .fetch_one(&self.readers)
-                .await?;
-        Ok(StoredEvent {
-            id: parse_id(&id)?,
-            event_type,
-            page_id,
-            received_at,
-            payload,
-        })
+        let row: EventRow = sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND id = ?"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.readers)
+        .await?;
+        event_from_row(row)
     }
 
     async fn query_deliveries(&self, tenant_id: &TenantId, query: &DeliveryQuery) -> Result<Vec<Delivery>> {
@@ -2092,7 +1486,6 @@ impl Store for SqliteStore {
     }
 
     async fn tenant_stats(&self, tenant_id: &TenantId, since: i64) -> Result<TenantStats> {
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
         let mut conn = self.readers.acquire().await?;
         let (pages,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pages WHERE tenant_id = ?")
             .bind(tenant_id.as_str())
@@ -2143,25 +1536,14 @@ impl Store for SqliteStore {
         if claimed.rows_affected() == 1 {
             return Ok(Idempotency::Started);
         }
-        let (hash, status, sealed): (String, Option<i64>, Option<String>) = sqlx::query_as(
+        let row: IdempotencyRow = sqlx::query_as(
             "SELECT request_hash, status, response_sealed FROM idempotency_keys WHERE scope = ? AND key = ?",
         )
         .bind(scope)
         .bind(key)
         .fetch_one(&self.writer)
         .await?;
-        Ok(match (status, sealed) {
-            (Some(status), Some(sealed)) => Idempotency::Done {
-                request_hash: hash,
-                status: u16::try_from(status).unwrap_or(500),
-                body: self
-                    .open_secret(IDEMPOTENT_RESPONSE, &sealed)?
-                    .expose()
-                    .as_bytes()
-                    .to_vec(),
-            },
-            _ => Idempotency::InProgress,
-        })
+        idempotency_from_row(&self.key, row)
     }
 
     async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &[u8]) -> Result<()> {
@@ -2197,7 +1579,7 @@ impl Store for SqliteStore {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
             .fetch_one(&self.readers)
             .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(count(n))
     }
 
     async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64> {
@@ -2212,6 +1594,6 @@ impl Store for SqliteStore {
         let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM deliveries");
         push_replay_scope(&mut query, tenant_id, what);
         let (n,): (i64,) = query.build_query_as().fetch_one(&self.readers).await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(count(n))
     }
 }
