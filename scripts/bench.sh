@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every scenario of docs/benchmarks.md, in the order of its tables: builds the release binaries,
 # then runs the load harness (each run starts `pagewire serve` on a fresh data directory) and the
-# criterion micro-benchmarks. About 35 minutes on a 2-core machine (SQLite, then PostgreSQL). Pass `--quick` for a short
+# criterion micro-benchmarks. About 30 minutes on a 2-core machine (SQLite about 20, then PostgreSQL about 10). Pass `--quick` for a short
 # pass over every scenario (minutes, figures not comparable).
 set -euo pipefail
 cd "$(dirname "$0")/.."

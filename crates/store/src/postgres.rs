@@ -41,7 +41,7 @@ use sqlx::{Postgres, QueryBuilder};
 use tokio::sync::Notify;
 
 use crate::rows::{
-    api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
+    self, api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
     created_page, created_tenant, delivery_from_row, endpoint_from_row, event_from_row, idempotency_from_row,
     inbound_from_row, json_headers, json_list, leased_deliveries, millis, page_credentials, page_from_row, parse_id,
     push_endpoint_changes, push_replay_scope, settled, shown_endpoint_from_row, signing_key_from_row, tally_health,
@@ -506,15 +506,14 @@ struct NewDelivery<'a> {
 }
 
 impl<'a> NewDelivery<'a> {
-    /// `ordered`: whether the endpoint keeps order per conversation (only then is the
-    /// conversation the delivery's ordering key).
-    fn of(event: &'a NewEvent, endpoint: &'a EndpointId, ordered: bool) -> Self {
+    /// `ordered`: the endpoints that keep order per conversation.
+    fn of(event: &'a NewEvent, endpoint: &'a EndpointId, ordered: &HashSet<String>) -> Self {
         Self {
             id: DeliveryId::new(),
             event_id: event.id.as_str(),
             endpoint_id: endpoint.as_str(),
             tenant_id: event.tenant_id.as_str(),
-            ordering_key: event.conversation_id.as_deref().filter(|_| ordered),
+            ordering_key: rows::ordering_key(event, endpoint, ordered),
         }
     }
 }
@@ -1163,23 +1162,8 @@ impl Store for PgStore {
         };
 
         // Deliveries in the order of the batch's events (not the key order above): `seq` is the
-        // order they are leased in. Each endpoint's deliveries go side by side (a stable sort
-        // keeps the order of its events), so leasing and recording them touch a page per run of
-        // rows, not a page per row where endpoints alternate.
-        let mut receipts = vec![IngestReceipt::default(); batch.len()];
-        let mut targets = Vec::new();
-        for (i, event) in &events {
-            if inserted.contains(event.id.as_str()) {
-                receipts[*i].events += 1;
-                receipts[*i].deliveries += event.endpoints.len();
-                targets.extend(event.endpoints.iter().map(|ep| (*event, ep)));
-            } else {
-                receipts[*i].duplicates += 1;
-            }
-        }
-        targets.sort_by_key(|(_, endpoint)| endpoint.as_str());
-        // Only deliveries to endpoints that keep order carry their conversation (read once per
-        // batch, in the batch's transaction).
+        // order they are leased in.
+        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
         let ordered: HashSet<String> = if targets.is_empty() {
             HashSet::new()
         } else {
@@ -1191,7 +1175,7 @@ impl Store for PgStore {
         };
         let deliveries: Vec<_> = targets
             .into_iter()
-            .map(|(event, endpoint)| NewDelivery::of(event, endpoint, ordered.contains(endpoint.as_str())))
+            .map(|(event, endpoint)| NewDelivery::of(event, endpoint, &ordered))
             .collect();
         insert_deliveries(&mut tx, &deliveries, now).await?;
 

@@ -9,7 +9,7 @@
 //! both; sqlx's `FromRow` (derived or for tuples) is generic over the database. Statements stay in
 //! each backend, where the dialects differ (`?` and `$1`, `json_each` and `UNNEST`, `1` and `TRUE`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -20,9 +20,9 @@ use pagewire_core::{
 use sqlx::QueryBuilder;
 
 use crate::{
-    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, Idempotency, Inbound, KeyRole,
-    Leased, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewMetaApp, NewPage, Page, PageCredentials, Replay,
-    Result, SigningKey, StoreError, StoredEvent, SubscriptionCheck, Tenant,
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, Idempotency, Inbound,
+    IngestReceipt, KeyRole, Leased, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewEvent, NewMetaApp, NewPage,
+    Page, PageCredentials, Replay, Result, SigningKey, StoreError, StoredEvent, SubscriptionCheck, Tenant,
 };
 
 // The purposes secrets are sealed for: the same in both databases, so a sealed value means the
@@ -745,4 +745,45 @@ fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered:
         rate_limit: rate_limit.and_then(|r| u32::try_from(r).ok()),
         ordered,
     }
+}
+
+/// What an ingest batch makes of its events once they are inserted: a receipt per request (new
+/// events, their deliveries, duplicates), and the deliveries to create as (event, endpoint).
+/// `events` are (request index, event) in batch order; `inserted` the ids the insert kept (a
+/// redelivery's id is not among them).
+///
+/// Each endpoint's deliveries come side by side (a stable sort keeps the order of its events, which
+/// is the order they are leased in): leasing and recording them then dirty a page per run of rows,
+/// not a page per row where endpoints alternate (a tenant with two endpoints, one of them dead).
+pub(crate) fn new_deliveries<'a>(
+    requests: usize,
+    events: &[(usize, &'a NewEvent)],
+    inserted: &HashSet<String>,
+) -> (Vec<IngestReceipt>, Vec<(&'a NewEvent, &'a EndpointId)>) {
+    let mut receipts = vec![IngestReceipt::default(); requests];
+    let mut targets = Vec::new();
+    for &(i, event) in events {
+        if inserted.contains(event.id.as_str()) {
+            receipts[i].events += 1;
+            receipts[i].deliveries += event.endpoints.len();
+            targets.extend(event.endpoints.iter().map(|endpoint| (event, endpoint)));
+        } else {
+            receipts[i].duplicates += 1;
+        }
+    }
+    targets.sort_by_key(|(_, endpoint)| endpoint.as_str());
+    (receipts, targets)
+}
+
+/// A new delivery's ordering key: its event's conversation, only when the endpoint keeps order
+/// (`ordered`: the ids of the endpoints that do, read once per batch in its transaction).
+pub(crate) fn ordering_key<'a>(
+    event: &'a NewEvent,
+    endpoint: &EndpointId,
+    ordered: &HashSet<String>,
+) -> Option<&'a str> {
+    event
+        .conversation_id
+        .as_deref()
+        .filter(|_| ordered.contains(endpoint.as_str()))
 }

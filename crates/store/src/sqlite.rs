@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::rows::{
-    api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
+    self, api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
     created_page, created_tenant, delivery_from_row, endpoint_from_row, event_from_row, idempotency_from_row,
     inbound_from_row, json_headers, json_list, leased_deliveries, millis, open_secret, page_credentials, page_from_row,
     parse_id, push_endpoint_changes, push_replay_scope, settled, shown_endpoint_from_row, signing_key_from_row,
@@ -1126,27 +1126,11 @@ impl Store for SqliteStore {
             inserted.extend(ids.into_iter().map(|(id,)| id));
         }
 
-        let mut receipts = vec![IngestReceipt::default(); batch.len()];
-        let mut targets = Vec::new();
-        for (i, event) in &events {
-            if inserted.contains(event.id.as_str()) {
-                receipts[*i].events += 1;
-                receipts[*i].deliveries += event.endpoints.len();
-                targets.extend(event.endpoints.iter().map(|ep| (*event, ep)));
-            } else {
-                receipts[*i].duplicates += 1;
-            }
-        }
-        // Each endpoint's deliveries side by side (a stable sort keeps the order of its events):
-        // leasing and recording them then dirty a page per run of rows, not a page per row where
-        // endpoints alternate (a tenant with two endpoints, one of them dead).
-        targets.sort_by_key(|(_, endpoint)| endpoint.as_str());
+        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
         let deliveries: Vec<_> = targets
             .into_iter()
             .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
             .collect();
-        // Only deliveries to endpoints that keep order carry their conversation (read once per
-        // batch, in the batch's transaction).
         let ordered: std::collections::HashSet<String> = if deliveries.is_empty() {
             std::collections::HashSet::new()
         } else {
@@ -1166,12 +1150,7 @@ impl Store for SqliteStore {
                     .push_bind(event.id.as_str())
                     .push_bind(endpoint.as_str())
                     .push_bind(event.tenant_id.as_str())
-                    .push_bind(
-                        event
-                            .conversation_id
-                            .as_deref()
-                            .filter(|_| ordered.contains(endpoint.as_str())),
-                    )
+                    .push_bind(rows::ordering_key(event, endpoint, &ordered))
                     .push_bind(DeliveryStatus::Pending.as_str())
                     .push_bind(0_i64)
                     .push_bind(now)
