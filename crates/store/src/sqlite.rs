@@ -1017,8 +1017,15 @@ impl Store for SqliteStore {
         query.push(" AND id = ").push_bind(id.as_str());
         query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
         let mut tx = self.writer.begin().await?;
+        let was_ordered: Option<bool> =
+            sqlx::query_scalar("SELECT ordered FROM endpoints WHERE tenant_id = ? AND id = ?")
+                .bind(tenant_id.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let row: EndpointRow = query.build_query_as().fetch_one(&mut *tx).await?;
-        if let Some(controls) = &update.controls {
+        // Only a change of order touches the pending deliveries (a walk over the endpoint's backlog).
+        if let Some(controls) = update.controls.as_ref().filter(|c| was_ordered != Some(c.ordered)) {
             // Pending deliveries follow the endpoint's choice: their conversation as ordering key
             // when it keeps order, none (and no index entry) when it does not.
             let statement = if controls.ordered {
