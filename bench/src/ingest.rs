@@ -28,9 +28,20 @@ pub struct Bodies {
     next: AtomicU64,
 }
 
-/// A body cut where its items' markers were: `parts.len()` is the item count plus one.
+/// A body cut where its markers were: `parts.len()` is `markers.len()` plus one.
 struct Template {
     parts: Vec<String>,
+    markers: Vec<Marker>,
+}
+
+/// What goes between two parts of a template.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// An item's unique token (its message id, or a reader's id).
+    Item,
+    /// The time of sending, in Unix ms: Meta times every item and entry as it sends them, and the
+    /// gateway keeps dedup keys in the order of that time.
+    Time,
 }
 
 /// One body to send.
@@ -43,6 +54,8 @@ pub struct Body {
 }
 
 const MARKER: &str = "MIDMARKER";
+/// The time every template is built with, replaced by the time of sending (13 digits, as now's).
+const TIME_MARKER: i64 = 4_102_444_800_000;
 /// What every item's marker becomes: `m_bench`, the body's number (12 digits), `x`, the item.
 pub const TOKEN_PREFIX: &str = "m_bench";
 
@@ -60,7 +73,7 @@ impl Bodies {
                         9 => (pagewire_testkit::Kind::Read, MARKER),
                         _ => (pagewire_testkit::Kind::Message, "6100000000000001"),
                     };
-                    let mut item = kind.item(page, psid, 1_747_231_892_100, &text, 0);
+                    let mut item = kind.item(page, psid, TIME_MARKER, &text, 0);
                     if kind != pagewire_testkit::Kind::Read {
                         let field = if kind == pagewire_testkit::Kind::Postback {
                             "postback"
@@ -73,12 +86,9 @@ impl Bodies {
                 })
                 .collect();
             let body = pagewire_testkit::MetaBody::page()
-                .messaging(page, 1_747_231_892_100, items)
+                .messaging(page, TIME_MARKER, items)
                 .to_bytes();
-            let body = String::from_utf8_lossy(&body).into_owned();
-            Template {
-                parts: body.split(MARKER).map(str::to_owned).collect(),
-            }
+            Template::cut(&String::from_utf8_lossy(&body))
         };
         let templates = pages
             .iter()
@@ -103,15 +113,25 @@ impl Bodies {
         };
         let page = usize::try_from(number).unwrap_or(0) % self.templates.len().max(1);
         let template = &self.templates[page][shape];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         let mut body =
             String::with_capacity(template.parts.iter().map(String::len).sum::<usize>() + 24 * template.parts.len());
+        let mut items = 0_u64;
         for (k, part) in template.parts.iter().enumerate() {
             body.push_str(part);
-            if k + 1 < template.parts.len() {
-                let _ = write!(body, "{TOKEN_PREFIX}{number:012}x{k:03}");
+            match template.markers.get(k) {
+                Some(Marker::Item) => {
+                    let _ = write!(body, "{TOKEN_PREFIX}{number:012}x{items:03}");
+                    items += 1;
+                }
+                Some(Marker::Time) => {
+                    let _ = write!(body, "{now}");
+                }
+                None => {}
             }
         }
-        let items = template.parts.len().saturating_sub(1) as u64;
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(body.as_bytes());
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
@@ -125,9 +145,39 @@ impl Bodies {
 
     /// Bytes of a one-item body.
     pub fn len(&self) -> usize {
-        self.templates
-            .first()
-            .map_or(0, |t| t[0].parts.iter().map(String::len).sum::<usize>() + 20)
+        self.templates.first().map_or(0, |t| {
+            let markers: usize = t[0]
+                .markers
+                .iter()
+                .map(|m| if *m == Marker::Item { 20 } else { 13 })
+                .sum();
+            t[0].parts.iter().map(String::len).sum::<usize>() + markers
+        })
+    }
+}
+
+impl Template {
+    /// Cuts `body` at every item marker and every occurrence of the time marker.
+    fn cut(body: &str) -> Self {
+        let time = TIME_MARKER.to_string();
+        let (mut parts, mut markers) = (Vec::new(), Vec::new());
+        let mut rest = body;
+        loop {
+            let next = [
+                (rest.find(MARKER), Marker::Item, MARKER.len()),
+                (rest.find(&time), Marker::Time, time.len()),
+            ]
+            .into_iter()
+            .filter_map(|(at, marker, len)| at.map(|at| (at, marker, len)))
+            .min_by_key(|(at, ..)| *at);
+            let Some((at, marker, len)) = next else {
+                parts.push(rest.to_owned());
+                return Self { parts, markers };
+            };
+            parts.push(rest[..at].to_owned());
+            markers.push(marker);
+            rest = &rest[at + len..];
+        }
     }
 }
 

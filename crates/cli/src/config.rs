@@ -55,8 +55,8 @@ pub struct Config {
     /// `all`, `ingress` (HTTP only) or `worker` (delivery only).
     pub role: Role,
     pub log_format: LogFormat,
-    /// Days during which Meta's redeliveries of an item are recognized and dropped (Meta retries
-    /// WhatsApp webhooks for up to 7 days).
+    /// Days during which Meta's redeliveries of an item are recognized and dropped, counted from
+    /// the item's time (Meta retries WhatsApp webhooks for up to 7 days).
     pub dedup_window_days: u64,
     /// Days final events, deliveries, attempts and raw POSTs are kept (a tenant can have its own).
     pub retention_days: u64,

@@ -277,6 +277,7 @@ async fn accept(
             page_id: event.page_id,
             event_type: event.event_type,
             dedup_key,
+            timestamp_ms: event.timestamp_ms,
             conversation_id: event.conversation_id,
             payload,
             endpoints,

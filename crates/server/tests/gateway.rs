@@ -643,8 +643,10 @@ async fn keeps_secrets_sealed_and_api_keys_hashed_at_rest() -> TestResult {
 async fn recognizes_redeliveries_for_the_dedup_window_only() -> TestResult {
     let app = TestApp::spawn().await?;
     let (_, receiver, _) = onboarded(&app).await?;
+    // The window counts from the item's own time, which Meta keeps on every retry.
+    let sent = app.clock.now_ms();
     let body = MetaBody::page()
-        .messaging(PAGE_A, 1, vec![Kind::Message.item(PAGE_A, PSID, 1, "hello", 1)])
+        .messaging(PAGE_A, sent, vec![Kind::Message.item(PAGE_A, PSID, sent, "hello", 1)])
         .to_bytes();
     let day = Duration::from_secs(24 * 3600);
 

@@ -272,7 +272,13 @@ pub struct NewEvent {
     pub tenant_id: TenantId,
     pub page_id: String,
     pub event_type: String,
+    /// What recognizes a redelivery of the item (its type and `mid`, a watermark, a hash of its
+    /// bytes, …), unique per tenant and Page.
     pub dedup_key: String,
+    /// The item's time in Unix ms: Meta's (the item's own, else its entry's), else its arrival. A
+    /// redelivery carries the same time, and keys are kept in the order of it (see
+    /// [`Store::release_dedup_keys`]).
+    pub timestamp_ms: i64,
     /// Orders the event's deliveries to endpoints that deliver in order per conversation.
     pub conversation_id: Option<String>,
     pub payload: String,
@@ -626,9 +632,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Sets a tenant's retention; `None` returns it to the operator's default.
     async fn set_tenant_retention(&self, id: &TenantId, days: Option<u32>) -> Result<Tenant>;
 
-    /// Forgets the dedup keys of events received before `before` (Unix ms), so that the dedup index
-    /// stays the size of the window; returns how many were released. Releases in bounded steps so
-    /// that ingest is never blocked for long.
+    /// Forgets the dedup keys of items timed before `before` (Unix ms, by [`NewEvent::timestamp_ms`]),
+    /// so that the dedup index stays the size of the window; returns how many were released.
+    /// Releases in bounded steps so that ingest is never blocked for long.
     async fn release_dedup_keys(&self, before: i64) -> Result<u64>;
 
     /// Stores an example event and one pending delivery of it to one endpoint: a test send.

@@ -1120,53 +1120,71 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
 
-        // Every event of the batch in one statement; the unique dedup key drops redeliveries (also
-        // within the batch: the first occurrence wins), and RETURNING tells which ones are new.
-        // Rows go in dedup-key order (stable, so the first occurrence stays first): a transaction
-        // waits on another's uncommitted row with the same key, and two nodes inserting the same
-        // keys in one order cannot wait on each other in a cycle.
+        // The batch's dedup keys in one statement: the unique key drops redeliveries (also within
+        // the batch: the first occurrence wins), and RETURNING tells which keys are new. Keys go
+        // in key order: a transaction waits on another's uncommitted row with the same key, and
+        // two nodes inserting the same keys in one order cannot wait on each other in a cycle.
         let events: Vec<(usize, &NewEvent)> = batch
             .iter()
             .enumerate()
             .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
             .collect();
-        let mut sorted: Vec<&(usize, &NewEvent)> = events.iter().collect();
-        sorted.sort_by(|(_, a), (_, b)| {
-            (a.tenant_id.as_str(), a.page_id.as_str(), a.dedup_key.as_str()).cmp(&(
-                b.tenant_id.as_str(),
-                b.page_id.as_str(),
-                b.dedup_key.as_str(),
-            ))
-        });
-        let inserted: HashSet<String> = if sorted.is_empty() {
+        let keys: Vec<_> = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
+        let mut sorted: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut new_keys: HashSet<Vec<u8>> = if sorted.is_empty() {
             HashSet::new()
         } else {
-            let ids: Vec<(String,)> = sqlx::query_as(
-                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
-                 SELECT v.id, v.tenant_id, v.page_id, v.type, v.dedup_key, v.inbound_id, v.received_at, v.payload \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
-                     $8::text[]) WITH ORDINALITY \
-                     AS v (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload, n) \
-                 ORDER BY v.n \
-                 ON CONFLICT DO NOTHING RETURNING id",
+            sqlx::query_scalar(
+                "INSERT INTO dedup_keys (key) \
+                 SELECT v.key FROM UNNEST($1::bytea[]) WITH ORDINALITY AS v (key, n) ORDER BY v.n \
+                 ON CONFLICT DO NOTHING RETURNING key",
             )
-            .bind(sorted.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
-            .bind(sorted.iter().map(|(_, e)| e.tenant_id.as_str()).collect::<Vec<_>>())
-            .bind(sorted.iter().map(|(_, e)| e.page_id.as_str()).collect::<Vec<_>>())
-            .bind(sorted.iter().map(|(_, e)| e.event_type.as_str()).collect::<Vec<_>>())
-            .bind(sorted.iter().map(|(_, e)| e.dedup_key.as_str()).collect::<Vec<_>>())
+            .bind(&sorted)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        };
+        let new_events: Vec<&(usize, &NewEvent)> = events
+            .iter()
+            .zip(&keys)
+            .filter(|(_, key)| new_keys.remove(&key[..]))
+            .map(|(event, _)| event)
+            .collect();
+        if !new_events.is_empty() {
+            sqlx::query(
+                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
+                     $7::text[])",
+            )
+            .bind(new_events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
+            .bind(new_events.iter().map(|(_, e)| e.tenant_id.as_str()).collect::<Vec<_>>())
+            .bind(new_events.iter().map(|(_, e)| e.page_id.as_str()).collect::<Vec<_>>())
             .bind(
-                sorted
+                new_events
+                    .iter()
+                    .map(|(_, e)| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_events
                     .iter()
                     .map(|(i, _)| batch[*i].inbound_id.as_str())
                     .collect::<Vec<_>>(),
             )
-            .bind(sorted.iter().map(|(i, _)| batch[*i].received_at).collect::<Vec<_>>())
-            .bind(sorted.iter().map(|(_, e)| e.payload.as_str()).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
+            .bind(
+                new_events
+                    .iter()
+                    .map(|(i, _)| batch[*i].received_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(new_events.iter().map(|(_, e)| e.payload.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
             .await?;
-            ids.into_iter().map(|(id,)| id).collect()
-        };
+        }
+        let inserted: HashSet<String> = new_events.iter().map(|(_, e)| e.id.as_str().to_owned()).collect();
 
         // Deliveries in the order of the batch's events (not the key order above): `seq` is the
         // order they are leased in.
@@ -1237,15 +1255,13 @@ impl Store for PgStore {
     }
 
     async fn release_dedup_keys(&self, before: i64) -> Result<u64> {
-        // `FOR UPDATE`, not `NO KEY`: the dedup key is in a unique constraint, so the update takes
-        // the stronger lock anyway, and taking it at once spares an upgrade.
+        let bound = rows::dedup_time(before);
         in_steps(&self.pool, 5_000, || {
             sqlx::query(
-                "UPDATE events SET dedup_key = NULL WHERE id IN \
-                 (SELECT id FROM events WHERE dedup_key IS NOT NULL AND received_at < $1 \
-                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                "DELETE FROM dedup_keys WHERE key IN \
+                 (SELECT key FROM dedup_keys WHERE key < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
-            .bind(before)
+            .bind(bound.to_vec())
         })
         .await
     }
@@ -1254,8 +1270,8 @@ impl Store for PgStore {
         let delivery = DeliveryId::new();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
-             VALUES ($1, $2, $3, $4, NULL, '', $5, $6)",
+            "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
+             VALUES ($1, $2, $3, $4, '', $5, $6)",
         )
         .bind(event.id.as_str())
         .bind(event.tenant_id.as_str())
@@ -1300,8 +1316,8 @@ impl Store for PgStore {
             }
             let mut tx = self.pool.begin().await?;
             sqlx::query(
-                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
-                 VALUES ($1, $2, '', $3, NULL, '', $4, $5)",
+                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
+                 VALUES ($1, $2, '', $3, '', $4, $5)",
             )
             .bind(event.id.as_str())
             .bind(event.tenant_id.as_str())

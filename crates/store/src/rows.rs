@@ -775,6 +775,50 @@ pub(crate) fn new_deliveries<'a>(
     (receipts, targets)
 }
 
+/// The bytes of an item's dedup key, unique per item in `dedup_keys`: its time (big-endian Unix
+/// ms, negative times as 0), then the first 16 bytes of SHA-256 over tenant, Page and natural key.
+///
+/// Time first makes the index grow at one end as items arrive (each batch's keys land in the last
+/// few leaves, where a key led by tenant and Page dirtied a leaf per item across the whole index),
+/// and lets the window's release cut the oldest range. Hashing keeps every key 24 bytes, whatever
+/// the length of Meta's ids.
+pub(crate) fn dedup_key(event: &NewEvent) -> [u8; DEDUP_KEY_LEN] {
+    dedup_key_of(
+        event.tenant_id.as_str(),
+        &event.page_id,
+        &event.dedup_key,
+        event.timestamp_ms,
+    )
+}
+
+/// [`dedup_key`] from its parts.
+pub(crate) fn dedup_key_of(
+    tenant_id: &str,
+    page_id: &str,
+    natural_key: &str,
+    timestamp_ms: i64,
+) -> [u8; DEDUP_KEY_LEN] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(tenant_id)
+        .chain_update([0])
+        .chain_update(page_id)
+        .chain_update([0])
+        .chain_update(natural_key)
+        .finalize();
+    let mut key = [0; DEDUP_KEY_LEN];
+    key[..8].copy_from_slice(&dedup_time(timestamp_ms));
+    key[8..].copy_from_slice(&digest[..DEDUP_KEY_LEN - 8]);
+    key
+}
+
+pub(crate) const DEDUP_KEY_LEN: usize = 24;
+
+/// The time prefix of dedup keys: every key of an item timed before `ms` sorts below it.
+pub(crate) fn dedup_time(ms: i64) -> [u8; 8] {
+    u64::try_from(ms).unwrap_or(0).to_be_bytes()
+}
+
 /// A new delivery's ordering key: its event's conversation, only when the endpoint keeps order
 /// (`ordered`: the ids of the endpoints that do, read once per batch in its transaction).
 pub(crate) fn ordering_key<'a>(

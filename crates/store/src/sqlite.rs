@@ -16,7 +16,7 @@ use pagewire_core::{
     OperationalEvent, PageRecordId, Secret, TenantId,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{ConnectOptions as _, QueryBuilder, Sqlite};
 
 use crate::rows::{
     self, api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
@@ -138,6 +138,18 @@ impl SqliteStore {
         // connection of their own, so the writer never does one in the middle of a commit. The
         // writer's automatic checkpoint stays as a backstop, at a size the background pass keeps
         // the log well below.
+        // Migrations run on a connection of their own with foreign keys off, as SQLite's guide to
+        // schema changes asks: a table that others reference is rebuilt by dropping it and renaming
+        // its copy in, and with foreign keys on, the drop would cascade into the rows that refer
+        // to it.
+        let mut migrating = base
+            .clone()
+            .create_if_missing(true)
+            .foreign_keys(false)
+            .connect()
+            .await?;
+        MIGRATOR.run(&mut migrating).await?;
+        sqlx::Connection::close(migrating).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -149,7 +161,6 @@ impl SqliteStore {
                     .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string()),
             )
             .await?;
-        MIGRATOR.run(&writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
             .acquire_timeout(options.busy_timeout)
@@ -170,6 +181,7 @@ impl SqliteStore {
             _checkpoints: checkpoints,
         };
         store.backfill_verify_token_hashes().await?;
+        store.hash_legacy_dedup_keys().await?;
         Ok(store)
     }
 
@@ -318,6 +330,54 @@ impl SqliteStore {
 
     /// Fills in the verify-token hash of apps stored before it existed. A token two apps share keeps
     /// no hash (and a warning): the operator should give one of them a new token.
+    /// Moves the dedup keys that migration 0016 set aside (SQLite cannot compute SHA-256) into
+    /// `dedup_keys`, in steps, then drops their table: redeliveries of items ingested before the
+    /// upgrade stay recognized.
+    async fn hash_legacy_dedup_keys(&self) -> Result<()> {
+        const STEP: i64 = 10_000;
+        let pending: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'legacy_dedup_keys'")
+                .fetch_optional(&self.writer)
+                .await?;
+        if pending.is_none() {
+            return Ok(());
+        }
+        let mut moved = 0_usize;
+        loop {
+            let mut tx = self.writer.begin().await?;
+            let legacy: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
+                "SELECT rowid, tenant_id, page_id, dedup_key, timestamp_ms FROM legacy_dedup_keys \
+                 ORDER BY rowid LIMIT ?",
+            )
+            .bind(STEP)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(&(last, ..)) = legacy.last() else {
+                sqlx::query("DROP TABLE legacy_dedup_keys").execute(&mut *tx).await?;
+                tx.commit().await?;
+                break;
+            };
+            for chunk in legacy.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO dedup_keys (key) ");
+                insert.push_values(chunk, |mut row, (_, tenant, page, key, time)| {
+                    row.push_bind(rows::dedup_key_of(tenant, page, key, *time).to_vec());
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM legacy_dedup_keys WHERE rowid <= ?")
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            moved += legacy.len();
+        }
+        if moved > 0 {
+            tracing::info!(keys = moved, "moved the dedup keys of the window into their own table");
+        }
+        Ok(())
+    }
+
     async fn backfill_verify_token_hashes(&self) -> Result<()> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT app_id, verify_token_sealed FROM meta_apps WHERE verify_token_hash IS NULL")
@@ -1105,17 +1165,34 @@ impl Store for SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
 
-        // Insert every event of the batch; the unique dedup key drops redeliveries (also within the
-        // batch), and RETURNING tells which ones are new.
+        // The batch's dedup keys first: the unique key drops redeliveries (also within the batch:
+        // the first occurrence wins), and RETURNING tells which keys are new.
         let events: Vec<(usize, &crate::NewEvent)> = batch
             .iter()
             .enumerate()
             .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
             .collect();
-        let mut inserted = std::collections::HashSet::with_capacity(events.len());
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let keys: Vec<_> = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
+        let mut new_keys = std::collections::HashSet::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO dedup_keys (key) ");
+            insert.push_values(chunk, |mut row, key| {
+                row.push_bind(&key[..]);
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING key");
+            let returned: Vec<(Vec<u8>,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            new_keys.extend(returned.into_iter().map(|(key,)| key));
+        }
+        let mut inserted = std::collections::HashSet::with_capacity(new_keys.len());
+        let new_events: Vec<_> = events
+            .iter()
+            .zip(&keys)
+            .filter(|(_, key)| new_keys.remove(&key[..]))
+            .map(|(event, _)| *event)
+            .collect();
+        for chunk in new_events.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) ",
+                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) ",
             );
             insert.push_values(chunk, |mut row, (i, event)| {
                 let req = &batch[*i];
@@ -1123,14 +1200,12 @@ impl Store for SqliteStore {
                     .push_bind(event.tenant_id.as_str())
                     .push_bind(event.page_id.as_str())
                     .push_bind(event.event_type.as_str())
-                    .push_bind(event.dedup_key.as_str())
                     .push_bind(req.inbound_id.as_str())
                     .push_bind(req.received_at)
                     .push_bind(event.payload.as_str());
             });
-            insert.push(" ON CONFLICT DO NOTHING RETURNING id");
-            let ids: Vec<(String,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
-            inserted.extend(ids.into_iter().map(|(id,)| id));
+            insert.build().execute(&mut *tx).await?;
+            inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str().to_owned()));
         }
 
         let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
@@ -1172,12 +1247,10 @@ impl Store for SqliteStore {
     }
 
     async fn release_dedup_keys(&self, before: i64) -> Result<u64> {
+        let bound = rows::dedup_time(before);
         in_steps(&self.writer, 5_000, || {
-            sqlx::query(
-                "UPDATE events SET dedup_key = NULL WHERE rowid IN \
-                 (SELECT rowid FROM events WHERE dedup_key IS NOT NULL AND received_at < ? LIMIT ?)",
-            )
-            .bind(before)
+            sqlx::query("DELETE FROM dedup_keys WHERE key IN (SELECT key FROM dedup_keys WHERE key < ? LIMIT ?)")
+                .bind(bound.to_vec())
         })
         .await
     }
@@ -1186,8 +1259,8 @@ impl Store for SqliteStore {
         let delivery = DeliveryId::new();
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
-             VALUES (?, ?, ?, ?, NULL, '', ?, ?)",
+            "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
+             VALUES (?, ?, ?, ?, '', ?, ?)",
         )
         .bind(event.id.as_str())
         .bind(event.tenant_id.as_str())
@@ -1233,8 +1306,8 @@ impl Store for SqliteStore {
             }
             let mut tx = self.writer.begin().await?;
             sqlx::query(
-                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
-                 VALUES (?, ?, '', ?, NULL, '', ?, ?)",
+                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
+                 VALUES (?, ?, '', ?, '', ?, ?)",
             )
             .bind(event.id.as_str())
             .bind(event.tenant_id.as_str())

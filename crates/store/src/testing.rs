@@ -151,6 +151,7 @@ pub fn request_in(fixture: &Fixture, page_id: &str, keys: &[(&str, &str)]) -> In
                 page_id: page_id.to_owned(),
                 event_type: String::from("messenger.message"),
                 dedup_key: (*key).to_owned(),
+                timestamp_ms: NOW,
                 conversation_id: Some(format!("{page_id}:{conversation}")),
                 payload: format!("{{\"key\":\"{key}\"}}"),
                 endpoints: vec![fixture.endpoint.clone()],
@@ -529,14 +530,22 @@ pub async fn a_failing_endpoint_is_paused_then_probed_then_disabled(store: Arc<d
 
 pub async fn releases_dedup_keys_after_the_window(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "112").await?;
-    store.ingest(&[request(&f, "112", &["old"])], NOW).await?;
-    let mut recent = request(&f, "112", &["recent"]);
-    recent.received_at = NOW + 10;
-    store.ingest(&[recent], NOW + 10).await?;
+    // Keys are released by the items' own time: "old" happened at NOW, "recent" at NOW + 10, and
+    // each arrives (and comes again) later than it happened.
+    let timed = |keys: &[&str], received_at: i64| {
+        let mut req = request(&f, "112", keys);
+        req.received_at = received_at;
+        for event in &mut req.events {
+            event.timestamp_ms = if event.dedup_key == "recent" { NOW + 10 } else { NOW };
+        }
+        req
+    };
+    store.ingest(&[timed(&["old"], NOW + 1_000)], NOW + 1_000).await?;
+    store.ingest(&[timed(&["recent"], NOW + 1_000)], NOW + 1_000).await?;
     assert_eq!(store.release_dedup_keys(NOW + 5).await?, 1);
     assert_eq!(store.release_dedup_keys(NOW + 5).await?, 0, "released once");
     let again = store
-        .ingest(&[request(&f, "112", &["old", "recent"])], NOW + 20)
+        .ingest(&[timed(&["old", "recent"], NOW + 2_000)], NOW + 2_000)
         .await?;
     assert_eq!(
         (again[0].events, again[0].duplicates),
@@ -820,4 +829,98 @@ pub async fn settles_outcomes_and_leases_the_next_in_one_step(store: Arc<dyn Sto
     assert!(none.is_empty());
     assert_eq!(store.count_pending().await?, 1);
     Ok(())
+}
+
+/// An item ingested before dedup keys left the events table (SQLite migration 0016, PostgreSQL
+/// 0004), with a pending delivery, as the older schema held them: for the upgrade tests of each
+/// backend, which migrate a database to just before the move, write [`LegacyEvent::statements`],
+/// open the store (which migrates the rest) and [`LegacyEvent::check_upgraded`].
+#[derive(Debug)]
+pub struct LegacyEvent {
+    tenant: TenantId,
+    event: EventId,
+    delivery: pagewire_core::DeliveryId,
+}
+
+impl Default for LegacyEvent {
+    fn default() -> Self {
+        Self {
+            tenant: TenantId::new(),
+            event: EventId::new(),
+            delivery: pagewire_core::DeliveryId::new(),
+        }
+    }
+}
+
+const LEGACY_PAGE: &str = "300";
+const LEGACY_KEY: &str = "messenger.message:m_legacy";
+/// The item's own time, a little before its arrival at `NOW`.
+const LEGACY_TIME: i64 = NOW - 1_500;
+
+impl LegacyEvent {
+    /// Literal SQL that both dialects read: a tenant, an endpoint, the event with its dedup key
+    /// and a pending delivery of it.
+    pub fn statements(&self) -> Vec<String> {
+        let (tenant, event, delivery) = (self.tenant.as_str(), self.event.as_str(), self.delivery.as_str());
+        let endpoint = pagewire_core::EndpointId::new();
+        let endpoint = endpoint.as_str();
+        vec![
+            format!("INSERT INTO tenants (id, name, created_at) VALUES ('{tenant}', 'legacy', {NOW})"),
+            format!(
+                "INSERT INTO endpoints (id, tenant_id, url, secret_sealed, created_at, updated_at) \
+                 VALUES ('{endpoint}', '{tenant}', 'https://example.com/hook', 'sealed', {NOW}, {NOW})"
+            ),
+            format!(
+                "INSERT INTO events (id, tenant_id, page_id, type, dedup_key, inbound_id, received_at, payload) \
+                 VALUES ('{event}', '{tenant}', '{LEGACY_PAGE}', 'messenger.message', '{LEGACY_KEY}', \
+                 'inb_legacy', {NOW}, '{{\"id\":\"{event}\",\"timestamp_ms\":{LEGACY_TIME}}}')"
+            ),
+            format!(
+                "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, next_attempt_at, created_at, \
+                 updated_at) VALUES ('{delivery}', '{event}', '{endpoint}', '{tenant}', 'pending', {NOW}, {NOW}, {NOW})"
+            ),
+        ]
+    }
+
+    /// After the upgrade the event and its pending delivery are still there (rebuilding the
+    /// events table must not cascade into deliveries), a redelivery of the item is recognized by
+    /// the key it had, and another item is new.
+    pub async fn check_upgraded(&self, store: &dyn Store) -> Result {
+        let delivery = store.get_delivery(&self.tenant, &self.delivery).await?;
+        assert_eq!(delivery.status, DeliveryStatus::Pending);
+        assert_eq!(store.get_event(&self.tenant, &self.event).await?.id, self.event);
+        let redelivered = |key: &str| IngestRequest {
+            inbound_id: InboundId::new(),
+            received_at: NOW + 60_000,
+            app_id: None,
+            object: String::from("page"),
+            body: Bytes::from_static(b"{\"object\":\"page\",\"entry\":[]}"),
+            entries: 1,
+            unroutable: Vec::new(),
+            events: vec![NewEvent {
+                id: EventId::new(),
+                tenant_id: self.tenant.clone(),
+                page_id: LEGACY_PAGE.to_owned(),
+                event_type: String::from("messenger.message"),
+                dedup_key: key.to_owned(),
+                timestamp_ms: LEGACY_TIME,
+                conversation_id: None,
+                payload: String::from("{}"),
+                endpoints: Vec::new(),
+            }],
+        };
+        let receipts = store
+            .ingest(
+                &[redelivered(LEGACY_KEY), redelivered("messenger.message:m_new")],
+                NOW + 60_000,
+            )
+            .await?;
+        assert_eq!(
+            (receipts[0].events, receipts[0].duplicates),
+            (0, 1),
+            "the old key is kept"
+        );
+        assert_eq!((receipts[1].events, receipts[1].duplicates), (1, 0));
+        Ok(())
+    }
 }

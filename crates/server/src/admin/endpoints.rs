@@ -473,6 +473,7 @@ pub(super) async fn send_test_event(
         page_id: event["page_id"].as_str().unwrap_or_default().to_owned(),
         event_type: wanted.clone(),
         dedup_key: String::new(),
+        timestamp_ms: now,
         conversation_id: None,
         payload: event.to_string(),
         endpoints: Vec::new(),
