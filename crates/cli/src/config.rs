@@ -80,6 +80,9 @@ pub struct IngestSection {
     /// Webhook requests handled at once; beyond this the node answers 503 `overloaded` before
     /// reading the body.
     pub max_in_flight: usize,
+    /// Transactions written at once; unset: 1 on SQLite (one connection writes), 2 on PostgreSQL
+    /// (one batch fills while another commits).
+    pub writers: Option<usize>,
 }
 
 impl Default for IngestSection {
@@ -90,6 +93,7 @@ impl Default for IngestSection {
             max_events: defaults.max_events,
             queue: defaults.queue,
             max_in_flight: defaults.max_in_flight,
+            writers: None,
         }
     }
 }

@@ -45,6 +45,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             max_events: config.ingest.max_events.max(1),
             queue: config.ingest.queue.max(1),
             max_in_flight: config.ingest.max_in_flight.max(1),
+            writers: config
+                .ingest
+                .writers
+                .unwrap_or(if matches!(store, Database::Postgres(_)) { 2 } else { 1 })
+                .max(1),
         },
         delivery: DeliveryConfig {
             concurrency: config.delivery.concurrency,

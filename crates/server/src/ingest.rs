@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use pagewire_core::Clock;
 use pagewire_store::{IngestReceipt, IngestRequest, Store, StoreError};
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Bounds of one group commit.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +24,9 @@ pub struct IngestConfig {
     /// Webhook requests handled at once (reading, verifying, waiting for their commit); beyond,
     /// requests are refused with 503 before their body is read.
     pub max_in_flight: usize,
+    /// Transactions written at once, each taking the next batch from the queue: 1 for SQLite (one
+    /// connection writes); more lets a PostgreSQL node fill a batch while another commits.
+    pub writers: usize,
 }
 
 impl Default for IngestConfig {
@@ -33,6 +36,7 @@ impl Default for IngestConfig {
             max_requests: 512,
             max_events: 20_000,
             max_in_flight: 512,
+            writers: 1,
         }
     }
 }
@@ -67,7 +71,21 @@ impl IngestWriter {
         config: IngestConfig,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let task = tokio::spawn(run(rx, store, clock, wake, config));
+        let rx = Arc::new(Mutex::new(rx));
+        let task = tokio::spawn(async move {
+            // Dropping (or aborting) the set stops every writer.
+            let mut writers = JoinSet::new();
+            for _ in 0..config.writers.max(1) {
+                writers.spawn(run(
+                    Arc::clone(&rx),
+                    Arc::clone(&store),
+                    Arc::clone(&clock),
+                    Arc::clone(&wake),
+                    config,
+                ));
+            }
+            while writers.join_next().await.is_some() {}
+        });
         (Self { tx }, task)
     }
 
@@ -85,7 +103,7 @@ impl IngestWriter {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<(IngestRequest, Reply)>,
+    rx: Arc<Mutex<mpsc::Receiver<(IngestRequest, Reply)>>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
@@ -93,18 +111,26 @@ async fn run(
 ) {
     let mut requests = Vec::with_capacity(config.max_requests);
     let mut replies = Vec::with_capacity(config.max_requests);
-    while let Some((first, reply)) = rx.recv().await {
-        let mut events = first.events.len();
-        requests.push(first);
-        replies.push(reply);
-        while requests.len() < config.max_requests && events < config.max_events {
-            match rx.try_recv() {
-                Ok((request, reply)) => {
-                    events += request.events.len();
-                    requests.push(request);
-                    replies.push(reply);
+    loop {
+        // One writer at a time takes a batch: everything pending, up to the bounds.
+        let mut events = 0;
+        {
+            let mut rx = rx.lock().await;
+            let Some((first, reply)) = rx.recv().await else {
+                break;
+            };
+            events += first.events.len();
+            requests.push(first);
+            replies.push(reply);
+            while requests.len() < config.max_requests && events < config.max_events {
+                match rx.try_recv() {
+                    Ok((request, reply)) => {
+                        events += request.events.len();
+                        requests.push(request);
+                        replies.push(reply);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
         }
 
