@@ -83,6 +83,9 @@ pub struct IngestSection {
     /// Transactions written at once; unset: 1 on SQLite (one connection writes), 2 on PostgreSQL
     /// (one batch fills while another commits).
     pub writers: Option<usize>,
+    /// Microseconds a batch waits for more requests when the previous commit has just ended (under
+    /// load), so that commits stay large enough to keep up; 0: never.
+    pub linger_us: u64,
 }
 
 impl Default for IngestSection {
@@ -94,6 +97,7 @@ impl Default for IngestSection {
             queue: defaults.queue,
             max_in_flight: defaults.max_in_flight,
             writers: None,
+            linger_us: u64::try_from(defaults.linger.as_micros()).unwrap_or(u64::MAX),
         }
     }
 }

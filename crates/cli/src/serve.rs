@@ -50,6 +50,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .writers
                 .unwrap_or(if matches!(store, Database::Postgres(_)) { 2 } else { 1 })
                 .max(1),
+            linger: Duration::from_micros(config.ingest.linger_us),
         },
         delivery: DeliveryConfig {
             concurrency: config.delivery.concurrency,

@@ -6,6 +6,7 @@
 //! acknowledged to Meta only after the commit that holds it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pagewire_core::Clock;
 use pagewire_store::{IngestReceipt, IngestRequest, Store, StoreError};
@@ -27,6 +28,9 @@ pub struct IngestConfig {
     /// Transactions written at once, each taking the next batch from the queue: 1 for SQLite (one
     /// connection writes); more lets a PostgreSQL node fill a batch while another commits.
     pub writers: usize,
+    /// How long a batch waits for more requests when the previous commit has just ended (under
+    /// load); zero: never.
+    pub linger: Duration,
 }
 
 impl Default for IngestConfig {
@@ -37,6 +41,7 @@ impl Default for IngestConfig {
             max_events: 20_000,
             max_in_flight: 512,
             writers: 1,
+            linger: Duration::from_millis(1),
         }
     }
 }
@@ -111,6 +116,7 @@ async fn run(
 ) {
     let mut requests = Vec::with_capacity(config.max_requests);
     let mut replies = Vec::with_capacity(config.max_requests);
+    let mut last_commit: Option<Instant> = None;
     loop {
         // One writer at a time takes a batch: everything pending, up to the bounds.
         let mut events = 0;
@@ -119,26 +125,47 @@ async fn run(
             let Some((first, reply)) = rx.recv().await else {
                 break;
             };
+            // Under load (the previous commit has just ended), a batch waits up to `linger` for
+            // more requests: every commit writes the last page of each index and syncs, so a
+            // stream of commits of a request or two costs several times the pages per webhook
+            // and falls behind. When idle, a request is written at once.
+            let linger_until = last_commit
+                .filter(|at| !config.linger.is_zero() && at.elapsed() < config.linger)
+                .map(|_| tokio::time::Instant::now() + config.linger);
             events += first.events.len();
             requests.push(first);
             replies.push(reply);
             while requests.len() < config.max_requests && events < config.max_events {
-                match rx.try_recv() {
-                    Ok((request, reply)) => {
-                        events += request.events.len();
-                        requests.push(request);
-                        replies.push(reply);
-                    }
-                    Err(_) => break,
-                }
+                let next = match rx.try_recv() {
+                    Ok(next) => next,
+                    Err(mpsc::error::TryRecvError::Empty) => match linger_until {
+                        Some(until) => match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(Some(next)) => next,
+                            _ => break,
+                        },
+                        None => break,
+                    },
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                };
+                let (request, reply) = next;
+                events += request.events.len();
+                requests.push(request);
+                replies.push(reply);
             }
         }
 
+        let started = std::time::Instant::now();
         let result = store.ingest(&requests, clock.now_ms()).await;
         match result {
             Ok(receipts) => {
                 let deliveries: usize = receipts.iter().map(|r| r.deliveries).sum();
-                tracing::debug!(requests = requests.len(), events, deliveries, "ingest batch committed");
+                tracing::debug!(
+                    requests = requests.len(),
+                    events,
+                    deliveries,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "ingest batch committed"
+                );
                 for (reply, receipt) in replies.drain(..).zip(receipts) {
                     // A waiter that went away (client disconnected) still had its data committed.
                     let _ = reply.send(Ok(receipt));
@@ -146,6 +173,7 @@ async fn run(
                 if deliveries > 0 {
                     wake.notify_one();
                 }
+                last_commit = Some(Instant::now());
             }
             Err(err) => {
                 tracing::error!(error = %err, requests = requests.len(), "ingest batch failed; nothing was acknowledged");

@@ -353,6 +353,20 @@ async fn sheds_load_with_503_beyond_the_requests_in_flight_and_keeps_every_ackno
 }
 
 #[tokio::test]
+async fn several_writers_share_the_queue_and_keep_every_acknowledged_event() -> TestResult {
+    // Three writers taking batches of at most two from one queue, lingering under load; eight
+    // requests in flight at most.
+    burst_is_shed_and_nothing_acknowledged_is_lost(pagewire_server::IngestConfig {
+        writers: 3,
+        max_requests: 2,
+        max_in_flight: 8,
+        linger: std::time::Duration::from_millis(2),
+        ..pagewire_server::IngestConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
 async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
     let app = TestApp::spawn().await?;
     let (tenant, receiver, secret) = onboarded(&app).await?;
