@@ -240,6 +240,17 @@ impl Gateway {
         Some(kib * 1024)
     }
 
+    /// Bytes the gateway has sent to storage so far (`write_bytes` of `/proc/<pid>/io`: the
+    /// database file, its log and anything else it wrote).
+    pub fn written_bytes(&self) -> Option<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id()?)).ok()?;
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// CPU time the gateway has used so far (user and system, all threads), in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds_of(&self.child.id()?.to_string())

@@ -243,6 +243,9 @@ pub struct IngestReport {
     pub peak_rss_mb: Option<f64>,
     /// CPU time of the gateway per acknowledged request, in microseconds.
     pub gateway_cpu_us_per_request: Option<f64>,
+    /// What the gateway wrote to storage per acknowledged request, in KiB (with SQLite: the log,
+    /// then the same pages again into the database file).
+    pub gateway_written_kib_per_request: Option<f64>,
 }
 
 struct Tally {
@@ -309,6 +312,7 @@ impl Tally {
             ack_max_ms: h.max() as f64 / 1000.0,
             peak_rss_mb: None,
             gateway_cpu_us_per_request: None,
+            gateway_written_kib_per_request: None,
         }
     }
 }
