@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every scenario of docs/benchmarks.md, in the order of its tables: builds the release binaries,
 # then runs the load harness (each run starts `pagewire serve` on a fresh data directory) and the
-# criterion micro-benchmarks. About 30 minutes on a 2-core machine (SQLite about 20, then PostgreSQL about 10). Pass `--quick` for a short
+# criterion micro-benchmarks. About 32 minutes on a 2-core machine (SQLite about 22, then PostgreSQL about 10). Pass `--quick` for a short
 # pass over every scenario (minutes, figures not comparable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,13 +13,18 @@ scale() { if ((quick)); then echo "$2"; else echo "$1"; fi; }
 
 section() { printf '\n== %s\n\n' "$*"; }
 
+section "The disk: durable sequential writes, second by second (what sustained ingest is bounded by)"
+"$bench" disk --seconds "$(scale 20 3)"
 section "Ingest: closed loop (64 in flight), with the one-commit-per-request baseline"
 "$bench" ingest --seconds "$(scale 10 2)" --with-baseline
 section "Ingest: the mix of 1-, 10- and 100-item bodies, closed loop"
 "$bench" ingest --seconds "$(scale 10 2)" --mix
-section "Ingest: open loop at 5,000 and 10,000 webhooks/s"
+section "Ingest: open loop at 2,000, 5,000 and 10,000 webhooks/s"
+"$bench" ingest --seconds "$(scale 10 2)" --rate 2000
 "$bench" ingest --seconds "$(scale 10 2)" --rate 5000
 "$bench" ingest --seconds "$(scale 10 2)" --rate 10000
+section "Ingest: closed loop for a minute (past the disk's burst)"
+"$bench" ingest --seconds "$(scale 60 3)"
 section "Delivery: a 100,000-event backlog to a fast receiver, alone and beside a hanging endpoint"
 "$bench" delivery --events "$(scale 100000 20000)" --runs "$(scale 3 1)"
 section "End to end: steady 5,000 webhooks/s for a minute"
@@ -33,6 +38,8 @@ section "Backlog: 1,000,000 events (peak memory of the ingesting and the drainin
 pg=(--store postgres)
 section "PostgreSQL: ingest, closed loop, with the one-commit-per-request baseline"
 "$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --with-baseline
+section "PostgreSQL: ingest, closed loop with 256 in flight"
+"$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --connections 256
 section "PostgreSQL: ingest, open loop at 5,000 webhooks/s"
 "$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --rate 5000
 section "PostgreSQL: delivery of a 100,000-event backlog, alone and beside a hanging endpoint"

@@ -80,8 +80,8 @@ pub struct IngestSection {
     /// Webhook requests handled at once; beyond this the node answers 503 `overloaded` before
     /// reading the body.
     pub max_in_flight: usize,
-    /// Transactions written at once; unset: 1 on SQLite (one connection writes), 2 on PostgreSQL
-    /// (one batch fills while another commits).
+    /// Transactions written at once; unset: 1 on SQLite (one connection writes), 4 on PostgreSQL
+    /// (batches fill while others commit).
     pub writers: Option<usize>,
     /// Microseconds a batch waits for more requests when the previous commit has just ended (under
     /// load), so that commits stay large enough to keep up; 0: never.

@@ -48,7 +48,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             writers: config
                 .ingest
                 .writers
-                .unwrap_or(if matches!(store, Database::Postgres(_)) { 2 } else { 1 })
+                .unwrap_or(if matches!(store, Database::Postgres(_)) { 4 } else { 1 })
                 .max(1),
             linger: Duration::from_micros(config.ingest.linger_us),
         },
