@@ -16,8 +16,9 @@ use axum::Router;
 use bytes::Bytes;
 use pagewire_core::{Clock, EventFacts, EventId, InboundId};
 use pagewire_meta::{Envelope, SignatureError, SignatureHeader, VerifiedEnvelope};
-use pagewire_store::{IngestRequest, NewEvent, UnroutableEntry};
+use pagewire_store::{IngestRequest, NewEvent, RawSpan, UnroutableEntry};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 use crate::ingest::{IngestError, IngestWriter};
@@ -50,6 +51,9 @@ pub struct Throttled {
 }
 
 const THROTTLED_LOG_INTERVAL_MS: i64 = 10_000;
+
+/// Where an event's JSON holds its item (`raw`) when serialized with `null` there.
+const RAW_PLACE: &str = ",\"raw\":null,\"source\":";
 
 impl Throttled {
     /// Counts one occurrence; returns the total so far when it is time to log it.
@@ -268,9 +272,30 @@ async fn accept(
         };
         let endpoints = routing.endpoints_for(&page.tenant_id, &facts);
         let dedup_key = std::mem::take(&mut item.dedup_key);
-        let event = item.into_event(EventId::new(), page.tenant_id.clone(), inbound_id.clone(), received_at);
+        // The item's bytes are in the POST's body, which is stored anyway: the stored payload holds
+        // `null` in their place, and reads put them back (a third fewer bytes written per event).
+        let raw = std::mem::replace(&mut item.raw, RawValue::NULL);
+        let start = (raw.get().as_ptr() as usize)
+            .checked_sub(body.as_ptr() as usize)
+            .filter(|start| start + raw.get().len() <= body.len());
+        let mut event = item.into_event(EventId::new(), page.tenant_id.clone(), inbound_id.clone(), received_at);
         // Serialized once; the routing fields then move out of the event rather than being copied.
-        let payload = event.to_json();
+        let mut payload = event.to_json();
+        // `source` comes last and holds no raw text, so the last `"raw":null` before it is the
+        // item's place.
+        let at = payload.rfind(RAW_PLACE).map(|at| at + ",\"raw\":".len());
+        let raw_span = match (start, at) {
+            (Some(start), Some(at)) => Some(RawSpan {
+                at,
+                start,
+                len: raw.get().len(),
+            }),
+            _ => {
+                event.raw = raw.to_owned();
+                payload = event.to_json();
+                None
+            }
+        };
         events.push(NewEvent {
             id: event.id,
             tenant_id: event.tenant_id,
@@ -280,6 +305,7 @@ async fn accept(
             timestamp_ms: event.timestamp_ms,
             conversation_id: event.conversation_id,
             payload,
+            raw: raw_span,
             endpoints,
         });
     }

@@ -281,8 +281,22 @@ pub struct NewEvent {
     pub timestamp_ms: i64,
     /// Orders the event's deliveries to endpoints that deliver in order per conversation.
     pub conversation_id: Option<String>,
+    /// The event's JSON; with [`NewEvent::raw`], with `null` where the item's bytes go.
     pub payload: String,
+    /// Where the item's bytes are in its POST's body, which is stored anyway: kept once instead of
+    /// also inside the payload. `None`: the payload is whole.
+    pub raw: Option<RawSpan>,
     pub endpoints: Vec<EndpointId>,
+}
+
+/// An item's bytes in its POST's body: `len` bytes from `start`, to be put in the payload in place
+/// of the `null` at byte `at`. Readers of the event get the payload whole; the POST is kept as
+/// long as any of its events is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawSpan {
+    pub at: usize,
+    pub start: usize,
+    pub len: usize,
 }
 
 /// What [`Store::ingest`] did with one request.

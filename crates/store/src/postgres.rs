@@ -1154,10 +1154,12 @@ impl Store for PgStore {
             .map(|(event, _)| event)
             .collect();
         if !new_events.is_empty() {
+            let raw: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::raw_columns(e.raw)).collect();
             sqlx::query(
-                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
+                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
+                     raw_start, raw_len) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-                     $7::text[])",
+                     $7::text[], $8::int8[], $9::int8[], $10::int8[])",
             )
             .bind(new_events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
             .bind(new_events.iter().map(|(_, e)| e.tenant_id.as_str()).collect::<Vec<_>>())
@@ -1181,6 +1183,9 @@ impl Store for PgStore {
                     .collect::<Vec<_>>(),
             )
             .bind(new_events.iter().map(|(_, e)| e.payload.as_str()).collect::<Vec<_>>())
+            .bind(raw.iter().map(|r| r[0]).collect::<Vec<_>>())
+            .bind(raw.iter().map(|r| r[1]).collect::<Vec<_>>())
+            .bind(raw.iter().map(|r| r[2]).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
@@ -1232,10 +1237,13 @@ impl Store for PgStore {
             })
             .await?;
         }
+        // A POST goes with the last of its events: their items' bytes are read from its body.
         report.inbound += in_steps(&self.pool, STEP, || {
             sqlx::query(
                 "DELETE FROM inbound WHERE id IN \
-                 (SELECT id FROM inbound WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                 (SELECT id FROM inbound WHERE received_at < $1 \
+                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id) \
+                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
             .bind(now.saturating_sub(default_retention_ms))
         })

@@ -49,12 +49,18 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, even
 /// An endpoint's sending settings: a [`TargetRow`].
 pub(crate) const TARGET_COLUMNS: &str = "id, url, secret_sealed, previous_secret_sealed, previous_secret_expires_at, \
     ed25519_sealed, max_concurrency, rate_limit, ordered, format, headers";
-pub(crate) const EVENT_COLUMNS: &str = "id, type, page_id, received_at, payload";
+/// An event's columns from `events` (unaliased), with the item's raw bytes taken from its POST's
+/// body where they are kept (see [`crate::RawSpan`]).
+pub(crate) const EVENT_COLUMNS: &str = "id, type, page_id, received_at, payload, raw_at, \
+    (SELECT substr(i.body, CAST(events.raw_start + 1 AS INTEGER), CAST(events.raw_len AS INTEGER)) FROM inbound i \
+     WHERE i.id = events.inbound_id AND events.raw_at IS NOT NULL) AS raw";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                            last_status, last_error, created_at, updated_at";
 /// A delivery leased, with its event: deliveries as `d`, events as `ev`.
-pub(crate) const LEASED_COLUMNS: &str =
-    "d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, ev.payload, d.attempts";
+pub(crate) const LEASED_COLUMNS: &str = "d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, \
+    ev.payload, ev.raw_at, \
+    (SELECT substr(i.body, CAST(ev.raw_start + 1 AS INTEGER), CAST(ev.raw_len AS INTEGER)) FROM inbound i \
+     WHERE i.id = ev.inbound_id AND ev.raw_at IS NOT NULL) AS raw, d.attempts";
 /// Attempts as `a`.
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error, a.response_excerpt";
@@ -430,6 +436,8 @@ pub(crate) struct LeasedRow {
     endpoint_id: String,
     tenant_id: String,
     payload: String,
+    raw_at: Option<i64>,
+    raw: Option<Vec<u8>>,
     attempts: i64,
 }
 
@@ -518,24 +526,55 @@ pub(crate) fn leased_deliveries(
                 controls: target.controls,
                 format: target.format,
                 headers: target.headers.clone(),
-                payload: row.payload,
+                payload: with_raw(row.payload, row.raw_at, row.raw)?,
                 attempts: u32::try_from(row.attempts).unwrap_or(0),
             })
         })
         .collect()
 }
 
-pub(crate) type EventRow = (String, String, String, i64, String);
+pub(crate) type EventRow = (String, String, String, i64, String, Option<i64>, Option<Vec<u8>>);
 
 pub(crate) fn event_from_row(row: EventRow) -> Result<StoredEvent> {
-    let (id, event_type, page_id, received_at, payload) = row;
+    let (id, event_type, page_id, received_at, payload, raw_at, raw) = row;
     Ok(StoredEvent {
         id: parse_id(&id)?,
         event_type,
         page_id,
         received_at,
-        payload,
+        payload: with_raw(payload, raw_at, raw)?,
     })
+}
+
+/// The payload as endpoints receive it: the item's raw bytes, read from its POST's body, put back
+/// in place of the `null` stored at `raw_at` (see [`crate::RawSpan`]).
+pub(crate) fn with_raw(payload: String, raw_at: Option<i64>, raw: Option<Vec<u8>>) -> Result<String> {
+    let Some(at) = raw_at else {
+        return Ok(payload);
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("an event's raw item {what}"));
+    let at = usize::try_from(at).map_err(|_| corrupt("has a negative place"))?;
+    if payload.get(at..at + NULL.len()) != Some(NULL) {
+        return Err(corrupt("has no place in its payload"));
+    }
+    let raw = raw.ok_or_else(|| corrupt("is gone with its POST"))?;
+    let raw = std::str::from_utf8(&raw).map_err(|_| corrupt("is not UTF-8"))?;
+    let mut whole = String::with_capacity(payload.len() + raw.len());
+    whole.push_str(&payload[..at]);
+    whole.push_str(raw);
+    whole.push_str(&payload[at + NULL.len()..]);
+    Ok(whole)
+}
+
+const NULL: &str = "null";
+
+/// `raw_at`, `raw_start` and `raw_len` of a new event (NULLs: its payload is whole).
+pub(crate) fn raw_columns(raw: Option<crate::RawSpan>) -> [Option<i64>; 3] {
+    let column = |n: usize| i64::try_from(n).ok();
+    match raw {
+        Some(span) => [column(span.at), column(span.start), column(span.len)],
+        None => [None; 3],
+    }
 }
 
 pub(crate) type DeliveryRow = (

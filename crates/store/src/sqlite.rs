@@ -660,9 +660,13 @@ impl Store for SqliteStore {
             })
             .await?;
         }
+        // A POST goes with the last of its events: their items' bytes are read from its body.
         report.inbound += in_steps(&self.writer, STEP, || {
-            sqlx::query("DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE received_at < ? LIMIT ?)")
-                .bind(now.saturating_sub(default_retention_ms))
+            sqlx::query(
+                "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE received_at < ? \
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id) LIMIT ?)",
+            )
+            .bind(now.saturating_sub(default_retention_ms))
         })
         .await?;
         Ok(report)
@@ -1223,17 +1227,22 @@ impl Store for SqliteStore {
             .collect();
         for chunk in new_events.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) ",
+                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
+                 raw_start, raw_len) ",
             );
             insert.push_values(chunk, |mut row, (i, event)| {
                 let req = &batch[*i];
+                let [at, start, len] = rows::raw_columns(event.raw);
                 row.push_bind(event.id.as_str())
                     .push_bind(event.tenant_id.as_str())
                     .push_bind(event.page_id.as_str())
                     .push_bind(event.event_type.as_str())
                     .push_bind(req.inbound_id.as_str())
                     .push_bind(req.received_at)
-                    .push_bind(event.payload.as_str());
+                    .push_bind(event.payload.as_str())
+                    .push_bind(at)
+                    .push_bind(start)
+                    .push_bind(len);
             });
             insert.build().execute(&mut *tx).await?;
             inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str().to_owned()));

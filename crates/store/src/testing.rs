@@ -42,6 +42,7 @@ macro_rules! contract_tests {
             a_rotated_secret_keeps_signing_until_the_overlap_ends,
             enabling_an_endpoint_clears_its_failures,
             prunes_final_events_after_retention_and_keeps_pending_ones,
+            keeps_an_items_bytes_once_and_reads_them_whole,
             keeps_tenants_apart,
             refuses_a_page_onboarded_twice,
             opens_secrets_it_sealed,
@@ -154,6 +155,7 @@ pub fn request_in(fixture: &Fixture, page_id: &str, keys: &[(&str, &str)]) -> In
                 timestamp_ms: NOW,
                 conversation_id: Some(format!("{page_id}:{conversation}")),
                 payload: format!("{{\"key\":\"{key}\"}}"),
+                raw: None,
                 endpoints: vec![fixture.endpoint.clone()],
             })
             .collect(),
@@ -658,9 +660,10 @@ pub async fn prunes_final_events_after_retention_and_keeps_pending_ones(store: A
         store.prune(NOW + 29 * DAY, 30 * DAY).await?,
         crate::PruneReport::default()
     );
-    // After it, the delivered event goes with its delivery and attempts; the pending one stays.
+    // After it, the delivered event goes with its delivery and attempts; the pending one stays,
+    // and so does the POST they came in (the events' items are read from its body).
     let report = store.prune(NOW + 31 * DAY, 30 * DAY).await?;
-    assert_eq!((report.events, report.inbound), (1, 1));
+    assert_eq!((report.events, report.inbound), (1, 0));
     let left = store.list_events(&f.tenant, 10).await?;
     assert_eq!(left.len(), 1);
     assert!(left[0].payload.contains("pending"));
@@ -906,6 +909,7 @@ impl LegacyEvent {
                 timestamp_ms: LEGACY_TIME,
                 conversation_id: None,
                 payload: String::from("{}"),
+                raw: None,
                 endpoints: Vec::new(),
             }],
         };
@@ -923,4 +927,52 @@ impl LegacyEvent {
         assert_eq!((receipts[1].events, receipts[1].duplicates), (1, 0));
         Ok(())
     }
+}
+
+/// An item's bytes stored once, in its POST's body: every read of the event (one, a list, a query,
+/// a lease) gives the payload whole, and the POST stays as long as the event does.
+pub async fn keeps_an_items_bytes_once_and_reads_them_whole(store: Arc<dyn Store>) -> Result {
+    const DAY: i64 = 86_400_000;
+    let f = onboard(store.as_ref(), "121").await?;
+    let item = r#"{"sender":{"id":"7"},"message":{"mid":"m_1","text":"h\u00e9 \ud83d\ude4f"}}"#;
+    let body = format!(r#"{{"object":"page","entry":[{{"id":"121","time":1,"messaging":[{item}]}}]}}"#);
+    let start = body.find(item).ok_or("no item")?;
+    let head = r#"{"id":"evt","type":"messenger.message","raw":"#;
+    let tail = r#","source":{"entry":0,"item":0}}"#;
+    let mut req = request(&f, "121", &["m_1"]);
+    req.body = Bytes::from(body.clone());
+    req.events[0].payload = format!("{head}null{tail}");
+    req.events[0].raw = Some(crate::RawSpan {
+        at: head.len(),
+        start,
+        len: item.len(),
+    });
+    let whole = format!("{head}{item}{tail}");
+    store.ingest(&[req.clone()], NOW).await?;
+    let id = req.events[0].id.clone();
+
+    assert_eq!(store.get_event(&f.tenant, &id).await?.payload, whole);
+    assert_eq!(store.list_events(&f.tenant, 10).await?[0].payload, whole);
+    let query = crate::EventQuery {
+        limit: 10,
+        ..crate::EventQuery::default()
+    };
+    assert_eq!(store.query_events(&f.tenant, &query).await?[0].payload, whole);
+    let leased = store.lease_due(lease(NOW, 10)).await?;
+    assert_eq!(leased[0].payload, whole);
+
+    // Past the retention of raw POSTs the POST stays while its event does (still pending here).
+    assert_eq!(store.prune(NOW + 31 * DAY, 30 * DAY).await?.inbound, 0);
+    assert_eq!(store.get_event(&f.tenant, &id).await?.payload, whole);
+    // Once the event goes, so does the POST.
+    store
+        .record_attempts(
+            &[record(&leased[0], NextStep::Done, Some(200))],
+            NOW,
+            &HealthPolicy::default(),
+        )
+        .await?;
+    let report = store.prune(NOW + 31 * DAY, 30 * DAY).await?;
+    assert_eq!((report.events, report.inbound), (1, 1));
+    Ok(())
 }
