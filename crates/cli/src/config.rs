@@ -58,7 +58,8 @@ pub struct Config {
     /// Days during which Meta's redeliveries of an item are recognized and dropped, counted from
     /// the item's time (Meta retries WhatsApp webhooks for up to 7 days).
     pub dedup_window_days: u64,
-    /// Days final events, deliveries, attempts and raw POSTs are kept (a tenant can have its own).
+    /// Days final events, deliveries, attempts and raw POSTs are kept (a tenant can have its own;
+    /// a raw POST stays as long as any of its events, whose items are read from it).
     pub retention_days: u64,
     pub delivery: DeliverySection,
     pub api: ApiSection,
