@@ -100,22 +100,9 @@ async fn checkpoint_continuously(pool: SqlitePool) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let started = std::time::Instant::now();
-        // (busy, frames in the log, frames copied back)
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&pool)
-            .await
-        {
-            Ok((_, log, copied)) => tracing::debug!(
-                log,
-                copied,
-                elapsed_ms = started.elapsed().as_millis(),
-                "checkpointed the database log"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "checkpointing the database log failed; the writer's own checkpoint takes over");
-                continue;
-            }
+        if let Err(e) = checkpoint(&pool, "PASSIVE").await {
+            tracing::warn!(error = %e, "checkpointing the database log failed; the writer's own checkpoint takes over");
+            continue;
         }
         // The log is only started over from its beginning by a transaction that begins once all
         // of it is copied, and the writer keeps committing while a pass copies: under steady load
@@ -124,21 +111,28 @@ async fn checkpoint_continuously(pool: SqlitePool) {
         // copies what came since the pass, holding the writer off meanwhile (10-20 ms), and has
         // the next transaction start the log over. It waits for readers at most the connection's
         // busy timeout, and gives up when they stay.
-        let started = std::time::Instant::now();
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
-            .fetch_one(&pool)
-            .await
-        {
-            Ok((busy, log, copied)) => tracing::debug!(
-                busy,
-                log,
-                copied,
-                elapsed_ms = started.elapsed().as_millis(),
-                "restarted the database log"
-            ),
-            Err(e) => tracing::debug!(error = %e, "the database log could not be restarted now"),
+        if let Err(e) = checkpoint(&pool, "RESTART").await {
+            tracing::debug!(error = %e, "the database log could not be started over now");
         }
     }
+}
+
+/// One checkpoint in `mode`, logged at debug with what it found (a log that stays long means
+/// readers keep it from being started over) and how long it took.
+async fn checkpoint(pool: &SqlitePool, mode: &str) -> std::result::Result<(), sqlx::Error> {
+    let started = std::time::Instant::now();
+    let (busy, log, copied) = sqlx::query_as::<_, (i64, i64, i64)>(&format!("PRAGMA wal_checkpoint({mode})"))
+        .fetch_one(pool)
+        .await?;
+    tracing::debug!(
+        mode,
+        busy,
+        log,
+        copied,
+        elapsed_ms = started.elapsed().as_millis(),
+        "checkpointed the database log"
+    );
+    Ok(())
 }
 
 impl SqliteStore {

@@ -834,6 +834,26 @@ pub async fn settles_outcomes_and_leases_the_next_in_one_step(store: Arc<dyn Sto
     Ok(())
 }
 
+/// The migrations of `dialect` (`sqlite` or `postgres`) whose files sort before `first_new` (say
+/// `0016`), copied into a directory of their own: a migrator over it brings a database to where an
+/// older release left it, for upgrade tests.
+pub fn migrations_before(dialect: &str, first_new: &str) -> Result<tempfile::TempDir> {
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations")
+        .join(dialect);
+    let older = tempfile::tempdir()?;
+    for file in std::fs::read_dir(all)? {
+        let path = file?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name < first_new {
+            std::fs::copy(&path, older.path().join(name))?;
+        }
+    }
+    Ok(older)
+}
+
 /// An item ingested before dedup keys left the events table (SQLite migration 0016, PostgreSQL
 /// 0004), with a pending delivery, as the older schema held them: for the upgrade tests of each
 /// backend, which migrate a database to just before the move, write [`LegacyEvent::statements`],

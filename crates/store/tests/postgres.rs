@@ -271,16 +271,7 @@ async fn nodes_hear_of_due_work_and_routing_changes_made_elsewhere() -> Result {
 async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
     use sqlx::{Connection as _, Executor as _};
     let url = pg_server::fresh_database().await?;
-    // The migrations up to 0003: a database as an older release left it.
-    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
-    let older = tempfile::tempdir()?;
-    for file in std::fs::read_dir(all)? {
-        let path = file?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if name.as_str() < "0004" {
-            std::fs::copy(&path, older.path().join(name))?;
-        }
-    }
+    let older = testing::migrations_before("postgres", "0004")?;
     let mut conn = sqlx::PgConnection::connect(&url).await?;
     sqlx::migrate::Migrator::new(older.path()).await?.run(&mut conn).await?;
     let legacy = testing::LegacyEvent::default();

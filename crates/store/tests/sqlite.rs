@@ -53,16 +53,7 @@ async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
     use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("pagewire.db");
-    // The migrations up to 0015: a database as an older release left it.
-    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
-    let older = tempfile::tempdir()?;
-    for file in std::fs::read_dir(all)? {
-        let path = file?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if name.as_str() < "0016" {
-            std::fs::copy(&path, older.path().join(name))?;
-        }
-    }
+    let older = testing::migrations_before("sqlite", "0016")?;
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(true)
