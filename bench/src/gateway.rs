@@ -139,20 +139,34 @@ impl Gateway {
         format!("{}{path}", self.base_url)
     }
 
+    /// POSTs to the admin API; a 429 (the API's rate limit, met when setting up many tenants) is
+    /// sent again after its `Retry-After`.
     async fn call(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let answer: Value = response.json().await?;
-        if !status.is_success() {
-            bail!("POST {path} answered {status}: {answer}");
+        loop {
+            let response = self
+                .client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status();
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                let wait = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            let answer: Value = response.json().await?;
+            if !status.is_success() {
+                bail!("POST {path} answered {status}: {answer}");
+            }
+            return Ok(answer);
         }
-        Ok(answer)
     }
 
     /// A tenant with a key, its own app and one Page; returns the key.
