@@ -139,7 +139,7 @@ impl OperationalEvent {
 
     pub fn new(event_type: &str, tenant_id: TenantId, now_ms: i64, data: serde_json::Value) -> Self {
         Self {
-            id: EventId::new(),
+            id: EventId::at(now_ms),
             event_type: event_type.to_owned(),
             version: EVENT_VERSION,
             tenant_id,

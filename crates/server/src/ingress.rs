@@ -278,7 +278,12 @@ async fn accept(
         let start = (raw.get().as_ptr() as usize)
             .checked_sub(body.as_ptr() as usize)
             .filter(|start| start + raw.get().len() <= body.len());
-        let mut event = item.into_event(EventId::new(), page.tenant_id.clone(), inbound_id.clone(), received_at);
+        let mut event = item.into_event(
+            EventId::at(received_at),
+            page.tenant_id.clone(),
+            inbound_id.clone(),
+            received_at,
+        );
         // Serialized once; the routing fields then move out of the event rather than being copied.
         let mut payload = event.to_json();
         // `source` comes last and holds no raw text, so the last `"raw":null` before it is the

@@ -268,6 +268,8 @@ pub struct IngestRequest {
 /// A normalized event, serialized once, and the endpoints it goes to.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// Minted from the request's `received_at` ([`EventId::at`]): retention finds a tenant's
+    /// events older than a time by their ids.
     pub id: EventId,
     pub tenant_id: TenantId,
     pub page_id: String,

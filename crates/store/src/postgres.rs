@@ -1218,22 +1218,23 @@ impl Store for PgStore {
         const DAY_MS: i64 = 86_400_000;
         let mut report = PruneReport::default();
         // Tenant by tenant, each with its own retention, walking its events from the oldest
-        // through (tenant_id, received_at). Deleting an event deletes its deliveries and their
-        // attempts (the references cascade).
+        // through (tenant_id, id) (ids are minted from the arrival time, `EventId::at`). Deleting
+        // an event deletes its deliveries and their attempts (the references cascade).
         let tenants: Vec<(String, Option<i64>)> = sqlx::query_as("SELECT id, retention_days FROM tenants")
             .fetch_all(&self.pool)
             .await?;
         for (tenant, days) in tenants {
             let cutoff = now.saturating_sub(days.map_or(default_retention_ms, |d| d.saturating_mul(DAY_MS)));
+            let before = EventId::first_at(cutoff);
             report.events += in_steps(&self.pool, STEP, || {
                 sqlx::query(
                     "DELETE FROM events WHERE id IN ( \
-                       SELECT e.id FROM events e WHERE e.tenant_id = $1 AND e.received_at < $2 \
+                       SELECT e.id FROM events e WHERE e.tenant_id = $1 AND e.id < $2 \
                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending') \
                        LIMIT $3 FOR UPDATE SKIP LOCKED)",
                 )
                 .bind(tenant.as_str())
-                .bind(cutoff)
+                .bind(before.as_str())
             })
             .await?;
         }

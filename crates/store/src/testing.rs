@@ -147,7 +147,7 @@ pub fn request_in(fixture: &Fixture, page_id: &str, keys: &[(&str, &str)]) -> In
         events: keys
             .iter()
             .map(|(key, conversation)| NewEvent {
-                id: EventId::new(),
+                id: EventId::at(NOW),
                 tenant_id: fixture.tenant.clone(),
                 page_id: page_id.to_owned(),
                 event_type: String::from("messenger.message"),
@@ -869,7 +869,7 @@ impl Default for LegacyEvent {
     fn default() -> Self {
         Self {
             tenant: TenantId::new(),
-            event: EventId::new(),
+            event: EventId::at(NOW),
             delivery: pagewire_core::DeliveryId::new(),
         }
     }
@@ -921,7 +921,7 @@ impl LegacyEvent {
             entries: 1,
             unroutable: Vec::new(),
             events: vec![NewEvent {
-                id: EventId::new(),
+                id: EventId::at(NOW + 60_000),
                 tenant_id: self.tenant.clone(),
                 page_id: LEGACY_PAGE.to_owned(),
                 event_type: String::from("messenger.message"),

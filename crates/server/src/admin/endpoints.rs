@@ -462,7 +462,7 @@ pub(super) async fn send_test_event(
         )));
     };
     let now = state.clock.now_ms();
-    let event_id = EventId::new();
+    let event_id = EventId::at(now);
     event["id"] = serde_json::json!(event_id);
     event["tenant_id"] = serde_json::json!(tenant.tenant_id);
     event["received_at"] = serde_json::json!(iso(now));
