@@ -54,6 +54,71 @@ pub struct Body {
 }
 
 const MARKER: &str = "MIDMARKER";
+
+/// What customers write, in the languages and scripts a Page hears: each item's text is a
+/// different choice of these, none twice, so that it compresses as chat text does (about a
+/// third) and not as one phrase repeated does.
+const SENTENCES: &[&str] = &[
+    "Hi! I ordered a jacket last week (order 48213) and the tracking page still says pending.",
+    "Could you change the delivery address to Lindenstraße 12? I wrote 21 by mistake.",
+    "Is the blue one still available in size M, or only in black?",
+    "My discount code SPRING-24 did not work at checkout, it said expired.",
+    "Hallo! Ich möchte meine Bestellung ändern, bitte 🙏",
+    "Wann öffnet der Laden am Samstag? Ich komme aus Köln.",
+    "Bonjour, je voudrais savoir si vous livrez en Belgique avant vendredi.",
+    "La commande est arrivée mais il manque la ceinture, pouvez-vous vérifier ?",
+    "¿Hacen envíos a Valencia? Necesito el regalo para el cumpleaños de mi hermana 🎂",
+    "Olá! Vocês têm a versão de 256 GB em estoque na loja de Lisboa?",
+    "Спасибо за помощь! Посылка пришла вовремя.",
+    "Xin chào, tôi muốn đổi size áo sang L được không ạ?",
+    "こんにちは！返品の手続きはどうすればいいですか？",
+    "Thanks a lot 😊 that solved it, the app works again after the update.",
+    "I was charged twice for the same order, can you refund one of the payments?",
+    "Do you have a store near Manchester Piccadilly? I'd rather pick it up myself.",
+    "The package says delivered but nobody rang the bell and it's not at the door.",
+    "Can I still cancel? I placed the order ten minutes ago and chose the wrong colour.",
+    "Merci beaucoup ! Bonne journée 🌞",
+    "Ist Expressversand möglich? Ich bräuchte es bis Donnerstag.",
+    "Where can I find the size chart for kids' shoes?",
+    "Hola, ¿el descuento del 20 % también vale para artículos rebajados?",
+    "My account is locked after three wrong passwords, the reset email never arrives.",
+    "Can you send the invoice with my company's VAT number, DE 811 569 869?",
+    "It's a gift, could you leave the price off the receipt and add a card?",
+    "Does the warranty cover water damage? The watch stopped after swimming 🏊",
+    "Ok perfect, see you tomorrow at 10:30 then!",
+    "Bonjour, le lien de suivi ne fonctionne pas, il affiche une erreur 404.",
+    "Gibt es die Tasche auch in Braun? Auf der Website sehe ich nur Schwarz.",
+    "I'd like to book a table for four on Friday at 8 pm, terrace if possible.",
+    "Is parking included with the room, and can we check in after midnight?",
+    "Do you ship to Norway, and who pays the customs fees?",
+];
+
+/// About 900 bytes of an item's text: sentences in an order of its own (the Page, the template
+/// and the item choose it), none twice.
+fn chat_text(page: &str, items: usize, item: usize) -> String {
+    let mut state = page.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    state ^= (items as u64) << 32 | item as u64;
+    let mut order: Vec<usize> = (0..SENTENCES.len()).collect();
+    // A Fisher-Yates shuffle driven by a 64-bit LCG (Knuth's MMIX constants).
+    for i in (1..order.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = usize::try_from((state >> 33) % (i as u64 + 1)).unwrap_or(0);
+        order.swap(i, j);
+    }
+    let mut text = String::new();
+    for sentence in order.into_iter().map(|k| SENTENCES[k]) {
+        if text.len() + sentence.len() > 900 {
+            break;
+        }
+        text.push_str(sentence);
+        text.push(' ');
+    }
+    text
+}
 /// The time every template is built with, replaced by the time of sending (13 digits, as now's).
 const TIME_MARKER: i64 = 4_102_444_800_000;
 /// What every item's marker becomes: `m_bench`, the body's number (12 digits), `x`, the item.
@@ -61,8 +126,6 @@ pub const TOKEN_PREFIX: &str = "m_bench";
 
 impl Bodies {
     pub fn new(pages: &[String], secret: &str, mix: bool) -> Self {
-        // About 900 bytes of text with non-ASCII, as chat messages are.
-        let text = "Hej! Ich möchte meine Bestellung ändern, bitte 🙏 ".repeat(17);
         let template = |page: &str, items: usize| {
             let items: Vec<serde_json::Value> = (0..items)
                 .map(|k| {
@@ -73,6 +136,7 @@ impl Bodies {
                         9 => (pagewire_testkit::Kind::Read, MARKER),
                         _ => (pagewire_testkit::Kind::Message, "6100000000000001"),
                     };
+                    let text = chat_text(page, items, k);
                     let mut item = kind.item(page, psid, TIME_MARKER, &text, 0);
                     if kind != pagewire_testkit::Kind::Read {
                         let field = if kind == pagewire_testkit::Kind::Postback {

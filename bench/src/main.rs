@@ -90,9 +90,6 @@ enum Scenario {
     /// duplicates. Steady at `--rate` for `--seconds`, or a burst of `--burst` webhooks as fast as
     /// `--connections` in flight allow.
     EndToEnd(end_to_end::Args),
-    /// Signed one-item webhooks (about 1 KiB) for many Pages of several tenants into a node that
-    /// only ingests: acknowledged requests per second and acknowledgement latency. Closed loop at
-    /// maximum unless `--rate` asks for an open loop at a fixed rate.
     /// What the machine's disk sustains: 4 MiB writes to a file in the data directory's place
     /// (the temporary directory), each 32 MiB made durable (`fdatasync`), reported second by
     /// second. Cloud disks often take a burst at one speed and then throttle to another; a
@@ -103,6 +100,9 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Signed one-item webhooks (about 1 KiB) for many Pages of several tenants into a node that
+    /// only ingests: acknowledged requests per second and acknowledgement latency. Closed loop at
+    /// maximum unless `--rate` asks for an open loop at a fixed rate.
     Ingest {
         /// How long to send.
         #[arg(long, default_value_t = 10)]
@@ -113,8 +113,10 @@ enum Scenario {
         /// Open loop: webhooks per second, each sent on its schedule.
         #[arg(long)]
         rate: Option<u64>,
+        /// Tenants, whose Pages subscribe to the operator's shared app.
         #[arg(long, default_value_t = 4)]
         tenants: usize,
+        /// Pages of each tenant; the webhooks go round all of them.
         #[arg(long, default_value_t = 25)]
         pages_per_tenant: usize,
         /// Also run the same load against the naive baseline: one commit per request.

@@ -29,6 +29,13 @@ pub enum LogFormat {
 pub struct Config {
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
+    /// Connections held open at once (webhooks, admin API and dashboard together); at the bound
+    /// new connections wait in the kernel's backlog until one closes, so that a flood of
+    /// connections cannot take the node's memory.
+    pub max_connections: usize,
+    /// Seconds a connection may wait for a request (or for the rest of a request's head) before it
+    /// is closed: idle connections do not hold the bound.
+    pub idle_timeout_secs: u64,
     /// Where the embedded database, the generated master key and the admin token hash live.
     pub data_dir: PathBuf,
     /// `sqlite://path` (default: `pagewire.db` in the data dir), or `postgres://…` for a PostgreSQL
@@ -157,6 +164,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 1024,
+            idle_timeout_secs: 30,
             data_dir: PathBuf::from("./pagewire-data"),
             database_url: None,
             admin_token: None,

@@ -39,6 +39,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let gateway_config = GatewayConfig {
         role: config.role,
+        max_connections: config.max_connections.max(1),
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
         admin_token,
         ingest: IngestConfig {
             max_requests: config.ingest.max_requests.max(1),

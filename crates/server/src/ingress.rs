@@ -57,7 +57,7 @@ const RAW_PLACE: &str = ",\"raw\":null,\"source\":";
 
 impl Throttled {
     /// Counts one occurrence; returns the total so far when it is time to log it.
-    fn note(&self, now_ms: i64) -> Option<u64> {
+    pub(crate) fn note(&self, now_ms: i64) -> Option<u64> {
         let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let last = self.last_logged_ms.load(Ordering::Relaxed);
         (now_ms - last >= THROTTLED_LOG_INTERVAL_MS

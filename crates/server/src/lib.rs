@@ -14,6 +14,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ingest;
 pub mod ingress;
+pub mod listener;
 pub mod ratelimit;
 pub mod routing;
 pub mod subscriptions;
@@ -59,6 +60,12 @@ impl Role {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub role: Role,
+    /// Connections held open at once; at the bound new ones wait in the kernel's backlog
+    /// ([`listener::BoundedListener`]).
+    pub max_connections: usize,
+    /// How long a connection may wait for a request (or for the rest of a request's head) before
+    /// it is closed, so that idle connections do not hold the bound.
+    pub idle_timeout: Duration,
     pub admin_token: auth::AdminToken,
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
@@ -106,6 +113,7 @@ pub struct Gateway {
     routing_changed: Arc<tokio::sync::Notify>,
     writer_task: JoinHandle<()>,
     maintenance: Maintenance,
+    clock: Arc<dyn Clock>,
     config: GatewayConfig,
 }
 
@@ -244,6 +252,7 @@ impl Gateway {
             routing_changed: Arc::new(tokio::sync::Notify::new()),
             writer_task,
             maintenance,
+            clock,
             config,
         })
     }
@@ -274,6 +283,7 @@ impl Gateway {
             routing_changed,
             writer_task,
             maintenance,
+            clock,
             config,
         } = self;
         let dispatcher_task = config
@@ -288,9 +298,8 @@ impl Gateway {
         ));
         let maintenance_task = tokio::spawn(maintenance.run(config.maintenance_interval, shutdown.clone()));
 
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let listener = listener::BoundedListener::new(listener, config.max_connections, clock);
+        listener::serve(listener, router, config.idle_timeout, shutdown.clone()).await;
         shutdown.cancel();
         // The router held the last handles of the ingest writer; it now drains and stops.
         if let Err(e) = writer_task.await {
@@ -303,7 +312,7 @@ impl Gateway {
         }
         refresh_task.abort();
         maintenance_task.abort();
-        served.map_err(GatewayError::Io)
+        Ok(())
     }
 }
 

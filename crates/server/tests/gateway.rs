@@ -366,6 +366,72 @@ async fn several_writers_share_the_queue_and_keep_every_acknowledged_event() -> 
     .await
 }
 
+/// At its bound of open connections the node accepts no more until one closes: a flood of
+/// connections waits in the kernel's backlog instead of taking the node's memory.
+#[tokio::test]
+async fn holds_at_most_max_connections_open() -> TestResult {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::builder().max_connections(2).spawn().await?;
+    let addr = app.base_url.trim_start_matches("http://").to_owned();
+    // Two connections the node accepted: each had a request answered, and stays open.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await?;
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: pagewire\r\n\r\n")
+            .await?;
+        let mut answer = [0_u8; 512];
+        let read = tokio::time::timeout(WAIT, conn.read(&mut answer)).await??;
+        assert!(
+            answer[..read].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&answer[..read])
+        );
+        held.push(conn);
+    }
+    // A third is connected by the kernel but not served while they stay open.
+    let third = tokio::spawn(reqwest::Client::new().get(format!("{}/healthz", app.base_url)).send());
+    let mut third = std::pin::pin!(third);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut third)
+            .await
+            .is_err(),
+        "a connection beyond the bound was served"
+    );
+    // One closes: the third is served.
+    drop(held.pop());
+    let answer = tokio::time::timeout(WAIT, third).await???;
+    assert_eq!(answer.status(), 200);
+    Ok(())
+}
+
+/// A connection that waits for a request longer than the idle timeout is closed, and no longer
+/// holds the bound: another client is served.
+#[tokio::test]
+async fn closes_idle_connections_so_that_they_do_not_hold_the_bound() -> TestResult {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::builder()
+        .max_connections(1)
+        .idle_timeout(Duration::from_millis(200))
+        .spawn()
+        .await?;
+    let addr = app.base_url.trim_start_matches("http://").to_owned();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await?;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: pagewire\r\n\r\n")
+        .await?;
+    let mut answer = [0_u8; 512];
+    let read = tokio::time::timeout(WAIT, idle.read(&mut answer)).await??;
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    // Kept open and silent: the node closes it.
+    assert_eq!(tokio::time::timeout(WAIT, idle.read(&mut answer)).await??, 0, "closed");
+    let answer = tokio::time::timeout(
+        WAIT,
+        reqwest::Client::new().get(format!("{}/healthz", app.base_url)).send(),
+    )
+    .await??;
+    assert_eq!(answer.status(), 200);
+    Ok(())
+}
+
 #[tokio::test]
 async fn retries_after_a_500_and_records_both_attempts() -> TestResult {
     let app = TestApp::spawn().await?;

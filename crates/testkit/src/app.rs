@@ -33,6 +33,8 @@ pub struct TestAppBuilder {
     retry: Option<RetryPolicy>,
     rate_limit: Option<RateLimit>,
     ingest: Option<IngestConfig>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<Duration>,
 }
 
 impl TestAppBuilder {
@@ -71,6 +73,19 @@ impl TestAppBuilder {
         self
     }
 
+    /// Connections the gateway holds open at once (1024 by default, as in production).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// How long a connection may wait for a request before the gateway closes it (30 s by default,
+    /// as in production).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
     /// Limits `/v1` requests per credential (test apps do not limit by default).
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = Some(limit);
@@ -95,6 +110,8 @@ impl TestAppBuilder {
         let addr = listener.local_addr()?;
         let graph = FakeGraph::start().await;
         let config = GatewayConfig {
+            max_connections: self.max_connections.unwrap_or(1024),
+            idle_timeout: self.idle_timeout.unwrap_or(Duration::from_secs(30)),
             role: if self.background_delivery {
                 Role::All
             } else {
