@@ -15,8 +15,8 @@ section() { printf '\n== %s\n\n' "$*"; }
 
 section "The disk: durable sequential writes, second by second (what sustained ingest is bounded by)"
 "$bench" disk --seconds "$(scale 20 3)"
-section "Ingest: closed loop (64 in flight), with the one-commit-per-request baseline"
-"$bench" ingest --seconds "$(scale 10 2)" --with-baseline
+section "Ingest: closed loop (64 in flight), with the one-commit-per-request baseline, and where each commit's pages go"
+"$bench" ingest --seconds "$(scale 10 2)" --with-baseline --commit-pages
 section "Ingest: the mix of 1-, 10- and 100-item bodies, closed loop"
 "$bench" ingest --seconds "$(scale 10 2)" --mix
 section "Ingest: open loop at 2,000, 5,000 and 10,000 webhooks/s"

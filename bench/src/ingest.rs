@@ -310,6 +310,8 @@ pub struct IngestReport {
     /// What the gateway wrote to storage per acknowledged request, in KiB (with SQLite: the log,
     /// then the same pages again into the database file).
     pub gateway_written_kib_per_request: Option<f64>,
+    /// With `--commit-pages` on SQLite: where the commits' pages went.
+    pub commit_pages: Option<crate::commit_pages::CommitPages>,
 }
 
 struct Tally {
@@ -377,6 +379,7 @@ impl Tally {
             peak_rss_mb: None,
             gateway_cpu_us_per_request: None,
             gateway_written_kib_per_request: None,
+            commit_pages: None,
         }
     }
 }

@@ -14,6 +14,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod commit_pages;
 mod disk;
 mod end_to_end;
 mod gateway;
@@ -126,6 +127,10 @@ enum Scenario {
         /// bodies only.
         #[arg(long)]
         mix: bool,
+        /// SQLite: also report where the commits' pages went (each table and index), from a copy
+        /// of the database log taken at four fifths of the run.
+        #[arg(long)]
+        commit_pages: bool,
     },
 }
 
@@ -196,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         pages_per_tenant,
         with_baseline,
         mix,
+        commit_pages,
     } = args.scenario
     {
         let load = IngestLoad {
@@ -205,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
             tenants,
             pages_per_tenant,
             mix,
+            commit_pages,
         };
         let mut reports = vec![ingest_run(&node, &load, "group commit").await?];
         if with_baseline {
@@ -249,6 +256,11 @@ async fn main() -> anyhow::Result<()> {
                     r.gateway_cpu_us_per_request.unwrap_or(0.0),
                     r.gateway_written_kib_per_request.unwrap_or(0.0)
                 );
+            }
+            for r in &reports {
+                if let Some(pages) = &r.commit_pages {
+                    pages.print(&r.name);
+                }
             }
         }
         if reports.iter().any(|r| r.errors > 0) {
@@ -349,6 +361,7 @@ struct IngestLoad {
     tenants: usize,
     pages_per_tenant: usize,
     mix: bool,
+    commit_pages: bool,
 }
 
 /// One ingest run on a fresh data directory with an ingress-only node.
@@ -370,6 +383,15 @@ async fn ingest_run(node: &Node<'_>, load: &IngestLoad, label: &str) -> anyhow::
     let duration = Duration::from_secs(load.seconds.max(1));
     let cpu_before = gateway.cpu_seconds();
     let written_before = gateway.written_bytes();
+    // The database log as it is at four fifths of the run (a cycle's worth of commits under load).
+    let log_copy = (load.commit_pages && node.store == StoreKind::Sqlite).then(|| {
+        let log = data.path().join("pagewire.db-wal");
+        let at = duration.mul_f64(0.8);
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            tokio::fs::read(&log).await
+        })
+    });
     let mut report = match load.rate {
         Some(rate) => ingest::open_loop(load_spec, rate, duration).await,
         None => ingest::closed_loop(load_spec, load.connections, duration, None).await,
@@ -383,6 +405,11 @@ async fn ingest_run(node: &Node<'_>, load: &IngestLoad, label: &str) -> anyhow::
         .map(|(before, after)| after.saturating_sub(before) as f64 / 1024.0 / report.requests.max(1) as f64);
     report.peak_rss_mb = gateway.peak_rss().map(|b| b as f64 / (1024.0 * 1024.0));
     gateway.stop().await?;
+    if let Some(copy) = log_copy {
+        let log = copy.await?.context("copying the database log")?;
+        let commits = commit_pages::commits(&log);
+        report.commit_pages = Some(commit_pages::attribute(&data.path().join("pagewire.db"), &commits).await?);
+    }
     Ok(report)
 }
 
