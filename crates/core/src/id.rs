@@ -115,28 +115,30 @@ impl EventId {
     /// arrival times then sort alike, so one index on (tenant, id) serves listing and retention.
     /// Within a millisecond, ids made in order sort in order.
     pub fn at(ms: i64) -> Self {
-        // The 80 bits after the time: a random value per process, counting up. Two nodes making
-        // ids in the same millisecond start from different random values.
-        static SEQUENCE: LazyLock<(u128, AtomicU64)> = LazyLock::new(|| {
-            let random = ulid::Ulid::new().random();
-            (random & (0xFFFF << 64), AtomicU64::new(random as u64))
-        });
-        let random = SEQUENCE.0 | u128::from(SEQUENCE.1.fetch_add(1, Ordering::Relaxed));
-        Self(format!(
-            "{}{}",
-            Self::PREFIX,
-            ulid::Ulid::from_parts(u64::try_from(ms).unwrap_or(0), random)
-        ))
+        Self(format!("{}{}", Self::PREFIX, ulid_at(ms)))
     }
 
     /// The least id of the time `ms`: every event that arrived before `ms` has a smaller id.
     pub fn first_at(ms: i64) -> Self {
-        Self(format!(
-            "{}{}",
-            Self::PREFIX,
-            ulid::Ulid::from_parts(u64::try_from(ms).unwrap_or(0), 0)
-        ))
+        Self(format!("{}{}", Self::PREFIX, first_ulid_at(ms)))
     }
+}
+
+/// A ULID of the time `ms` (Unix ms) whose 80 bits after the time are a random value per process,
+/// counting up: within a millisecond, ULIDs made in order sort in order, and two nodes making them
+/// in the same millisecond start from different random values.
+fn ulid_at(ms: i64) -> ulid::Ulid {
+    static SEQUENCE: LazyLock<(u128, AtomicU64)> = LazyLock::new(|| {
+        let random = ulid::Ulid::new().random();
+        (random & (0xFFFF << 64), AtomicU64::new(random as u64))
+    });
+    let random = SEQUENCE.0 | u128::from(SEQUENCE.1.fetch_add(1, Ordering::Relaxed));
+    ulid::Ulid::from_parts(u64::try_from(ms).unwrap_or(0), random)
+}
+
+/// The least ULID of the time `ms`.
+fn first_ulid_at(ms: i64) -> ulid::Ulid {
+    ulid::Ulid::from_parts(u64::try_from(ms).unwrap_or(0), 0)
 }
 
 prefixed_id!(/// One event on its way to one endpoint.
@@ -145,6 +147,18 @@ prefixed_id!(/// One HTTP attempt of a delivery.
     AttemptId, "att_", "attempt");
 prefixed_id!(/// One raw webhook POST received from Meta.
     InboundId, "inb_", "inbound");
+impl InboundId {
+    /// The id of a POST that arrived at `ms` (Unix ms, by the gateway's clock): ids and arrival
+    /// times sort alike, so retention finds old POSTs by their ids (no index on the arrival time).
+    pub fn at(ms: i64) -> Self {
+        Self(format!("{}{}", Self::PREFIX, ulid_at(ms)))
+    }
+
+    /// The least id of the time `ms`: every POST that arrived before `ms` has a smaller id.
+    pub fn first_at(ms: i64) -> Self {
+        Self(format!("{}{}", Self::PREFIX, first_ulid_at(ms)))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -175,6 +189,15 @@ mod tests {
         assert!(ids[999] < EventId::first_at(ms + 1));
         assert!(EventId::at(ms - 1) < EventId::first_at(ms));
         assert_eq!(ids[0].as_str().parse::<EventId>(), Ok(ids[0].clone()));
+    }
+
+    #[test]
+    fn inbound_ids_of_a_time_sort_by_it() {
+        let ms = 1_700_000_000_000;
+        let (before, at, after) = (InboundId::at(ms - 1), InboundId::at(ms), InboundId::at(ms + 1));
+        assert!(before < InboundId::first_at(ms) && InboundId::first_at(ms) <= at);
+        assert!(at < InboundId::first_at(ms + 1) && InboundId::first_at(ms + 1) <= after);
+        assert_eq!(at.as_str().parse::<InboundId>(), Ok(at.clone()));
     }
 
     #[test]

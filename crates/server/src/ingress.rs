@@ -239,7 +239,7 @@ async fn accept(
     body: Bytes,
 ) -> Result<&'static str, ApiError> {
     let received_at = state.clock.now_ms();
-    let inbound_id = InboundId::new();
+    let inbound_id = InboundId::at(received_at);
 
     // An entry is routed when its Page is onboarded under the app that signed the POST.
     let routed = |entry_id: Option<&str>| {

@@ -1238,15 +1238,17 @@ impl Store for PgStore {
             })
             .await?;
         }
-        // A POST goes with the last of its events: their items' bytes are read from its body.
+        // A POST goes with the last of its events: their items' bytes are read from its body. Its
+        // id is minted from its arrival time (`InboundId::at`), so the old ones are found by id.
+        let before = InboundId::first_at(now.saturating_sub(default_retention_ms));
         report.inbound += in_steps(&self.pool, STEP, || {
             sqlx::query(
                 "DELETE FROM inbound WHERE id IN \
-                 (SELECT id FROM inbound WHERE received_at < $1 \
+                 (SELECT id FROM inbound WHERE id < $1 \
                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id) \
                   LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
-            .bind(now.saturating_sub(default_retention_ms))
+            .bind(before.as_str())
         })
         .await?;
         Ok(report)

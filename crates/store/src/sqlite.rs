@@ -662,13 +662,15 @@ impl Store for SqliteStore {
             })
             .await?;
         }
-        // A POST goes with the last of its events: their items' bytes are read from its body.
+        // A POST goes with the last of its events: their items' bytes are read from its body. Its
+        // id is minted from its arrival time (`InboundId::at`), so the old ones are found by id.
+        let before = InboundId::first_at(now.saturating_sub(default_retention_ms));
         report.inbound += in_steps(&self.writer, STEP, || {
             sqlx::query(
-                "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE received_at < ? \
+                "DELETE FROM inbound WHERE rowid IN (SELECT rowid FROM inbound WHERE id < ? \
                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id) LIMIT ?)",
             )
-            .bind(now.saturating_sub(default_retention_ms))
+            .bind(before.as_str())
         })
         .await?;
         Ok(report)

@@ -43,6 +43,7 @@ macro_rules! contract_tests {
             enabling_an_endpoint_clears_its_failures,
             prunes_final_events_after_retention_and_keeps_pending_ones,
             keeps_an_items_bytes_once_and_reads_them_whole,
+            prunes_posts_by_their_arrival_time,
             keeps_tenants_apart,
             refuses_a_page_onboarded_twice,
             opens_secrets_it_sealed,
@@ -137,7 +138,7 @@ pub fn request(fixture: &Fixture, page_id: &str, keys: &[&str]) -> IngestRequest
 /// A request with one event per `(dedup key, conversation)`.
 pub fn request_in(fixture: &Fixture, page_id: &str, keys: &[(&str, &str)]) -> IngestRequest {
     IngestRequest {
-        inbound_id: InboundId::new(),
+        inbound_id: InboundId::at(NOW),
         received_at: NOW,
         app_id: Some(format!("9{page_id}")),
         object: String::from("page"),
@@ -913,7 +914,7 @@ impl LegacyEvent {
         assert_eq!(delivery.status, DeliveryStatus::Pending);
         assert_eq!(store.get_event(&self.tenant, &self.event).await?.id, self.event);
         let redelivered = |key: &str| IngestRequest {
-            inbound_id: InboundId::new(),
+            inbound_id: InboundId::at(NOW + 60_000),
             received_at: NOW + 60_000,
             app_id: None,
             object: String::from("page"),
@@ -947,6 +948,33 @@ impl LegacyEvent {
         assert_eq!((receipts[1].events, receipts[1].duplicates), (1, 0));
         Ok(())
     }
+}
+
+/// A POST without events (its entries' Pages onboarded by no tenant) goes once its arrival is past
+/// the retention of raw POSTs, found by its id (minted from that time, `InboundId::at`); a later one
+/// stays until its own time comes.
+pub async fn prunes_posts_by_their_arrival_time(store: Arc<dyn Store>) -> Result {
+    const DAY: i64 = 86_400_000;
+    let f = onboard(store.as_ref(), "122").await?;
+    let post = |received_at: i64| {
+        let mut req = request(&f, "122", &[]);
+        req.inbound_id = InboundId::at(received_at);
+        req.received_at = received_at;
+        req
+    };
+    let (early, later) = (post(NOW), post(NOW + 10 * DAY));
+    store.ingest(std::slice::from_ref(&early), NOW).await?;
+    store.ingest(std::slice::from_ref(&later), NOW + 10 * DAY).await?;
+
+    assert_eq!(store.prune(NOW + 30 * DAY, 30 * DAY).await?.inbound, 0, "not yet");
+    assert_eq!(store.prune(NOW + 31 * DAY, 30 * DAY).await?.inbound, 1);
+    assert!(
+        store.get_inbound(&early.inbound_id).await.is_err(),
+        "the early POST went"
+    );
+    assert_eq!(store.get_inbound(&later.inbound_id).await?.id, later.inbound_id);
+    assert_eq!(store.prune(NOW + 41 * DAY, 30 * DAY).await?.inbound, 1);
+    Ok(())
 }
 
 /// An item's bytes stored once, in its POST's body: every read of the event (one, a list, a query,
