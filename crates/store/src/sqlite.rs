@@ -217,6 +217,15 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A transaction on the writer that takes the write lock at its start (`BEGIN IMMEDIATE`). A
+    /// transaction that began by reading would take it at its first write, an upgrade; while the
+    /// checkpointer's `RESTART` step holds the lock, SQLite refuses such an upgrade at once
+    /// ("database is locked", to rule out a deadlock between two upgrading connections) instead of
+    /// waiting. A lock asked for at the start waits for the step like any other.
+    async fn write_transaction(&self) -> std::result::Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Opens the database at a `sqlite://` URL or a plain path.
     pub async fn open_url(url: &str, key: MasterKey, options: SqliteStoreOptions) -> Result<Self> {
         let path = url
@@ -376,7 +385,7 @@ impl SqliteStore {
         }
         let mut moved = 0_usize;
         loop {
-            let mut tx = self.writer.begin().await?;
+            let mut tx = self.write_transaction().await?;
             let legacy: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
                 "SELECT rowid, tenant_id, page_id, dedup_key, timestamp_ms FROM legacy_dedup_keys \
                  ORDER BY rowid LIMIT ?",
@@ -748,7 +757,7 @@ impl Store for SqliteStore {
     }
 
     async fn rotate_signing_key(&self, kid: &str, secret: &Secret, now: i64, forget_before: i64) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?")
             .bind(forget_before)
             .execute(&mut *tx)
@@ -788,7 +797,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_app(&self, app_id: &str, update: AppUpdate, now: i64) -> Result<MetaApp> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         if let Some(name) = &update.name {
             sqlx::query("UPDATE meta_apps SET name = ? WHERE app_id = ?")
                 .bind(name.as_deref())
@@ -837,7 +846,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_app(&self, app_id: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let (pages,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pages WHERE app_id = ?")
             .bind(app_id)
             .fetch_one(&mut *tx)
@@ -1115,7 +1124,7 @@ impl Store for SqliteStore {
         query.push(" WHERE tenant_id = ").push_bind(tenant_id.as_str());
         query.push(" AND id = ").push_bind(id.as_str());
         query.push(format!(" RETURNING {ENDPOINT_COLUMNS}"));
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let was_ordered: Option<bool> =
             sqlx::query_scalar("SELECT ordered FROM endpoints WHERE tenant_id = ? AND id = ?")
                 .bind(tenant_id.as_str())
@@ -1183,7 +1192,7 @@ impl Store for SqliteStore {
     }
 
     async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
 
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
@@ -1301,7 +1310,7 @@ impl Store for SqliteStore {
 
     async fn send_test_event(&self, event: &crate::NewEvent, endpoint: &EndpointId, now: i64) -> Result<DeliveryId> {
         let delivery = DeliveryId::new();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
              VALUES (?, ?, ?, ?, '', ?, ?)",
@@ -1348,7 +1357,7 @@ impl Store for SqliteStore {
                     wanted.push(endpoint.id);
                 }
             }
-            let mut tx = self.writer.begin().await?;
+            let mut tx = self.write_transaction().await?;
             sqlx::query(
                 "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload) \
                  VALUES (?, ?, '', ?, '', ?, ?)",
@@ -1386,7 +1395,7 @@ impl Store for SqliteStore {
         if endpoints.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let taken = Self::take(&mut tx, &lease, endpoints).await?;
         tx.commit().await?;
         self.read_leased(&Leased { now: lease.now, taken }).await
@@ -1407,7 +1416,7 @@ impl Store for SqliteStore {
             return Ok((HealthReport::default(), Leased::default()));
         }
         // One transaction (one commit, one sync) records what was sent and leases what is next.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let report = record_in(&mut tx, records, now, health).await?;
         let leased = match &lease {
             Some(lease) if !endpoints.is_empty() => Leased {
@@ -1433,7 +1442,7 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(HealthReport::default());
         }
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let report = record_in(&mut tx, records, now, health).await?;
         tx.commit().await?;
         Ok(report)

@@ -71,3 +71,40 @@ async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
     legacy.check_upgraded(&store).await?;
     Ok(())
 }
+
+/// A change that reads before it writes (an endpoint's update reads whether it kept order) waits
+/// while another connection holds the write lock, as the checkpointer's `RESTART` step does, and
+/// then goes through; it used to fail at once with "database is locked".
+#[tokio::test]
+async fn a_change_waits_for_the_write_lock_held_elsewhere() -> Result {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let (dir, store) = fresh().await?;
+    let f = testing::onboard(store.as_ref(), "140").await?;
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("pagewire.db"))
+        .connect()
+        .await?;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await?;
+    let update = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move {
+            let update = pagewire_store::EndpointUpdate {
+                description: Some(Some(String::from("renamed"))),
+                ..pagewire_store::EndpointUpdate::default()
+            };
+            store.update_endpoint(&f.tenant, &f.endpoint, update, 1).await
+        }
+    });
+    let mut update = std::pin::pin!(update);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut update)
+            .await
+            .is_err(),
+        "the update ended while the lock was held elsewhere"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await?;
+    other.close().await?;
+    let endpoint = tokio::time::timeout(std::time::Duration::from_secs(10), update).await???;
+    assert_eq!(endpoint.description.as_deref(), Some("renamed"));
+    Ok(())
+}
