@@ -264,14 +264,19 @@ impl PgStore {
         let targets_sql = format!(
             "SELECT {TARGET_COLUMNS} FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries WHERE id = ANY($1))"
         );
+        let bodies_sql = "SELECT i.id, i.body FROM inbound i WHERE i.id IN (SELECT ev.inbound_id FROM deliveries d \
+             JOIN events ev ON ev.id = d.event_id WHERE d.id = ANY($1) AND ev.raw_at IS NOT NULL)";
         let deliveries = sqlx::query_as::<_, LeasedRow>(&leased_sql)
             .bind(&ids)
             .fetch_all(&self.pool);
         let endpoints = sqlx::query_as::<_, TargetRow>(&targets_sql)
             .bind(&ids)
             .fetch_all(&self.pool);
-        let (deliveries, endpoints) = tokio::try_join!(deliveries, endpoints)?;
-        leased_deliveries(&self.key, leased, deliveries, endpoints)
+        let bodies = sqlx::query_as::<_, (String, Vec<u8>)>(bodies_sql)
+            .bind(&ids)
+            .fetch_all(&self.pool);
+        let (deliveries, endpoints, bodies) = tokio::try_join!(deliveries, endpoints, bodies)?;
+        leased_deliveries(&self.key, leased, deliveries, endpoints, bodies)
     }
 }
 

@@ -43,6 +43,7 @@ macro_rules! contract_tests {
             enabling_an_endpoint_clears_its_failures,
             prunes_final_events_after_retention_and_keeps_pending_ones,
             keeps_an_items_bytes_once_and_reads_them_whole,
+            leases_the_items_of_several_posts_each_whole,
             prunes_posts_by_their_arrival_time,
             keeps_tenants_apart,
             refuses_a_page_onboarded_twice,
@@ -974,6 +975,46 @@ pub async fn prunes_posts_by_their_arrival_time(store: Arc<dyn Store>) -> Result
     );
     assert_eq!(store.get_inbound(&later.inbound_id).await?.id, later.inbound_id);
     assert_eq!(store.prune(NOW + 41 * DAY, 30 * DAY).await?.inbound, 1);
+    Ok(())
+}
+
+/// A lease of events from two POSTs (one of three items): each delivery carries its own item's
+/// bytes, cut from the right POST's body.
+pub async fn leases_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "123").await?;
+    let post = |mids: &[&str]| -> Result<(IngestRequest, Vec<String>)> {
+        let items: Vec<String> = mids
+            .iter()
+            .map(|mid| format!(r#"{{"sender":{{"id":"7"}},"message":{{"mid":"{mid}","text":"{mid} \u00e9"}}}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"123","time":1,"messaging":[{}]}}]}}"#,
+            items.join(",")
+        );
+        let mut req = request(&f, "123", mids);
+        let mut wholes = Vec::new();
+        for (event, item) in req.events.iter_mut().zip(&items) {
+            let head = format!(r#"{{"id":"{}","raw":"#, event.id.as_str());
+            event.payload = format!("{head}null}}");
+            event.raw = Some(crate::RawSpan {
+                at: head.len(),
+                start: body.find(item.as_str()).ok_or("no item")?,
+                len: item.len(),
+            });
+            wholes.push(format!("{head}{item}}}"));
+        }
+        req.body = Bytes::from(body);
+        Ok((req, wholes))
+    };
+    let (batch, mut wholes) = post(&["m_1", "m_2", "m_3"])?;
+    let (single, more) = post(&["m_4"])?;
+    wholes.extend(more);
+    store.ingest(&[batch, single], NOW).await?;
+    let leased = store.lease_due(lease(NOW, 10)).await?;
+    let mut payloads: Vec<&str> = leased.iter().map(|d| d.payload.as_str()).collect();
+    payloads.sort_unstable();
+    wholes.sort_unstable();
+    assert_eq!(payloads, wholes);
     Ok(())
 }
 
