@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 
 use crate::rows::{
     self, api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
-    created_page, created_tenant, delivery_from_row, endpoint_from_row, event_from_row, idempotency_from_row,
+    created_page, created_tenant, delivery_from_row, endpoint_from_row, events_from_rows, idempotency_from_row,
     inbound_from_row, json_headers, json_list, leased_deliveries, millis, page_credentials, page_from_row, parse_id,
     push_endpoint_changes, push_replay_scope, settled, shown_endpoint_from_row, signing_key_from_row, tally_health,
     tenant_from_row, verify_token_hash, ApiKeyRow, AppRow, AttemptRow, DeliveryRow, EndpointRow, EventRow,
@@ -248,6 +248,20 @@ impl PgStore {
                 .await?;
         }
         Ok(leased)
+    }
+
+    /// Events with their items' bytes, each POST's body read once.
+    async fn events_with_items(&self, rows: Vec<EventRow>) -> Result<Vec<StoredEvent>> {
+        let posts: std::collections::BTreeSet<&str> = rows.iter().filter_map(EventRow::post).collect();
+        let bodies: Vec<(String, Vec<u8>)> = if posts.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as("SELECT id, body FROM inbound WHERE id = ANY($1)")
+                .bind(posts.into_iter().collect::<Vec<_>>())
+                .fetch_all(&self.pool)
+                .await?
+        };
+        events_from_rows(rows, &bodies)
     }
 
     /// What to send for deliveries just leased (and committed): the rows are the worker's now.
@@ -1425,7 +1439,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(event_from_row).collect()
+        self.events_with_items(rows).await
     }
 
     async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>> {
@@ -1502,7 +1516,7 @@ impl Store for PgStore {
         .bind(i64::from(query.limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(event_from_row).collect()
+        self.events_with_items(rows).await
     }
 
     async fn get_event(&self, tenant_id: &TenantId, id: &EventId) -> Result<StoredEvent> {
@@ -1513,7 +1527,8 @@ impl Store for PgStore {
         .bind(id.as_str())
         .fetch_one(&self.pool)
         .await?;
-        event_from_row(row)
+        let mut events = self.events_with_items(vec![row]).await?;
+        events.pop().ok_or(StoreError::NotFound)
     }
 
     async fn query_deliveries(&self, tenant_id: &TenantId, query: &DeliveryQuery) -> Result<Vec<Delivery>> {

@@ -49,11 +49,10 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, even
 /// An endpoint's sending settings: a [`TargetRow`].
 pub(crate) const TARGET_COLUMNS: &str = "id, url, secret_sealed, previous_secret_sealed, previous_secret_expires_at, \
     ed25519_sealed, max_concurrency, rate_limit, ordered, format, headers";
-/// An event's columns from `events` (unaliased), with the item's raw bytes taken from its POST's
-/// body where they are kept (see [`crate::RawSpan`]).
-pub(crate) const EVENT_COLUMNS: &str = "id, type, page_id, received_at, payload, raw_at, \
-    (SELECT substr(i.body, CAST(events.raw_start + 1 AS INTEGER), CAST(events.raw_len AS INTEGER)) FROM inbound i \
-     WHERE i.id = events.inbound_id AND events.raw_at IS NOT NULL) AS raw";
+/// An event's columns from `events` (unaliased), with where its item's bytes are in its POST's
+/// body (see [`crate::RawSpan`]); the bodies are read once per POST ([`events_from_rows`]).
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, type, page_id, received_at, payload, raw_at, inbound_id, raw_start, raw_len";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                            last_status, last_error, created_at, updated_at";
 /// A delivery leased, with its event: deliveries as `d`, events as `ev`. The item's bytes are
@@ -539,35 +538,70 @@ pub(crate) fn leased_deliveries(
         .collect()
 }
 
-pub(crate) type EventRow = (String, String, String, i64, String, Option<i64>, Option<Vec<u8>>);
-
-pub(crate) fn event_from_row(row: EventRow) -> Result<StoredEvent> {
-    let (id, event_type, page_id, received_at, payload, raw_at, raw) = row;
-    Ok(StoredEvent {
-        id: parse_id(&id)?,
-        event_type,
-        page_id,
-        received_at,
-        payload: with_raw(payload, raw_at, raw.as_deref())?,
-    })
+/// An event as stored ([`EVENT_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    id: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    page_id: String,
+    received_at: i64,
+    payload: String,
+    raw_at: Option<i64>,
+    inbound_id: String,
+    raw_start: Option<i64>,
+    raw_len: Option<i64>,
 }
 
-/// A leased event's item bytes, cut from its POST's body (`None` when its payload is whole, or
-/// its POST is gone).
-fn raw_of<'b>(bodies: &HashMap<&str, &'b [u8]>, row: &LeasedRow) -> Result<Option<&'b [u8]>> {
-    if row.raw_at.is_none() {
-        return Ok(None);
+impl EventRow {
+    /// The POST whose body holds the event's item, when its payload is not whole.
+    pub(crate) fn post(&self) -> Option<&str> {
+        self.raw_at.is_some().then_some(self.inbound_id.as_str())
     }
-    let Some(body) = bodies.get(row.inbound_id.as_str()) else {
+}
+
+/// The events of `rows`, each item's bytes cut from its POST's body in `bodies` (`(inbound id,
+/// body)`, each POST once: a page of events from one 1000-item POST reads its body once).
+pub(crate) fn events_from_rows(rows: Vec<EventRow>, bodies: &[(String, Vec<u8>)]) -> Result<Vec<StoredEvent>> {
+    let bodies: HashMap<&str, &[u8]> = bodies.iter().map(|(id, body)| (id.as_str(), body.as_slice())).collect();
+    rows.into_iter()
+        .map(|row| {
+            let raw = item_in_post(&bodies, &row.id, row.post(), row.raw_start, row.raw_len)?;
+            Ok(StoredEvent {
+                id: parse_id(&row.id)?,
+                event_type: row.event_type,
+                page_id: row.page_id,
+                received_at: row.received_at,
+                payload: with_raw(row.payload, row.raw_at, raw)?,
+            })
+        })
+        .collect()
+}
+
+/// A leased event's item bytes ([`item_in_post`]).
+fn raw_of<'b>(bodies: &HashMap<&str, &'b [u8]>, row: &LeasedRow) -> Result<Option<&'b [u8]>> {
+    let post = row.raw_at.is_some().then_some(row.inbound_id.as_str());
+    item_in_post(bodies, &row.event_id, post, row.raw_start, row.raw_len)
+}
+
+/// Event `id`'s item bytes: `len` from `start` in the body of `post` (`None` when the payload is
+/// whole, or the POST is gone).
+fn item_in_post<'b>(
+    bodies: &HashMap<&str, &'b [u8]>,
+    id: &str,
+    post: Option<&str>,
+    start: Option<i64>,
+    len: Option<i64>,
+) -> Result<Option<&'b [u8]>> {
+    let Some(body) = post.and_then(|post| bodies.get(post)) else {
         return Ok(None);
     };
-    let span = row
-        .raw_start
-        .zip(row.raw_len)
+    start
+        .zip(len)
         .and_then(|(start, len)| Some((usize::try_from(start).ok()?, usize::try_from(len).ok()?)))
-        .and_then(|(start, len)| body.get(start..start.checked_add(len)?));
-    span.map(Some)
-        .ok_or_else(|| StoreError::Corrupt(format!("event {}'s raw item lies outside its POST", row.event_id)))
+        .and_then(|(start, len)| body.get(start..start.checked_add(len)?))
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("event {id}'s raw item lies outside its POST")))
 }
 
 /// The payload as endpoints receive it: the item's raw bytes, read from its POST's body, put back

@@ -20,7 +20,7 @@ use sqlx::{ConnectOptions as _, QueryBuilder, Sqlite};
 
 use crate::rows::{
     self, api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
-    created_page, created_tenant, delivery_from_row, endpoint_from_row, event_from_row, idempotency_from_row,
+    created_page, created_tenant, delivery_from_row, endpoint_from_row, events_from_rows, idempotency_from_row,
     inbound_from_row, json_headers, json_list, leased_deliveries, millis, open_secret, page_credentials, page_from_row,
     parse_id, push_endpoint_changes, push_replay_scope, settled, shown_endpoint_from_row, signing_key_from_row,
     tally_health, tenant_from_row, verify_token_hash, ApiKeyRow, AppRow, AttemptRow, DeliveryRow, EndpointRow,
@@ -341,6 +341,20 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         Ok(leased)
+    }
+
+    /// Events with their items' bytes, each POST's body read once.
+    async fn events_with_items(&self, rows: Vec<EventRow>) -> Result<Vec<StoredEvent>> {
+        let posts: std::collections::BTreeSet<&str> = rows.iter().filter_map(EventRow::post).collect();
+        let bodies: Vec<(String, Vec<u8>)> = if posts.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as("SELECT id, body FROM inbound WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(json_strings(posts.into_iter()))
+                .fetch_all(&self.readers)
+                .await?
+        };
+        events_from_rows(rows, &bodies)
     }
 
     /// What to send for deliveries just leased (and committed): read beside the writer, once the
@@ -1462,7 +1476,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter().map(event_from_row).collect()
+        self.events_with_items(rows).await
     }
 
     async fn deliveries_of_event(&self, tenant_id: &TenantId, event_id: &EventId) -> Result<Vec<Delivery>> {
@@ -1536,7 +1550,7 @@ impl Store for SqliteStore {
         .bind(i64::from(query.limit))
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter().map(event_from_row).collect()
+        self.events_with_items(rows).await
     }
 
     async fn get_event(&self, tenant_id: &TenantId, id: &EventId) -> Result<StoredEvent> {
@@ -1547,7 +1561,8 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_one(&self.readers)
         .await?;
-        event_from_row(row)
+        let mut events = self.events_with_items(vec![row]).await?;
+        events.pop().ok_or(StoreError::NotFound)
     }
 
     async fn query_deliveries(&self, tenant_id: &TenantId, query: &DeliveryQuery) -> Result<Vec<Delivery>> {

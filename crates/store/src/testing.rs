@@ -43,7 +43,7 @@ macro_rules! contract_tests {
             enabling_an_endpoint_clears_its_failures,
             prunes_final_events_after_retention_and_keeps_pending_ones,
             keeps_an_items_bytes_once_and_reads_them_whole,
-            leases_the_items_of_several_posts_each_whole,
+            reads_the_items_of_several_posts_each_whole,
             prunes_posts_by_their_arrival_time,
             keeps_tenants_apart,
             refuses_a_page_onboarded_twice,
@@ -978,9 +978,9 @@ pub async fn prunes_posts_by_their_arrival_time(store: Arc<dyn Store>) -> Result
     Ok(())
 }
 
-/// A lease of events from two POSTs (one of three items): each delivery carries its own item's
-/// bytes, cut from the right POST's body.
-pub async fn leases_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) -> Result {
+/// Events from two POSTs (one of three items), read in a list, a query, one by one and in a lease:
+/// each carries its own item's bytes, cut from the right POST's body.
+pub async fn reads_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "123").await?;
     let post = |mids: &[&str]| -> Result<(IngestRequest, Vec<String>)> {
         let items: Vec<String> = mids
@@ -1010,11 +1010,26 @@ pub async fn leases_the_items_of_several_posts_each_whole(store: Arc<dyn Store>)
     let (single, more) = post(&["m_4"])?;
     wholes.extend(more);
     store.ingest(&[batch, single], NOW).await?;
-    let leased = store.lease_due(lease(NOW, 10)).await?;
-    let mut payloads: Vec<&str> = leased.iter().map(|d| d.payload.as_str()).collect();
-    payloads.sort_unstable();
     wholes.sort_unstable();
-    assert_eq!(payloads, wholes);
+    let sorted = |mut payloads: Vec<String>| {
+        payloads.sort_unstable();
+        payloads
+    };
+    let listed = store.list_events(&f.tenant, 10).await?;
+    assert_eq!(sorted(listed.iter().map(|e| e.payload.clone()).collect()), wholes);
+    let query = crate::EventQuery {
+        limit: 10,
+        ..crate::EventQuery::default()
+    };
+    let queried = store.query_events(&f.tenant, &query).await?;
+    assert_eq!(sorted(queried.into_iter().map(|e| e.payload).collect()), wholes);
+    let mut one_by_one = Vec::new();
+    for event in &listed {
+        one_by_one.push(store.get_event(&f.tenant, &event.id).await?.payload);
+    }
+    assert_eq!(sorted(one_by_one), wholes);
+    let leased = store.lease_due(lease(NOW, 10)).await?;
+    assert_eq!(sorted(leased.into_iter().map(|d| d.payload).collect()), wholes);
     Ok(())
 }
 
