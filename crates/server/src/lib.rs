@@ -99,8 +99,6 @@ pub enum GatewayError {
     Client(#[from] pagewire_delivery::ClientError),
     #[error("building the Graph API client failed")]
     Graph(#[from] pagewire_graph::GraphError),
-    #[error("serving HTTP failed")]
-    Io(#[from] std::io::Error),
 }
 
 /// One gateway process: its router, ingest writer and dispatcher.
