@@ -5,9 +5,9 @@
 //! when a node falls behind, a sender that opens a new connection for each webhook it has not yet
 //! had answered (an open-loop load, a fleet of retrying clients) makes the node accept thousands
 //! of them, and each costs memory and a share of the CPU that the node needed to catch up. Seen
-//! under load on a throttled disk: 16,000 connections and 1.3 GB where 80 MB was enough. At the
-//! bound the node stops accepting; new connections wait in the kernel's backlog (and the sender
-//! times out and sends again, as Meta does) until one closes.
+//! under load on a throttled disk: thousands of connections and 1.3 GB where 80 MB was enough.
+//! At the bound the node stops accepting; new connections wait in the kernel's backlog (and the
+//! sender times out and sends again, as Meta does) until one closes.
 //!
 //! A bound on connections is only safe when idle ones close: otherwise clients that keep
 //! connections alive without using them (a connection pool, or someone who means harm) would

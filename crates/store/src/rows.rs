@@ -505,7 +505,7 @@ pub(crate) fn leased_deliveries(
     endpoints: Vec<TargetRow>,
     bodies: Vec<(String, Vec<u8>)>,
 ) -> Result<Vec<LeasedDelivery>> {
-    let bodies: HashMap<&str, &[u8]> = bodies.iter().map(|(id, body)| (id.as_str(), body.as_slice())).collect();
+    let bodies = by_post(&bodies);
     let targets = endpoints
         .into_iter()
         .map(|row| Ok((row.id.clone(), open_target(key, row, leased.now)?)))
@@ -517,7 +517,8 @@ pub(crate) fn leased_deliveries(
             let target = targets
                 .get(&row.endpoint_id)
                 .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no endpoint", row.id)))?;
-            let raw = raw_of(&bodies, &row)?;
+            let post = row.raw_at.is_some().then_some(row.inbound_id.as_str());
+            let raw = item_in_post(&bodies, &row.event_id, post, row.raw_start, row.raw_len)?;
             Ok(LeasedDelivery {
                 lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
                 id: parse_id(&row.id)?,
@@ -563,7 +564,7 @@ impl EventRow {
 /// The events of `rows`, each item's bytes cut from its POST's body in `bodies` (`(inbound id,
 /// body)`, each POST once: a page of events from one 1000-item POST reads its body once).
 pub(crate) fn events_from_rows(rows: Vec<EventRow>, bodies: &[(String, Vec<u8>)]) -> Result<Vec<StoredEvent>> {
-    let bodies: HashMap<&str, &[u8]> = bodies.iter().map(|(id, body)| (id.as_str(), body.as_slice())).collect();
+    let bodies = by_post(bodies);
     rows.into_iter()
         .map(|row| {
             let raw = item_in_post(&bodies, &row.id, row.post(), row.raw_start, row.raw_len)?;
@@ -578,10 +579,9 @@ pub(crate) fn events_from_rows(rows: Vec<EventRow>, bodies: &[(String, Vec<u8>)]
         .collect()
 }
 
-/// A leased event's item bytes ([`item_in_post`]).
-fn raw_of<'b>(bodies: &HashMap<&str, &'b [u8]>, row: &LeasedRow) -> Result<Option<&'b [u8]>> {
-    let post = row.raw_at.is_some().then_some(row.inbound_id.as_str());
-    item_in_post(bodies, &row.event_id, post, row.raw_start, row.raw_len)
+/// POSTs' bodies by inbound id.
+fn by_post(bodies: &[(String, Vec<u8>)]) -> HashMap<&str, &[u8]> {
+    bodies.iter().map(|(id, body)| (id.as_str(), body.as_slice())).collect()
 }
 
 /// Event `id`'s item bytes: `len` from `start` in the body of `post` (`None` when the payload is
