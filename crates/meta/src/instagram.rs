@@ -54,8 +54,8 @@ pub(crate) fn normalize_change<'a>(slot: Slot<'_, 'a>) -> Item<'a> {
 
 /// `instagram.comment`: a comment (or live comment) on the account's media. The commenter
 /// (`from.id`, Instagram-scoped) is the sender.
-fn comment<'a>(slot: Slot<'_, 'a>, value: Option<&RawValue>) -> Item<'a> {
-    let comment: CommentWire<'_> = wire::object(value).unwrap_or_default();
+fn comment<'a>(slot: Slot<'_, 'a>, value: Option<&'a RawValue>) -> Item<'a> {
+    let comment: CommentWire<'a> = wire::object(value).unwrap_or_default();
     let sender_id = wire::object::<FromWire<'_>>(comment.from).and_then(|from| wire::id(from.id));
     let data = wire::record([
         ("comment_id", wire::id_value(comment.id)),
@@ -75,6 +75,7 @@ fn comment<'a>(slot: Slot<'_, 'a>, value: Option<&RawValue>) -> Item<'a> {
         direction: Direction::Inbound,
         timestamp_ms: slot.entry_time_ms(),
         data,
+        text: comment.text,
         dedup: Dedup::Hash,
     })
 }

@@ -360,11 +360,17 @@ pub(crate) fn normalize_test_payload<'a>(
     Some(normalize_item(product, slot, item))
 }
 
-fn normalize_item<'a>(product: Product, slot: Slot<'_, 'a>, item: MessagingItem<'_>) -> Item<'a> {
+fn normalize_item<'a>(product: Product, slot: Slot<'_, 'a>, item: MessagingItem<'a>) -> Item<'a> {
     let sender_id = item.sender_id();
     let recipient_id = item.recipient_id();
     let timestamp_ms = item.timestamp_ms().or_else(|| slot.entry_time_ms());
     let first_key = item.first_key.as_deref();
+    // Every kind with a `data.text` decodes it from `message.text` (or the edit's `text`).
+    let text = match &item.event {
+        Some(Event::Message(message)) => message.text,
+        Some(Event::MessageEdit(edit)) => edit.text,
+        _ => None,
+    };
     let kind = match item.event {
         Some(event) => Kind::from_event(product, event, first_key),
         None => Kind::unknown(first_key),
@@ -394,6 +400,7 @@ fn normalize_item<'a>(product: Product, slot: Slot<'_, 'a>, item: MessagingItem<
         direction: kind.direction,
         timestamp_ms,
         data: kind.data,
+        text,
         dedup,
     })
 }

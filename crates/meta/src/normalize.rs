@@ -66,6 +66,11 @@ pub struct Item<'a> {
     /// The item exactly as sent: a slice of the verified body (for WhatsApp, the one message or
     /// status object).
     pub raw: &'a RawValue,
+    /// The JSON string in the body that `data.text` was decoded from (the text of a message, an
+    /// echo, a quick reply, an edit, or a WhatsApp text message): most of a chat event's bytes, so
+    /// that a store can keep them once, in the body. `None` when `data.text` is not a string
+    /// taken from the body.
+    pub text: Option<&'a RawValue>,
     /// Same for every redelivery of this item, different for different items of one Page:
     /// `{type}:{mid}` for items a message id identifies (`message_edit` adds `:{num_edit}`),
     /// `whatsapp.status:{wamid}:{status}`, `{type}:{sender}:{watermark}` for reads and deliveries
@@ -243,7 +248,7 @@ pub(crate) enum Dedup {
 
 /// The parts of an [`Item`] that its platform module decides.
 #[derive(Debug)]
-pub(crate) struct Parts {
+pub(crate) struct Parts<'a> {
     pub(crate) event_type: String,
     pub(crate) platform: Platform,
     pub(crate) page_id: String,
@@ -253,6 +258,8 @@ pub(crate) struct Parts {
     pub(crate) direction: Direction,
     pub(crate) timestamp_ms: Option<i64>,
     pub(crate) data: Value,
+    /// The body's JSON string behind `data.text`, if `data.text` is decoded from one.
+    pub(crate) text: Option<&'a RawValue>,
     pub(crate) dedup: Dedup,
 }
 
@@ -291,11 +298,12 @@ impl<'e, 'a> Slot<'e, 'a> {
             direction: Direction::Inbound,
             timestamp_ms: self.entry_time_ms(),
             data,
+            text: None,
             dedup: Dedup::Hash,
         })
     }
 
-    pub(crate) fn into_item(self, parts: Parts) -> Item<'a> {
+    pub(crate) fn into_item(self, parts: Parts<'a>) -> Item<'a> {
         let key = match parts.dedup {
             Dedup::Natural(key) => key,
             Dedup::Hash => hash_key(self.raw),
@@ -318,6 +326,9 @@ impl<'e, 'a> Slot<'e, 'a> {
             direction: parts.direction,
             standby: self.standby,
             timestamp_ms: parts.timestamp_ms,
+            text: parts
+                .text
+                .filter(|_| parts.data.get("text").is_some_and(Value::is_string)),
             data: parts.data,
             raw: self.raw,
             // Another app owns a standby thread: its items must not collide with the copies the
@@ -392,6 +403,7 @@ fn unknown<'a>(platform: Platform, slot: Slot<'_, 'a>, object: Option<&str>) -> 
         direction: Direction::Inbound,
         timestamp_ms: timestamp_ms.or_else(|| slot.entry_time_ms()),
         data: wire::record([("kind", wire::opt_string(kind))]),
+        text: None,
         dedup: Dedup::Hash,
     })
 }

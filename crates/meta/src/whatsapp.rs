@@ -206,15 +206,16 @@ fn contacts(raw: Option<&RawValue>) -> Vec<(Option<String>, Option<String>)> {
 
 /// One element of `value.messages[]`: sent by a WhatsApp user to the business phone number.
 fn message<'a>(phone: &Phone, slot: Slot<'_, 'a>) -> Item<'a> {
-    let message: MessageWire<'_> = wire::object(Some(slot.raw)).unwrap_or_default();
+    let message: MessageWire<'a> = wire::object(Some(slot.raw)).unwrap_or_default();
     let wa_id = wire::id(message.from);
     let mid = wire::id(message.id);
     let message_type = wire::string(message.kind);
+    // The body's JSON string behind `data.text`: a text message's body, a media caption.
+    let mut text_in_body = None;
     let (name, mut data) = match message_type.as_deref() {
         Some("text") => {
-            let text =
-                wire::object::<TextWire<'_>>(message.text).map_or(Value::Null, |text| wire::string_value(text.body));
-            content(&mid, "text", text, None, None, None)
+            text_in_body = wire::object::<TextWire<'a>>(message.text).and_then(|text| text.body);
+            content(&mid, "text", wire::string_value(text_in_body), None, None, None)
         }
         Some(kind @ ("image" | "audio" | "video" | "document" | "sticker")) => {
             let media = match kind {
@@ -224,9 +225,8 @@ fn message<'a>(phone: &Phone, slot: Slot<'_, 'a>) -> Item<'a> {
                 "document" => message.document,
                 _ => message.sticker,
             };
-            let caption =
-                wire::object::<MediaWire<'_>>(media).map_or(Value::Null, |media| wire::string_value(media.caption));
-            content(&mid, kind, caption, media, None, None)
+            text_in_body = wire::object::<MediaWire<'a>>(media).and_then(|media| media.caption);
+            content(&mid, kind, wire::string_value(text_in_body), media, None, None)
         }
         Some("location") => content(&mid, "location", Value::Null, None, message.location, None),
         Some("contacts") => content(&mid, "contacts", Value::Null, None, None, message.contacts),
@@ -267,6 +267,7 @@ fn message<'a>(phone: &Phone, slot: Slot<'_, 'a>) -> Item<'a> {
             .map(wire::millis)
             .or_else(|| slot.entry_time_ms()),
         data,
+        text: text_in_body,
         dedup,
     })
 }
@@ -421,6 +422,7 @@ fn status<'a>(phone: &Phone, slot: Slot<'_, 'a>) -> Item<'a> {
             .map(wire::millis)
             .or_else(|| slot.entry_time_ms()),
         data,
+        text: None,
         dedup,
     })
 }

@@ -176,6 +176,55 @@ fn raw_items_are_slices_of_the_body() -> TestResult {
 }
 
 #[test]
+fn points_at_the_json_string_in_the_body_that_data_text_was_decoded_from() -> TestResult {
+    let mut texts = BTreeMap::new();
+    for (name, path) in fixtures()? {
+        let body = fs::read(&path)?;
+        for item in normalize(&body)? {
+            let Some(text) = item.text else {
+                // Every kind whose text is the person's own words points at it.
+                let kinds = ["message", "message_echo", "quick_reply", "message_edit", "comment"];
+                let kind = item.event_type.split_once('.').map_or("", |(_, kind)| kind);
+                assert!(
+                    !item.data["text"].is_string() || !(kinds.contains(&kind) || item.event_type == "whatsapp.message"),
+                    "{name}: the text of a {} is not pointed at",
+                    item.event_type
+                );
+                continue;
+            };
+            let (raw, text_bytes) = (
+                item.raw.get().as_bytes().as_ptr_range(),
+                text.get().as_bytes().as_ptr_range(),
+            );
+            assert!(
+                raw.start <= text_bytes.start && text_bytes.end <= raw.end,
+                "{name}: the text of item {} is not inside its raw bytes",
+                item.item_index
+            );
+            let decoded: String = serde_json::from_str(text.get())?;
+            assert_eq!(item.data["text"], decoded, "{name}");
+            *texts.entry(item.event_type.clone()).or_insert(0) += 1;
+        }
+    }
+    // The escaped fixture, and each kind at least once.
+    for kind in [
+        "messenger.message",
+        "messenger.message_echo",
+        "messenger.quick_reply",
+        "messenger.message_edit",
+        "instagram.message",
+        "instagram.comment",
+        "whatsapp.message",
+    ] {
+        assert!(
+            texts.contains_key(kind),
+            "no fixture's {kind} has its text pointed at: {texts:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn gives_redeliveries_the_same_dedup_keys_and_distinct_items_distinct_ones() -> TestResult {
     for (name, path) in fixtures()? {
         let first = fs::read(&path)?;

@@ -275,9 +275,8 @@ async fn accept(
         // The item's bytes are in the POST's body, which is stored anyway: the stored payload holds
         // `null` in their place, and reads put them back (a third fewer bytes written per event).
         let raw = std::mem::replace(&mut item.raw, RawValue::NULL);
-        let start = (raw.get().as_ptr() as usize)
-            .checked_sub(body.as_ptr() as usize)
-            .filter(|start| start + raw.get().len() <= body.len());
+        let start = offset_in(&body, raw);
+        let text = item.text.and_then(|text| Some((text, offset_in(&body, text)?)));
         let mut event = item.into_event(
             EventId::at(received_at),
             page.tenant_id.clone(),
@@ -286,19 +285,25 @@ async fn accept(
         );
         // Serialized once; the routing fields then move out of the event rather than being copied.
         let mut payload = event.to_json();
+        // The text, like the item's bytes, is in the body: `null` in its place (before the item's,
+        // whose place is found after).
+        let text_span = text.and_then(|(text, start)| cut_text(&mut payload, &event.data, text, start));
         // `source` comes last and holds no raw text, so the last `"raw":null` before it is the
         // item's place.
         let at = payload.rfind(RAW_PLACE).map(|at| at + ",\"raw\":".len());
-        let raw_span = match (start, at) {
-            (Some(start), Some(at)) => Some(RawSpan {
-                at,
-                start,
-                len: raw.get().len(),
-            }),
+        let (raw_span, text_span) = match (start, at) {
+            (Some(start), Some(at)) => (
+                Some(RawSpan {
+                    at,
+                    start,
+                    len: raw.get().len(),
+                }),
+                text_span,
+            ),
             _ => {
                 event.raw = raw.to_owned();
                 payload = event.to_json();
-                None
+                (None, None)
             }
         };
         events.push(NewEvent {
@@ -311,6 +316,7 @@ async fn accept(
             conversation_id: event.conversation_id,
             payload,
             raw: raw_span,
+            text: text_span,
             endpoints,
         });
     }
@@ -347,4 +353,34 @@ async fn accept(
             _ => Err(ApiError::Internal(Box::new(IngestError::Store(err)))),
         },
     }
+}
+
+/// Where `part`, borrowed from `body`, starts in it.
+fn offset_in(body: &[u8], part: &RawValue) -> Option<usize> {
+    (part.get().as_ptr() as usize)
+        .checked_sub(body.as_ptr() as usize)
+        .filter(|start| start + part.get().len() <= body.len())
+}
+
+/// Puts `null` in the serialized `payload` in place of `data.text`, which was decoded from the JSON
+/// string `text` at byte `start` of the body, and answers the span that puts it back (as
+/// serde_json writes it, which is how the payload held it). `None`, the payload unchanged, when
+/// `data.text` is not a string.
+fn cut_text(payload: &mut String, data: &serde_json::Value, text: &RawValue, start: usize) -> Option<RawSpan> {
+    let serde_json::Value::String(decoded) = data.get("text")? else {
+        return None;
+    };
+    let written = serde_json::to_string(decoded).ok()?;
+    // The first place with these bytes after a `"text":` key; any such place gives the same payload
+    // back.
+    let at = payload
+        .match_indices(written.as_str())
+        .map(|(at, _)| at)
+        .find(|at| payload[..*at].ends_with(r#""text":"#))?;
+    payload.replace_range(at..at + written.len(), "null");
+    Some(RawSpan {
+        at,
+        start,
+        len: text.get().len(),
+    })
 }

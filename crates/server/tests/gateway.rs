@@ -142,9 +142,12 @@ async fn delivers_a_signed_batch_as_five_verified_events_in_order() -> TestResul
     assert_eq!(events[4]["data"]["payload"], Value::Null);
     assert!(events[..4].iter().all(|e| e["standby"] == false));
 
-    // The raw bytes are kept as sent: the escaped text, not a re-encoding.
+    // The raw bytes are kept as sent: the escaped text, not a re-encoding; `data.text` is written
+    // as the event was serialized at ingest (the store keeps the text once, in the body, and puts
+    // it back on reading).
     let raw_text = std::str::from_utf8(&received[0].body)?;
     assert!(raw_text.contains(r"Hi \ud83d\ude00 \u00e4\u00f6\u00e5"));
+    assert!(raw_text.contains(r#""text":"Hi 😀 äöå""#));
     Ok(())
 }
 

@@ -283,16 +283,21 @@ pub struct NewEvent {
     pub timestamp_ms: i64,
     /// Orders the event's deliveries to endpoints that deliver in order per conversation.
     pub conversation_id: Option<String>,
-    /// The event's JSON; with [`NewEvent::raw`], with `null` where the item's bytes go.
+    /// The event's JSON; with [`NewEvent::raw`] and [`NewEvent::text`], with a `null` where each
+    /// goes.
     pub payload: String,
     /// Where the item's bytes are in its POST's body, which is stored anyway: kept once instead of
-    /// also inside the payload. `None`: the payload is whole.
+    /// also inside the payload. `None`: the payload holds them.
     pub raw: Option<RawSpan>,
+    /// Where the JSON string that `data.text` was decoded from is in its POST's body (most of a
+    /// chat event's bytes): kept once, too. Only with `raw`; `None`: the payload holds the text.
+    pub text: Option<RawSpan>,
     pub endpoints: Vec<EndpointId>,
 }
 
-/// An item's bytes in its POST's body: `len` bytes from `start`, to be put in the payload in place
-/// of the `null` at byte `at`. Readers of the event get the payload whole; the POST is kept as
+/// Bytes of an event in its POST's body: `len` bytes from `start`, to be put in the payload in
+/// place of the `null` at byte `at` of the payload as stored (for a text, the JSON string they
+/// hold, as serde_json writes it). Readers of the event get the payload whole; the POST is kept as
 /// long as any of its events is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawSpan {

@@ -279,7 +279,8 @@ impl PgStore {
             "SELECT {TARGET_COLUMNS} FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries WHERE id = ANY($1))"
         );
         let bodies_sql = "SELECT i.id, i.body FROM inbound i WHERE i.id IN (SELECT ev.inbound_id FROM deliveries d \
-             JOIN events ev ON ev.id = d.event_id WHERE d.id = ANY($1) AND ev.raw_at IS NOT NULL)";
+             JOIN events ev ON ev.id = d.event_id WHERE d.id = ANY($1) \
+             AND (ev.raw_at IS NOT NULL OR ev.text_at IS NOT NULL))";
         let deliveries = sqlx::query_as::<_, LeasedRow>(&leased_sql)
             .bind(&ids)
             .fetch_all(&self.pool);
@@ -1174,11 +1175,12 @@ impl Store for PgStore {
             .collect();
         if !new_events.is_empty() {
             let raw: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::raw_columns(e.raw)).collect();
+            let text: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::raw_columns(e.text)).collect();
             sqlx::query(
                 "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
-                     raw_start, raw_len) \
+                     raw_start, raw_len, text_at, text_start, text_len) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-                     $7::text[], $8::int8[], $9::int8[], $10::int8[])",
+                     $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])",
             )
             .bind(new_events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
             .bind(new_events.iter().map(|(_, e)| e.tenant_id.as_str()).collect::<Vec<_>>())
@@ -1205,6 +1207,9 @@ impl Store for PgStore {
             .bind(raw.iter().map(|r| r[0]).collect::<Vec<_>>())
             .bind(raw.iter().map(|r| r[1]).collect::<Vec<_>>())
             .bind(raw.iter().map(|r| r[2]).collect::<Vec<_>>())
+            .bind(text.iter().map(|r| r[0]).collect::<Vec<_>>())
+            .bind(text.iter().map(|r| r[1]).collect::<Vec<_>>())
+            .bind(text.iter().map(|r| r[2]).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }

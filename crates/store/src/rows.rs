@@ -9,6 +9,7 @@
 //! both; sqlx's `FromRow` (derived or for tuples) is generic over the database. Statements stay in
 //! each backend, where the dialects differ (`?` and `$1`, `json_each` and `UNNEST`, `1` and `TRUE`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -49,17 +50,18 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, even
 /// An endpoint's sending settings: a [`TargetRow`].
 pub(crate) const TARGET_COLUMNS: &str = "id, url, secret_sealed, previous_secret_sealed, previous_secret_expires_at, \
     ed25519_sealed, max_concurrency, rate_limit, ordered, format, headers";
-/// An event's columns from `events` (unaliased), with where its item's bytes are in its POST's
-/// body (see [`crate::RawSpan`]); the bodies are read once per POST ([`events_from_rows`]).
-pub(crate) const EVENT_COLUMNS: &str =
-    "id, type, page_id, received_at, payload, raw_at, inbound_id, raw_start, raw_len";
+/// An event's columns from `events` (unaliased), with where its item's bytes and text are in its
+/// POST's body (see [`crate::RawSpan`]); the bodies are read once per POST ([`events_from_rows`]).
+pub(crate) const EVENT_COLUMNS: &str = "id, type, page_id, received_at, payload, inbound_id, raw_at, raw_start, \
+    raw_len, text_at, text_start, text_len";
 pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, \
                                            last_status, last_error, created_at, updated_at";
 /// A delivery leased, with its event: deliveries as `d`, events as `ev`. The item's bytes are
 /// not read here but from the bodies of the lease's POSTs, each read once ([`leased_deliveries`]):
 /// a lease of 256 events of 100-item POSTs read a body per event.
 pub(crate) const LEASED_COLUMNS: &str = "d.id, d.event_id, ev.type AS event_type, d.endpoint_id, d.tenant_id, \
-    ev.payload, ev.raw_at, ev.inbound_id, ev.raw_start, ev.raw_len, d.attempts";
+    ev.payload, ev.inbound_id, ev.raw_at, ev.raw_start, ev.raw_len, ev.text_at, ev.text_start, ev.text_len, \
+    d.attempts";
 /// Attempts as `a`.
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "a.attempt, a.started_at, a.duration_ms, a.status_code, a.outcome, a.error, a.response_excerpt";
@@ -435,10 +437,9 @@ pub(crate) struct LeasedRow {
     endpoint_id: String,
     tenant_id: String,
     payload: String,
-    raw_at: Option<i64>,
     inbound_id: String,
-    raw_start: Option<i64>,
-    raw_len: Option<i64>,
+    #[sqlx(flatten)]
+    spans: Spans,
     attempts: i64,
 }
 
@@ -517,8 +518,9 @@ pub(crate) fn leased_deliveries(
             let target = targets
                 .get(&row.endpoint_id)
                 .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no endpoint", row.id)))?;
-            let post = row.raw_at.is_some().then_some(row.inbound_id.as_str());
-            let raw = item_in_post(&bodies, &row.event_id, post, row.raw_start, row.raw_len)?;
+            let payload = row
+                .spans
+                .payload(row.payload, &row.event_id, &row.inbound_id, &bodies)?;
             Ok(LeasedDelivery {
                 lease_seq: seqs.get(row.id.as_str()).copied().unwrap_or_default(),
                 id: parse_id(&row.id)?,
@@ -532,7 +534,7 @@ pub(crate) fn leased_deliveries(
                 controls: target.controls,
                 format: target.format,
                 headers: target.headers.clone(),
-                payload: with_raw(row.payload, row.raw_at, raw)?,
+                payload,
                 attempts: u32::try_from(row.attempts).unwrap_or(0),
             })
         })
@@ -548,16 +550,15 @@ pub(crate) struct EventRow {
     page_id: String,
     received_at: i64,
     payload: String,
-    raw_at: Option<i64>,
     inbound_id: String,
-    raw_start: Option<i64>,
-    raw_len: Option<i64>,
+    #[sqlx(flatten)]
+    spans: Spans,
 }
 
 impl EventRow {
-    /// The POST whose body holds the event's item, when its payload is not whole.
+    /// The POST whose body holds bytes of the event, when its payload is not whole.
     pub(crate) fn post(&self) -> Option<&str> {
-        self.raw_at.is_some().then_some(self.inbound_id.as_str())
+        self.spans.in_body().then_some(self.inbound_id.as_str())
     }
 }
 
@@ -567,13 +568,13 @@ pub(crate) fn events_from_rows(rows: Vec<EventRow>, bodies: &[(String, Vec<u8>)]
     let bodies = by_post(bodies);
     rows.into_iter()
         .map(|row| {
-            let raw = item_in_post(&bodies, &row.id, row.post(), row.raw_start, row.raw_len)?;
+            let payload = row.spans.payload(row.payload, &row.id, &row.inbound_id, &bodies)?;
             Ok(StoredEvent {
                 id: parse_id(&row.id)?,
                 event_type: row.event_type,
                 page_id: row.page_id,
                 received_at: row.received_at,
-                payload: with_raw(row.payload, row.raw_at, raw)?,
+                payload,
             })
         })
         .collect()
@@ -584,49 +585,85 @@ fn by_post(bodies: &[(String, Vec<u8>)]) -> HashMap<&str, &[u8]> {
     bodies.iter().map(|(id, body)| (id.as_str(), body.as_slice())).collect()
 }
 
-/// Event `id`'s item bytes: `len` from `start` in the body of `post` (`None` when the payload is
-/// whole, or the POST is gone).
-fn item_in_post<'b>(
-    bodies: &HashMap<&str, &'b [u8]>,
-    id: &str,
-    post: Option<&str>,
-    start: Option<i64>,
-    len: Option<i64>,
-) -> Result<Option<&'b [u8]>> {
-    let Some(body) = post.and_then(|post| bodies.get(post)) else {
-        return Ok(None);
-    };
-    start
-        .zip(len)
-        .and_then(|(start, len)| Some((usize::try_from(start).ok()?, usize::try_from(len).ok()?)))
-        .and_then(|(start, len)| body.get(start..start.checked_add(len)?))
-        .map(Some)
-        .ok_or_else(|| StoreError::Corrupt(format!("event {id}'s raw item lies outside its POST")))
+/// Where an event's payload holds a `null` for bytes kept in its POST's body (see
+/// [`crate::RawSpan`]): the item's raw bytes, and the JSON string its `data.text` was decoded
+/// from. The columns of each are all NULL when the payload holds that part itself.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Spans {
+    raw_at: Option<i64>,
+    raw_start: Option<i64>,
+    raw_len: Option<i64>,
+    text_at: Option<i64>,
+    text_start: Option<i64>,
+    text_len: Option<i64>,
 }
 
-/// The payload as endpoints receive it: the item's raw bytes, read from its POST's body, put back
-/// in place of the `null` stored at `raw_at` (see [`crate::RawSpan`]).
-pub(crate) fn with_raw(payload: String, raw_at: Option<i64>, raw: Option<&[u8]>) -> Result<String> {
-    let Some(at) = raw_at else {
-        return Ok(payload);
-    };
-    let corrupt = |what: &str| StoreError::Corrupt(format!("an event's raw item {what}"));
-    let at = usize::try_from(at).map_err(|_| corrupt("has a negative place"))?;
-    if payload.get(at..at + NULL.len()) != Some(NULL) {
-        return Err(corrupt("has no place in its payload"));
+/// A span's place in the stored payload and its bytes in the body.
+#[derive(Clone, Copy)]
+struct Place {
+    at: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Spans {
+    /// Whether the payload needs its POST's body.
+    pub(crate) fn in_body(&self) -> bool {
+        self.raw_at.is_some() || self.text_at.is_some()
     }
-    let raw = raw.ok_or_else(|| corrupt("is gone with its POST"))?;
-    let raw = std::str::from_utf8(raw).map_err(|_| corrupt("is not UTF-8"))?;
-    let mut whole = String::with_capacity(payload.len() + raw.len());
-    whole.push_str(&payload[..at]);
-    whole.push_str(raw);
-    whole.push_str(&payload[at + NULL.len()..]);
-    Ok(whole)
+
+    /// Event `id`'s payload as endpoints receive it: each part put back from the body of its POST
+    /// `post` in `bodies`. The item's bytes go back as they are; the text is a JSON string as Meta
+    /// wrote it (with `\uXXXX` escapes), which goes back as serde_json writes it, so that the
+    /// payload is the one serialized at ingest, byte for byte.
+    fn payload(self, mut payload: String, id: &str, post: &str, bodies: &HashMap<&str, &[u8]>) -> Result<String> {
+        if !self.in_body() {
+            return Ok(payload);
+        }
+        let corrupt = |what: &str| StoreError::Corrupt(format!("event {id}'s {what}"));
+        let place = |at: Option<i64>, start: Option<i64>, len: Option<i64>, what: &str| -> Result<Option<Place>> {
+            let Some(at) = at else { return Ok(None) };
+            let column = |n: Option<i64>| n.and_then(|n| usize::try_from(n).ok());
+            match (column(Some(at)), column(start), column(len)) {
+                (Some(at), Some(start), Some(len)) => Ok(Some(Place { at, start, len })),
+                _ => Err(corrupt(&format!("{what} has no valid place"))),
+            }
+        };
+        let raw = place(self.raw_at, self.raw_start, self.raw_len, "raw item")?;
+        let text = place(self.text_at, self.text_start, self.text_len, "text")?;
+        let body = bodies.get(post).ok_or_else(|| corrupt("POST is gone"))?;
+        // From the later place to the earlier, so that each is where it was stored.
+        let mut parts = [(raw, "raw item", false), (text, "text", true)];
+        parts.sort_by_key(|(place, ..)| std::cmp::Reverse(place.map(|place| place.at)));
+        for (place, what, is_text) in parts {
+            let Some(place) = place else { continue };
+            let bytes = place
+                .start
+                .checked_add(place.len)
+                .and_then(|end| body.get(place.start..end))
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .ok_or_else(|| corrupt(&format!("{what} lies outside its POST")))?;
+            let bytes: Cow<'_, str> = if is_text {
+                let text = serde_json::from_str::<String>(bytes)
+                    .and_then(|text| serde_json::to_string(&text))
+                    .map_err(|_| corrupt("text in its POST is not a JSON string"))?;
+                Cow::Owned(text)
+            } else {
+                Cow::Borrowed(bytes)
+            };
+            let null = place.at..place.at + NULL.len();
+            if payload.get(null.clone()) != Some(NULL) {
+                return Err(corrupt(&format!("{what} has no place in its payload")));
+            }
+            payload.replace_range(null, &bytes);
+        }
+        Ok(payload)
+    }
 }
 
 const NULL: &str = "null";
 
-/// `raw_at`, `raw_start` and `raw_len` of a new event (NULLs: its payload is whole).
+/// `at`, `start` and `len` of a new event's span (NULLs: its payload holds that part itself).
 pub(crate) fn raw_columns(raw: Option<crate::RawSpan>) -> [Option<i64>; 3] {
     let column = |n: usize| i64::try_from(n).ok();
     match raw {

@@ -375,7 +375,7 @@ impl SqliteStore {
         );
         let bodies_sql = "SELECT i.id, i.body FROM inbound i WHERE i.id IN (SELECT ev.inbound_id FROM deliveries d \
              JOIN events ev ON ev.id = d.event_id WHERE d.id IN (SELECT value FROM json_each(?1)) \
-             AND ev.raw_at IS NOT NULL)";
+             AND (ev.raw_at IS NOT NULL OR ev.text_at IS NOT NULL))";
         let deliveries = sqlx::query_as::<_, LeasedRow>(&leased_sql)
             .bind(&ids)
             .fetch_all(&self.readers);
@@ -1261,11 +1261,12 @@ impl Store for SqliteStore {
         for chunk in new_events.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
-                 raw_start, raw_len) ",
+                 raw_start, raw_len, text_at, text_start, text_len) ",
             );
             insert.push_values(chunk, |mut row, (i, event)| {
                 let req = &batch[*i];
                 let [at, start, len] = rows::raw_columns(event.raw);
+                let [text_at, text_start, text_len] = rows::raw_columns(event.text);
                 row.push_bind(event.id.as_str())
                     .push_bind(event.tenant_id.as_str())
                     .push_bind(event.page_id.as_str())
@@ -1275,7 +1276,10 @@ impl Store for SqliteStore {
                     .push_bind(event.payload.as_str())
                     .push_bind(at)
                     .push_bind(start)
-                    .push_bind(len);
+                    .push_bind(len)
+                    .push_bind(text_at)
+                    .push_bind(text_start)
+                    .push_bind(text_len);
             });
             insert.build().execute(&mut *tx).await?;
             inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str().to_owned()));

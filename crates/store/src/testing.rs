@@ -158,6 +158,7 @@ pub fn request_in(fixture: &Fixture, page_id: &str, keys: &[(&str, &str)]) -> In
                 conversation_id: Some(format!("{page_id}:{conversation}")),
                 payload: format!("{{\"key\":\"{key}\"}}"),
                 raw: None,
+                text: None,
                 endpoints: vec![fixture.endpoint.clone()],
             })
             .collect(),
@@ -932,6 +933,7 @@ impl LegacyEvent {
                 conversation_id: None,
                 payload: String::from("{}"),
                 raw: None,
+                text: None,
                 endpoints: Vec::new(),
             }],
         };
@@ -979,7 +981,7 @@ pub async fn prunes_posts_by_their_arrival_time(store: Arc<dyn Store>) -> Result
 }
 
 /// Events from two POSTs (one of three items), read in a list, a query, one by one and in a lease:
-/// each carries its own item's bytes, cut from the right POST's body.
+/// each carries its own item's bytes and text, cut from the right POST's body.
 pub async fn reads_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "123").await?;
     let post = |mids: &[&str]| -> Result<(IngestRequest, Vec<String>)> {
@@ -993,15 +995,23 @@ pub async fn reads_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) 
         );
         let mut req = request(&f, "123", mids);
         let mut wholes = Vec::new();
-        for (event, item) in req.events.iter_mut().zip(&items) {
-            let head = format!(r#"{{"id":"{}","raw":"#, event.id.as_str());
-            event.payload = format!("{head}null}}");
+        for ((event, item), mid) in req.events.iter_mut().zip(&items).zip(mids) {
+            let head = format!(r#"{{"id":"{}","data":{{"text":"#, event.id.as_str());
+            let middle = r#"},"raw":"#;
+            event.payload = format!("{head}null{middle}null}}");
+            let start = body.find(item.as_str()).ok_or("no item")?;
             event.raw = Some(crate::RawSpan {
-                at: head.len(),
-                start: body.find(item.as_str()).ok_or("no item")?,
+                at: head.len() + "null".len() + middle.len(),
+                start,
                 len: item.len(),
             });
-            wholes.push(format!("{head}{item}}}"));
+            let text = format!(r#""{mid} \u00e9""#);
+            event.text = Some(crate::RawSpan {
+                at: head.len(),
+                start: start + item.find(&text).ok_or("no text")?,
+                len: text.len(),
+            });
+            wholes.push(format!(r#"{head}"{mid} é"{middle}{item}}}"#));
         }
         req.body = Bytes::from(body);
         Ok((req, wholes))
@@ -1033,25 +1043,33 @@ pub async fn reads_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) 
     Ok(())
 }
 
-/// An item's bytes stored once, in its POST's body: every read of the event (one, a list, a query,
-/// a lease) gives the payload whole, and the POST stays as long as the event does.
+/// An item's bytes and its text stored once, in its POST's body: every read of the event (one, a
+/// list, a query, a lease) gives the payload whole, its text as serde_json writes it (escapes
+/// decoded), and the POST stays as long as the event does.
 pub async fn keeps_an_items_bytes_once_and_reads_them_whole(store: Arc<dyn Store>) -> Result {
     const DAY: i64 = 86_400_000;
     let f = onboard(store.as_ref(), "121").await?;
     let item = r#"{"sender":{"id":"7"},"message":{"mid":"m_1","text":"h\u00e9 \ud83d\ude4f"}}"#;
     let body = format!(r#"{{"object":"page","entry":[{{"id":"121","time":1,"messaging":[{item}]}}]}}"#);
     let start = body.find(item).ok_or("no item")?;
-    let head = r#"{"id":"evt","type":"messenger.message","raw":"#;
+    let head = r#"{"id":"evt","type":"messenger.message","data":{"mid":"m_1","text":"#;
+    let middle = r#"},"raw":"#;
     let tail = r#","source":{"entry":0,"item":0}}"#;
     let mut req = request(&f, "121", &["m_1"]);
     req.body = Bytes::from(body.clone());
-    req.events[0].payload = format!("{head}null{tail}");
+    req.events[0].payload = format!("{head}null{middle}null{tail}");
     req.events[0].raw = Some(crate::RawSpan {
-        at: head.len(),
+        at: head.len() + "null".len() + middle.len(),
         start,
         len: item.len(),
     });
-    let whole = format!("{head}{item}{tail}");
+    let text = r#""h\u00e9 \ud83d\ude4f""#;
+    req.events[0].text = Some(crate::RawSpan {
+        at: head.len(),
+        start: body.find(text).ok_or("no text")?,
+        len: text.len(),
+    });
+    let whole = format!(r#"{head}"hé 🙏"{middle}{item}{tail}"#);
     store.ingest(&[req.clone()], NOW).await?;
     let id = req.events[0].id.clone();
 

@@ -477,6 +477,7 @@ pub(super) async fn send_test_event(
         conversation_id: None,
         payload: event.to_string(),
         raw: None,
+        text: None,
         endpoints: Vec::new(),
     };
     let delivery_id = state.store.send_test_event(&new_event, &endpoint, now).await?;
