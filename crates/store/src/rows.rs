@@ -643,7 +643,9 @@ impl Spans {
                 .and_then(|end| body.get(place.start..end))
                 .and_then(|bytes| std::str::from_utf8(bytes).ok())
                 .ok_or_else(|| corrupt(&format!("{what} lies outside its POST")))?;
-            let bytes: Cow<'_, str> = if is_text {
+            // A JSON string without escapes is what serde_json writes for it already (it escapes
+            // only quotes, backslashes and control characters, which such a string cannot hold).
+            let bytes: Cow<'_, str> = if is_text && bytes.contains('\\') {
                 let text = serde_json::from_str::<String>(bytes)
                     .and_then(|text| serde_json::to_string(&text))
                     .map_err(|_| corrupt("text in its POST is not a JSON string"))?;

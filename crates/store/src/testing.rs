@@ -981,13 +981,24 @@ pub async fn prunes_posts_by_their_arrival_time(store: Arc<dyn Store>) -> Result
 }
 
 /// Events from two POSTs (one of three items), read in a list, a query, one by one and in a lease:
-/// each carries its own item's bytes and text, cut from the right POST's body.
+/// each carries its own item's bytes and text, cut from the right POST's body (texts with escapes,
+/// decoded, and one without).
 pub async fn reads_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) -> Result {
     let f = onboard(store.as_ref(), "123").await?;
+    // (as sent, as read)
+    let text = |mid: &str| match mid {
+        "m_4" => (format!(r#""{mid} plain""#), format!(r#""{mid} plain""#)),
+        _ => (format!(r#""{mid} \u00e9""#), format!(r#""{mid} é""#)),
+    };
     let post = |mids: &[&str]| -> Result<(IngestRequest, Vec<String>)> {
         let items: Vec<String> = mids
             .iter()
-            .map(|mid| format!(r#"{{"sender":{{"id":"7"}},"message":{{"mid":"{mid}","text":"{mid} \u00e9"}}}}"#))
+            .map(|mid| {
+                format!(
+                    r#"{{"sender":{{"id":"7"}},"message":{{"mid":"{mid}","text":{}}}}}"#,
+                    text(mid).0
+                )
+            })
             .collect();
         let body = format!(
             r#"{{"object":"page","entry":[{{"id":"123","time":1,"messaging":[{}]}}]}}"#,
@@ -1005,13 +1016,13 @@ pub async fn reads_the_items_of_several_posts_each_whole(store: Arc<dyn Store>) 
                 start,
                 len: item.len(),
             });
-            let text = format!(r#""{mid} \u00e9""#);
+            let (sent, read) = text(mid);
             event.text = Some(crate::RawSpan {
                 at: head.len(),
-                start: start + item.find(&text).ok_or("no text")?,
-                len: text.len(),
+                start: start + item.find(&sent).ok_or("no text")?,
+                len: sent.len(),
             });
-            wholes.push(format!(r#"{head}"{mid} é"{middle}{item}}}"#));
+            wholes.push(format!("{head}{read}{middle}{item}}}"));
         }
         req.body = Bytes::from(body);
         Ok((req, wholes))
