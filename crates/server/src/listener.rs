@@ -9,6 +9,11 @@
 //! At the bound the node stops accepting; new connections wait in the kernel's backlog (and the
 //! sender times out and sends again, as Meta does) until one closes.
 //!
+//! While a connection waits, every answer closes its connection (`Connection: close`): a busy
+//! client keeps its connections alive with request after request, so the bound would otherwise
+//! let nobody else in until the load stopped (seen: a connection that waited 30 s, its whole
+//! run and then the idle timeout, behind the open-loop generator's others).
+//!
 //! A bound on connections is only safe when idle ones close: otherwise clients that keep
 //! connections alive without using them (a connection pool, or someone who means harm) would
 //! hold the node's every connection. A connection that sends no request for its idle timeout
@@ -18,10 +23,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::middleware;
+use axum::response::Response;
 use axum::serve::Listener as _;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,6 +49,10 @@ use crate::ingress::Throttled;
 /// open connection finish the request it is in, and returns once all are closed. A connection
 /// that waits `idle` for a request (or for the rest of a request's head) is closed.
 pub async fn serve(mut listener: BoundedListener, router: Router, idle: Duration, shutdown: CancellationToken) {
+    let router = router.layer(middleware::map_response_with_state(
+        Arc::clone(&listener.waiting),
+        close_while_one_waits,
+    ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(idle.max(Duration::from_millis(1)));
@@ -60,11 +74,23 @@ pub async fn serve(mut listener: BoundedListener, router: Router, idle: Duration
     open.shutdown().await;
 }
 
+/// Has the answer close its connection while another connection waits for room.
+async fn close_while_one_waits(State(waiting): State<Arc<AtomicBool>>, mut response: Response) -> Response {
+    if waiting.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// A [`TcpListener`] that holds at most `max` connections open at once.
 #[derive(Debug)]
 pub struct BoundedListener {
     inner: TcpListener,
     open: Arc<Semaphore>,
+    /// Whether an accepted connection waits for one of the others to close.
+    waiting: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
     /// Times the bound held a connection back, logged now and then.
     waited: Throttled,
@@ -75,6 +101,7 @@ impl BoundedListener {
         Self {
             inner,
             open: Arc::new(Semaphore::new(max.max(1))),
+            waiting: Arc::new(AtomicBool::new(false)),
             clock,
             waited: Throttled::default(),
         }
@@ -85,24 +112,30 @@ impl axum::serve::Listener for BoundedListener {
     type Io = Counted;
     type Addr = SocketAddr;
 
+    /// Takes the next connection from the kernel, then waits for room for it (the rest wait in
+    /// the kernel's backlog meanwhile): so the node knows that somebody waits.
     async fn accept(&mut self) -> (Counted, SocketAddr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let permit = match Arc::clone(&self.open).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 if let Some(total) = self.waited.note(self.clock.now_ms()) {
                     tracing::warn!(
                         total,
-                        "at the limit of open connections (max_connections): new connections wait until one closes"
+                        "at the limit of open connections (max_connections): new connections wait until one \
+                         closes, and answers close theirs meanwhile"
                     );
                 }
-                match Arc::clone(&self.open).acquire_owned().await {
+                self.waiting.store(true, Ordering::Relaxed);
+                let permit = Arc::clone(&self.open).acquire_owned().await;
+                self.waiting.store(false, Ordering::Relaxed);
+                match permit {
                     Ok(permit) => permit,
                     // The semaphore is never closed.
                     Err(_) => return std::future::pending().await,
                 }
             }
         };
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         (Counted { stream, _open: permit }, addr)
     }
 

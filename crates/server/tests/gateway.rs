@@ -407,6 +407,54 @@ async fn holds_at_most_max_connections_open() -> TestResult {
     Ok(())
 }
 
+/// While a connection waits for room, the answers on the open ones close their connections: a
+/// client that keeps its connections busy does not keep a waiting one out until it stops.
+#[tokio::test]
+async fn a_waiting_connection_has_busy_ones_close_after_their_answer() -> TestResult {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // The idle timeout is far beyond the test's deadline: only the answers can let the third in.
+    let app = TestApp::builder()
+        .max_connections(2)
+        .idle_timeout(Duration::from_secs(600))
+        .spawn()
+        .await?;
+    let addr = app.base_url.trim_start_matches("http://").to_owned();
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        busy.push(tokio::net::TcpStream::connect(&addr).await?);
+    }
+    /// One request on `conn`: its answer's head, lowercased.
+    async fn ask(conn: &mut tokio::net::TcpStream) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: pagewire\r\n\r\n")
+            .await?;
+        let mut answer = [0_u8; 512];
+        let read = tokio::time::timeout(WAIT, conn.read(&mut answer)).await??;
+        Ok(String::from_utf8_lossy(&answer[..read]).to_lowercase())
+    }
+    for conn in &mut busy {
+        let answer = ask(conn).await?;
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
+        assert!(!answer.contains("connection: close"), "nobody waits yet: {answer}");
+    }
+    let third = tokio::spawn(reqwest::Client::new().get(format!("{}/healthz", app.base_url)).send());
+    // The first client keeps asking on its connection until an answer closes it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = ask(&mut busy[0]).await?;
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
+        if answer.contains("connection: close") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer closed its connection"
+        );
+    }
+    let answer = tokio::time::timeout(WAIT, third).await???;
+    assert_eq!(answer.status(), 200);
+    Ok(())
+}
+
 /// A connection that waits for a request longer than the idle timeout is closed, and no longer
 /// holds the bound: another client is served.
 #[tokio::test]
