@@ -1,5 +1,5 @@
-//! Properties of normalization over generated input: every item is kept, in order, byte for byte,
-//! and nothing (no body, no JSON value anywhere in it) makes parsing, verification or normalization
+//! Properties of normalization over generated input: every item is kept, in order, byte for byte
+//! (and a text it points at decodes to its `data.text`), and nothing (no body, no JSON value anywhere in it) makes parsing, verification or normalization
 //! panic.
 //!
 //! Envelopes are generated per Meta object: Messenger-shaped items and changes for `page`,
@@ -549,6 +549,16 @@ proptest! {
             })
             .collect();
         prop_assert_eq!(actual, expected);
+        // A text pointed at lies in its item's bytes and decodes to `data.text` (the store puts
+        // it back from there).
+        for item in &items {
+            if let Some(text) = item.text {
+                let (raw, text_bytes) = (item.raw.get().as_bytes().as_ptr_range(), text.get().as_bytes().as_ptr_range());
+                prop_assert!(raw.start <= text_bytes.start && text_bytes.end <= raw.end);
+                let decoded: String = serde_json::from_str(text.get()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&item.data["text"], &Value::String(decoded));
+            }
+        }
         let slots = Envelope::parse(body.as_bytes()).map(|envelope| envelope.item_count()).ok();
         if object == "whatsapp_business_account" {
             prop_assert!(slots.is_some_and(|slots| slots <= items.len()));
