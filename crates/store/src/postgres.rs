@@ -1174,8 +1174,8 @@ impl Store for PgStore {
             .map(|(event, _)| event)
             .collect();
         if !new_events.is_empty() {
-            let raw: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::raw_columns(e.raw)).collect();
-            let text: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::raw_columns(e.text)).collect();
+            let raw: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::span_columns(e.raw)).collect();
+            let text: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::span_columns(e.text)).collect();
             sqlx::query(
                 "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
                      raw_start, raw_len, text_at, text_start, text_len) \

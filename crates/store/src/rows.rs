@@ -624,7 +624,7 @@ impl Spans {
         let place = |at: Option<i64>, start: Option<i64>, len: Option<i64>, what: &str| -> Result<Option<Place>> {
             let Some(at) = at else { return Ok(None) };
             let column = |n: Option<i64>| n.and_then(|n| usize::try_from(n).ok());
-            match (column(Some(at)), column(start), column(len)) {
+            match (usize::try_from(at).ok(), column(start), column(len)) {
                 (Some(at), Some(start), Some(len)) => Ok(Some(Place { at, start, len })),
                 _ => Err(corrupt(&format!("{what} has no valid place"))),
             }
@@ -666,9 +666,9 @@ impl Spans {
 const NULL: &str = "null";
 
 /// `at`, `start` and `len` of a new event's span (NULLs: its payload holds that part itself).
-pub(crate) fn raw_columns(raw: Option<crate::RawSpan>) -> [Option<i64>; 3] {
+pub(crate) fn span_columns(span: Option<crate::RawSpan>) -> [Option<i64>; 3] {
     let column = |n: usize| i64::try_from(n).ok();
-    match raw {
+    match span {
         Some(span) => [column(span.at), column(span.start), column(span.len)],
         None => [None; 3],
     }

@@ -1265,8 +1265,8 @@ impl Store for SqliteStore {
             );
             insert.push_values(chunk, |mut row, (i, event)| {
                 let req = &batch[*i];
-                let [at, start, len] = rows::raw_columns(event.raw);
-                let [text_at, text_start, text_len] = rows::raw_columns(event.text);
+                let [at, start, len] = rows::span_columns(event.raw);
+                let [text_at, text_start, text_len] = rows::span_columns(event.text);
                 row.push_bind(event.id.as_str())
                     .push_bind(event.tenant_id.as_str())
                     .push_bind(event.page_id.as_str())
