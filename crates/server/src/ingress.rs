@@ -28,7 +28,7 @@ use crate::routing::{AppRoute, Routing, RoutingCache};
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the ingress router needs, and nothing more (no admin or auth state).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct IngressState {
     pub routing: RoutingCache,
     pub writer: IngestWriter,

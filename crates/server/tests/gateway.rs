@@ -369,26 +369,28 @@ async fn several_writers_share_the_queue_and_keep_every_acknowledged_event() -> 
     .await
 }
 
+/// One `GET /healthz` on a raw keep-alive connection: the answer's head, lowercased.
+async fn ask_health(conn: &mut tokio::net::TcpStream) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: pagewire\r\n\r\n")
+        .await?;
+    let mut answer = [0_u8; 512];
+    let read = tokio::time::timeout(WAIT, conn.read(&mut answer)).await??;
+    Ok(String::from_utf8_lossy(&answer[..read]).to_lowercase())
+}
+
 /// At its bound of open connections the node accepts no more until one closes: a flood of
 /// connections waits in the kernel's backlog instead of taking the node's memory.
 #[tokio::test]
 async fn holds_at_most_max_connections_open() -> TestResult {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let app = TestApp::builder().max_connections(2).spawn().await?;
     let addr = app.base_url.trim_start_matches("http://").to_owned();
     // Two connections the node accepted: each had a request answered, and stays open.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = tokio::net::TcpStream::connect(&addr).await?;
-        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: pagewire\r\n\r\n")
-            .await?;
-        let mut answer = [0_u8; 512];
-        let read = tokio::time::timeout(WAIT, conn.read(&mut answer)).await??;
-        assert!(
-            answer[..read].starts_with(b"HTTP/1.1 200"),
-            "{:?}",
-            String::from_utf8_lossy(&answer[..read])
-        );
+        let answer = ask_health(&mut conn).await?;
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
         held.push(conn);
     }
     // A third is connected by the kernel but not served while they stay open.
@@ -411,7 +413,6 @@ async fn holds_at_most_max_connections_open() -> TestResult {
 /// client that keeps its connections busy does not keep a waiting one out until it stops.
 #[tokio::test]
 async fn a_waiting_connection_has_busy_ones_close_after_their_answer() -> TestResult {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     // The idle timeout is far beyond the test's deadline: only the answers can let the third in.
     let app = TestApp::builder()
         .max_connections(2)
@@ -423,16 +424,8 @@ async fn a_waiting_connection_has_busy_ones_close_after_their_answer() -> TestRe
     for _ in 0..2 {
         busy.push(tokio::net::TcpStream::connect(&addr).await?);
     }
-    /// One request on `conn`: its answer's head, lowercased.
-    async fn ask(conn: &mut tokio::net::TcpStream) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: pagewire\r\n\r\n")
-            .await?;
-        let mut answer = [0_u8; 512];
-        let read = tokio::time::timeout(WAIT, conn.read(&mut answer)).await??;
-        Ok(String::from_utf8_lossy(&answer[..read]).to_lowercase())
-    }
     for conn in &mut busy {
-        let answer = ask(conn).await?;
+        let answer = ask_health(conn).await?;
         assert!(answer.starts_with("http/1.1 200"), "{answer}");
         assert!(!answer.contains("connection: close"), "nobody waits yet: {answer}");
     }
@@ -440,7 +433,7 @@ async fn a_waiting_connection_has_busy_ones_close_after_their_answer() -> TestRe
     // The first client keeps asking on its connection until an answer closes it.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let answer = ask(&mut busy[0]).await?;
+        let answer = ask_health(&mut busy[0]).await?;
         assert!(answer.starts_with("http/1.1 200"), "{answer}");
         if answer.contains("connection: close") {
             break;
@@ -459,7 +452,7 @@ async fn a_waiting_connection_has_busy_ones_close_after_their_answer() -> TestRe
 /// holds the bound: another client is served.
 #[tokio::test]
 async fn closes_idle_connections_so_that_they_do_not_hold_the_bound() -> TestResult {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncReadExt as _;
     let app = TestApp::builder()
         .max_connections(1)
         .idle_timeout(Duration::from_millis(200))
@@ -467,13 +460,10 @@ async fn closes_idle_connections_so_that_they_do_not_hold_the_bound() -> TestRes
         .await?;
     let addr = app.base_url.trim_start_matches("http://").to_owned();
     let mut idle = tokio::net::TcpStream::connect(&addr).await?;
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: pagewire\r\n\r\n")
-        .await?;
-    let mut answer = [0_u8; 512];
-    let read = tokio::time::timeout(WAIT, idle.read(&mut answer)).await??;
-    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    assert!(ask_health(&mut idle).await?.starts_with("http/1.1 200"));
     // Kept open and silent: the node closes it.
-    assert_eq!(tokio::time::timeout(WAIT, idle.read(&mut answer)).await??, 0, "closed");
+    let mut rest = [0_u8; 512];
+    assert_eq!(tokio::time::timeout(WAIT, idle.read(&mut rest)).await??, 0, "closed");
     let answer = tokio::time::timeout(
         WAIT,
         reqwest::Client::new().get(format!("{}/healthz", app.base_url)).send(),
