@@ -74,8 +74,11 @@ pub struct SqliteStore {
 /// Log pages after which the writer checkpoints by itself (64 MiB of 4 KiB pages): only if the
 /// background pass falls behind.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
-/// How often the background pass checkpoints.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the background pass checkpoints. A pass writes what the log gathered since the last
+/// one into the database file and syncs it, and a commit's own sync waits behind that write: the
+/// smaller each pass, the shorter the wait. At 10,000 webhooks/s, passes every 250 ms (13 MiB of
+/// log each) put acknowledgements' p99 at 17-19 ms, every second at 30 ms, every 50 ms at 9-15 ms.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A JSON array of strings, for statements that take a list as one `json_each` parameter.
 fn json_strings<'a>(items: impl Iterator<Item = &'a str>) -> String {
