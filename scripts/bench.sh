@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every scenario of docs/benchmarks.md, in the order of its tables: builds the release binaries,
 # then runs the load harness (each run starts `pagewire serve` on a fresh data directory) and the
-# criterion micro-benchmarks. About 32 minutes on a 2-core machine (SQLite about 22, then PostgreSQL about 10). Pass `--quick` for a short
+# criterion micro-benchmarks. About 33 minutes on a 2-core machine (SQLite about 23, then PostgreSQL about 10). Pass `--quick` for a short
 # pass over every scenario (minutes, figures not comparable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ section "The disk: durable sequential writes, second by second (what sustained i
 "$bench" disk --seconds "$(scale 20 3)"
 section "Ingest: closed loop (64 in flight), with the one-commit-per-request baseline, and where each commit's pages go"
 "$bench" ingest --seconds "$(scale 10 2)" --with-baseline --commit-pages
+section "Ingest: closed loop with 256 in flight (one commit takes more requests)"
+"$bench" ingest --seconds "$(scale 10 2)" --connections 256
 section "Ingest: the mix of 1-, 10- and 100-item bodies, closed loop"
 "$bench" ingest --seconds "$(scale 10 2)" --mix
 section "Ingest: open loop at 2,000, 5,000 and 10,000 webhooks/s"
