@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every scenario of docs/benchmarks.md, in the order of its tables: builds the release binaries,
 # then runs the load harness (each run starts `pagewire serve` on a fresh data directory) and the
-# criterion micro-benchmarks. About 33 minutes on a 2-core machine (SQLite about 23, then PostgreSQL about 10). Pass `--quick` for a short
+# criterion micro-benchmarks. 20 to 33 minutes on a 2-core machine, by its speed that day (SQLite about two thirds). Pass `--quick` for a short
 # pass over every scenario (minutes, figures not comparable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
