@@ -237,8 +237,16 @@ impl SqliteStore {
     /// checkpointer's `RESTART` step holds the lock, SQLite refuses such an upgrade at once
     /// ("database is locked", to rule out a deadlock between two upgrading connections) instead of
     /// waiting. A lock asked for at the start waits for the step like any other.
+    /// A wait of 10 ms or more for the writer is logged at debug: a stall of ingest or delivery
+    /// shows whether the time went to waiting for the writer or to the work itself.
     async fn write_transaction(&self) -> std::result::Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await
+        let started = std::time::Instant::now();
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(10) {
+            tracing::debug!(waited_ms = waited.as_millis(), "waited for the database writer");
+        }
+        Ok(tx)
     }
 
     /// Opens the database at a `sqlite://` URL or a plain path.
