@@ -237,6 +237,7 @@ impl SqliteStore {
     /// checkpointer's `RESTART` step holds the lock, SQLite refuses such an upgrade at once
     /// ("database is locked", to rule out a deadlock between two upgrading connections) instead of
     /// waiting. A lock asked for at the start waits for the step like any other.
+    ///
     /// A wait of 10 ms or more for the writer is logged at debug: a stall of ingest or delivery
     /// shows whether the time went to waiting for the writer or to the work itself.
     async fn write_transaction(&self) -> std::result::Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
