@@ -55,6 +55,11 @@ struct Args {
     /// production.
     #[arg(long, value_enum, default_value = "sqlite")]
     store: StoreKind,
+    /// A setting for the harness's PostgreSQL server, as `name=value` (`postgres -c`), over
+    /// PostgreSQL's defaults: to measure an operator's tuning, e.g. `wal_init_zero=off`
+    /// (repeatable; with `--store postgres`).
+    #[arg(long = "postgres-setting", value_parser = parse_postgres_setting)]
+    postgres_settings: Vec<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -169,6 +174,13 @@ async fn main() -> anyhow::Result<()> {
             "{} does not exist: run `cargo build --release -p pagewire` first",
             args.pagewire.display()
         );
+    }
+    if !args.postgres_settings.is_empty() {
+        if args.store != StoreKind::Postgres {
+            bail!("--postgres-setting needs --store postgres");
+        }
+        pagewire_store::testing::pg_server::set_durable_settings(args.postgres_settings.clone())
+            .map_err(|e| anyhow::anyhow!("setting up the harness's PostgreSQL server: {e}"))?;
     }
     let node = Node {
         binary: &args.pagewire,
@@ -502,6 +514,20 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `name=value` for `postgres -c`: a parameter's name (letters, digits, `_` and `.`) and a value.
+fn parse_postgres_setting(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((name, value))
+            if !name.is_empty()
+                && !value.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(String::from("expected name=value, as `postgres -c` takes it")),
+    }
+}
+
 /// Posts `events` items in bodies of `batch`, 16 requests in flight, a realistic mix of kinds.
 async fn send_backlog(url: &str, events: u64, batch: u64) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
@@ -550,4 +576,24 @@ async fn send_backlog(url: &str, events: u64, batch: u64) -> anyhow::Result<()> 
         done??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_postgres_setting;
+
+    #[test]
+    fn postgres_settings_are_a_name_and_a_value() {
+        assert_eq!(
+            parse_postgres_setting("wal_init_zero=off").as_deref(),
+            Ok("wal_init_zero=off")
+        );
+        assert_eq!(
+            parse_postgres_setting("max_wal_size=8GB").as_deref(),
+            Ok("max_wal_size=8GB")
+        );
+        for bad in ["wal_init_zero", "=off", "wal_init_zero=", "two words=1", "a;b=1"] {
+            assert!(parse_postgres_setting(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -17,7 +17,8 @@
 //! PostgreSQL suite never skips silently.
 //!
 //! The load harness measures PostgreSQL as an operator runs it, with every commit durable:
-//! [`fresh_durable_database`] starts a second server, with PostgreSQL's default durability.
+//! [`fresh_durable_database`] starts a second server, with PostgreSQL's default durability (and
+//! the settings of [`set_durable_settings`], if any).
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -99,6 +100,20 @@ pub async fn fresh_database() -> Result<String> {
 pub async fn fresh_durable_database() -> Result<String> {
     database_on(Durability::Full).await
 }
+
+/// Settings (`name=value`, as `postgres -c` takes them) for the durable server, over PostgreSQL's
+/// defaults: for measuring an operator's tuning. Only before that server starts, once.
+pub fn set_durable_settings(settings: Vec<String>) -> std::result::Result<(), String> {
+    if SERVERS[Durability::Full as usize].get().is_some() {
+        return Err(String::from("the durable server has already started"));
+    }
+    DURABLE_SETTINGS
+        .set(settings)
+        .map_err(|_| String::from("the durable server's settings are already set"))
+}
+
+/// What [`set_durable_settings`] asked for.
+static DURABLE_SETTINGS: OnceLock<Vec<String>> = OnceLock::new();
 
 async fn database_on(durability: Durability) -> Result<String> {
     let server = tokio::task::spawn_blocking(move || {
@@ -201,6 +216,14 @@ fn start_in(
             ][..],
             Durability::Full => &[],
         })
+        .args(
+            DURABLE_SETTINGS
+                .get()
+                .filter(|_| durability == Durability::Full)
+                .into_iter()
+                .flatten()
+                .flat_map(|setting| ["-c", setting.as_str()]),
+        )
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
