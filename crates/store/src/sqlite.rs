@@ -105,18 +105,18 @@ impl Drop for Checkpoints {
 /// [`RESTART_AT_PAGES`] long, has it started over (`RESTART`), so that it stays well below the
 /// writer's own threshold.
 async fn checkpoint_continuously(pool: SqlitePool) {
+    let passive = || async {
+        checkpoint(&pool, "PASSIVE")
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "checkpointing the database log failed; the writer's own checkpoint takes over");
+            })
+            .ok()
+    };
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let passive = || async {
-            checkpoint(&pool, "PASSIVE")
-                .await
-                .inspect_err(|e| {
-                    tracing::warn!(error = %e, "checkpointing the database log failed; the writer's own checkpoint takes over");
-                })
-                .ok()
-        };
         let Some(log) = passive().await else { continue };
         if log < RESTART_AT_PAGES {
             continue;
