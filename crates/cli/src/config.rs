@@ -92,8 +92,10 @@ pub struct IngestSection {
     /// (batches fill while others commit).
     pub writers: Option<usize>,
     /// Microseconds a batch waits for more requests when the previous commit has just ended (under
-    /// load), so that commits stay large enough to keep up; 0: never.
-    pub linger_us: u64,
+    /// load), so that commits stay large enough to keep up; 0: never. Unset: 1,000 with one writer,
+    /// 0 with several (the other writers take what arrives while one commits; a writer that waited
+    /// would hold the queue from them).
+    pub linger_us: Option<u64>,
 }
 
 impl Default for IngestSection {
@@ -105,7 +107,7 @@ impl Default for IngestSection {
             queue: defaults.queue,
             max_in_flight: defaults.max_in_flight,
             writers: None,
-            linger_us: u64::try_from(defaults.linger.as_micros()).unwrap_or(u64::MAX),
+            linger_us: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use pagewire_server::{Gateway, GatewayConfig, IngestConfig};
 use pagewire_store::{PgStore, PgStoreOptions, SqliteStore, SqliteStoreOptions, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, IngestSection};
 
 const MASTER_KEY_FILE: &str = "master.key";
 const ADMIN_TOKEN_FILE: &str = "admin-token.sha256";
@@ -42,18 +42,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_connections: config.max_connections.max(1),
         idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
         admin_token,
-        ingest: IngestConfig {
-            max_requests: config.ingest.max_requests.max(1),
-            max_events: config.ingest.max_events.max(1),
-            queue: config.ingest.queue.max(1),
-            max_in_flight: config.ingest.max_in_flight.max(1),
-            writers: config
-                .ingest
-                .writers
-                .unwrap_or(if matches!(store, Database::Postgres(_)) { 4 } else { 1 })
-                .max(1),
-            linger: Duration::from_micros(config.ingest.linger_us),
-        },
+        ingest: ingest_config(&config.ingest, matches!(store, Database::Postgres(_))),
         delivery: DeliveryConfig {
             concurrency: config.delivery.concurrency,
             request_timeout: Duration::from_secs(config.delivery.request_timeout_secs),
@@ -122,6 +111,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM start a graceful shutdown.
+/// The ingest writer's settings, with the store's defaults for what the operator left unset.
+fn ingest_config(section: &IngestSection, postgres: bool) -> IngestConfig {
+    // One connection writes SQLite; on PostgreSQL batches fill while others commit.
+    let writers = section.writers.unwrap_or(if postgres { 4 } else { 1 }).max(1);
+    IngestConfig {
+        max_requests: section.max_requests.max(1),
+        max_events: section.max_events.max(1),
+        queue: section.queue.max(1),
+        max_in_flight: section.max_in_flight.max(1),
+        writers,
+        // A lone writer waits a moment for company under load. With several, the others take what
+        // arrives meanwhile: one that waited would only hold the queue from them.
+        linger: section.linger_us.map_or(
+            if writers == 1 {
+                IngestConfig::default().linger
+            } else {
+                Duration::ZERO
+            },
+            Duration::from_micros,
+        ),
+    }
+}
+
 async fn cancel_on_signal(shutdown: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -302,5 +314,38 @@ pub(crate) async fn open_store(config: &Config, key: MasterKey) -> anyhow::Resul
         Ok(Database::Postgres(store))
     } else {
         bail!("PAGEWIRE_DATABASE_URL must start with sqlite:, postgres:// or postgresql://")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ingest_config;
+    use crate::config::IngestSection;
+
+    #[test]
+    fn one_writer_lingers_and_several_do_not() {
+        let unset = IngestSection::default();
+        let sqlite = ingest_config(&unset, false);
+        assert_eq!((sqlite.writers, sqlite.linger), (1, Duration::from_millis(1)));
+        let postgres = ingest_config(&unset, true);
+        assert_eq!((postgres.writers, postgres.linger), (4, Duration::ZERO));
+
+        let one_writer = IngestSection {
+            writers: Some(1),
+            ..IngestSection::default()
+        };
+        assert_eq!(ingest_config(&one_writer, true).linger, Duration::from_millis(1));
+        let lingering = IngestSection {
+            linger_us: Some(250),
+            ..IngestSection::default()
+        };
+        assert_eq!(ingest_config(&lingering, true).linger, Duration::from_micros(250));
+        let no_writers = IngestSection {
+            writers: Some(0),
+            ..IngestSection::default()
+        };
+        assert_eq!(ingest_config(&no_writers, false).writers, 1);
     }
 }

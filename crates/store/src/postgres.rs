@@ -525,19 +525,6 @@ struct NewDelivery<'a> {
     ordering_key: Option<&'a str>,
 }
 
-impl<'a> NewDelivery<'a> {
-    /// `ordered`: the endpoints that keep order per conversation.
-    fn of(event: &'a NewEvent, endpoint: &'a EndpointId, ordered: &HashSet<String>) -> Self {
-        Self {
-            id: DeliveryId::new(),
-            event_id: event.id.as_str(),
-            endpoint_id: endpoint.as_str(),
-            tenant_id: event.tenant_id.as_str(),
-            ordering_key: rows::ordering_key(event, endpoint, ordered),
-        }
-    }
-}
-
 /// Inserts pending deliveries, due at `now`, in one statement and in the order given (which
 /// `seq` keeps: it is the order they are leased in).
 async fn insert_deliveries(tx: &mut PgConnection, deliveries: &[NewDelivery<'_>], now: i64) -> Result<()> {
@@ -1112,17 +1099,77 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        // The batch is one statement, so one round trip and its own transaction: the raw POSTs,
+        // the dedup keys, the events whose keys were new, their deliveries, and the announcement
+        // of the work. Each step reads what the one before returned; a batch of statements in a
+        // transaction took eight round trips, and with them most of a commit's time.
+        let events: Vec<(usize, &NewEvent)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
+            .collect();
 
-        // Every raw POST, in one statement.
+        // Within the batch the first occurrence of a key wins: the others are redeliveries. The
+        // unique key drops those of earlier batches, and RETURNING tells which keys are new. Keys
+        // go in key order: a transaction waits on another's uncommitted row with the same key,
+        // and two nodes inserting the same keys in one order cannot wait on each other in a cycle.
+        let mut seen = HashSet::with_capacity(events.len());
+        let firsts: Vec<(&IngestRequest, &NewEvent, [u8; rows::DEDUP_KEY_LEN])> = events
+            .iter()
+            .map(|&(i, event)| (&batch[i], event, rows::dedup_key(event)))
+            .filter(|(_, _, key)| seen.insert(*key))
+            .collect();
+        let mut keys: Vec<&[u8]> = firsts.iter().map(|(_, _, key)| &key[..]).collect();
+        keys.sort_unstable();
+
+        // Deliveries for every event that may be new, in the order `new_deliveries` gives (`seq`
+        // is the order they are leased in); those of events found to be redeliveries are dropped
+        // by the statement.
+        let candidates: HashSet<String> = firsts.iter().map(|(_, e, _)| e.id.as_str().to_owned()).collect();
+        let (_, targets) = rows::new_deliveries(batch.len(), &events, &candidates);
+        let delivery_ids: Vec<DeliveryId> = targets.iter().map(|_| DeliveryId::new()).collect();
+
         let unroutable: Vec<Option<String>> = batch
             .iter()
             .map(|req| (!req.unroutable.is_empty()).then(|| serde_json::to_string(&req.unroutable).unwrap_or_default()))
             .collect();
-        sqlx::query(
-            "INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) \
-             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::bytea[], $6::int8[], \
-                 $7::int8[], $8::text[])",
+        let raw: Vec<[Option<i64>; 3]> = firsts.iter().map(|(_, e, _)| rows::span_columns(e.raw)).collect();
+        let text: Vec<[Option<i64>; 3]> = firsts.iter().map(|(_, e, _)| rows::span_columns(e.text)).collect();
+
+        let (inserted, _announced): (Vec<String>, bool) = sqlx::query_as(
+            "WITH posts AS ( \
+                 INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::bytea[], $6::int8[], \
+                     $7::int8[], $8::text[])), \
+             fresh AS ( \
+                 INSERT INTO dedup_keys (key) \
+                 SELECT v.key FROM UNNEST($9::bytea[]) WITH ORDINALITY AS v (key, n) ORDER BY v.n \
+                 ON CONFLICT DO NOTHING RETURNING key), \
+             kept AS ( \
+                 INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
+                     raw_start, raw_len, text_at, text_start, text_len) \
+                 SELECT v.id, v.tenant_id, v.page_id, v.type, v.inbound_id, v.received_at, v.payload, v.raw_at, \
+                     v.raw_start, v.raw_len, v.text_at, v.text_start, v.text_len \
+                 FROM UNNEST($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int8[], \
+                     $16::text[], $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[], \
+                     $23::bytea[]) \
+                     AS v (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, raw_start, \
+                         raw_len, text_at, text_start, text_len, key) \
+                 WHERE v.key IN (SELECT key FROM fresh) \
+                 RETURNING id), \
+             queued AS ( \
+                 INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, ordering_key, status, attempts, \
+                     next_attempt_at, created_at, updated_at) \
+                 SELECT d.id, d.event_id, d.endpoint_id, d.tenant_id, CASE WHEN ep.ordered THEN d.conversation END, \
+                     'pending', 0, $29, $29, $29 \
+                 FROM UNNEST($24::text[], $25::text[], $26::text[], $27::text[], $28::text[]) WITH ORDINALITY \
+                     AS d (id, event_id, endpoint_id, tenant_id, conversation, n) \
+                 LEFT JOIN endpoints ep ON ep.id = d.endpoint_id \
+                 WHERE d.event_id IN (SELECT id FROM kept) \
+                 ORDER BY d.n \
+                 RETURNING 1) \
+             SELECT ARRAY(SELECT id FROM kept), \
+                 EXISTS (SELECT 1 FROM queued) AND pg_notify($30, '')::text = ''",
         )
         .bind(batch.iter().map(|req| req.inbound_id.as_str()).collect::<Vec<_>>())
         .bind(batch.iter().map(|req| req.received_at).collect::<Vec<_>>())
@@ -1137,103 +1184,47 @@ impl Store for PgStore {
                 .collect::<Vec<_>>(),
         )
         .bind(&unroutable)
-        .execute(&mut *tx)
+        .bind(&keys)
+        .bind(firsts.iter().map(|(_, e, _)| e.id.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|(_, e, _)| e.tenant_id.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|(_, e, _)| e.page_id.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|(_, e, _)| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(
+            firsts
+                .iter()
+                .map(|(post, _, _)| post.inbound_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(firsts.iter().map(|(post, _, _)| post.received_at).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|(_, e, _)| e.payload.as_str()).collect::<Vec<_>>())
+        .bind(raw.iter().map(|r| r[0]).collect::<Vec<_>>())
+        .bind(raw.iter().map(|r| r[1]).collect::<Vec<_>>())
+        .bind(raw.iter().map(|r| r[2]).collect::<Vec<_>>())
+        .bind(text.iter().map(|r| r[0]).collect::<Vec<_>>())
+        .bind(text.iter().map(|r| r[1]).collect::<Vec<_>>())
+        .bind(text.iter().map(|r| r[2]).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|(_, _, key)| &key[..]).collect::<Vec<_>>())
+        .bind(delivery_ids.iter().map(DeliveryId::as_str).collect::<Vec<_>>())
+        .bind(targets.iter().map(|(e, _)| e.id.as_str()).collect::<Vec<_>>())
+        .bind(
+            targets
+                .iter()
+                .map(|(_, endpoint)| endpoint.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(targets.iter().map(|(e, _)| e.tenant_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            targets
+                .iter()
+                .map(|(e, _)| e.conversation_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(now)
+        .bind(WORK_CHANNEL)
+        .fetch_one(&self.pool)
         .await?;
-
-        // The batch's dedup keys in one statement: the unique key drops redeliveries (also within
-        // the batch: the first occurrence wins), and RETURNING tells which keys are new. Keys go
-        // in key order: a transaction waits on another's uncommitted row with the same key, and
-        // two nodes inserting the same keys in one order cannot wait on each other in a cycle.
-        let events: Vec<(usize, &NewEvent)> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
-            .collect();
-        let keys: Vec<_> = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
-        let mut sorted: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let mut new_keys: HashSet<Vec<u8>> = if sorted.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar(
-                "INSERT INTO dedup_keys (key) \
-                 SELECT v.key FROM UNNEST($1::bytea[]) WITH ORDINALITY AS v (key, n) ORDER BY v.n \
-                 ON CONFLICT DO NOTHING RETURNING key",
-            )
-            .bind(&sorted)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
-        let new_events: Vec<&(usize, &NewEvent)> = events
-            .iter()
-            .zip(&keys)
-            .filter(|(_, key)| new_keys.remove(&key[..]))
-            .map(|(event, _)| event)
-            .collect();
-        if !new_events.is_empty() {
-            let raw: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::span_columns(e.raw)).collect();
-            let text: Vec<[Option<i64>; 3]> = new_events.iter().map(|(_, e)| rows::span_columns(e.text)).collect();
-            sqlx::query(
-                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
-                     raw_start, raw_len, text_at, text_start, text_len) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-                     $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])",
-            )
-            .bind(new_events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
-            .bind(new_events.iter().map(|(_, e)| e.tenant_id.as_str()).collect::<Vec<_>>())
-            .bind(new_events.iter().map(|(_, e)| e.page_id.as_str()).collect::<Vec<_>>())
-            .bind(
-                new_events
-                    .iter()
-                    .map(|(_, e)| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_events
-                    .iter()
-                    .map(|(i, _)| batch[*i].inbound_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_events
-                    .iter()
-                    .map(|(i, _)| batch[*i].received_at)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(new_events.iter().map(|(_, e)| e.payload.as_str()).collect::<Vec<_>>())
-            .bind(raw.iter().map(|r| r[0]).collect::<Vec<_>>())
-            .bind(raw.iter().map(|r| r[1]).collect::<Vec<_>>())
-            .bind(raw.iter().map(|r| r[2]).collect::<Vec<_>>())
-            .bind(text.iter().map(|r| r[0]).collect::<Vec<_>>())
-            .bind(text.iter().map(|r| r[1]).collect::<Vec<_>>())
-            .bind(text.iter().map(|r| r[2]).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let inserted: HashSet<String> = new_events.iter().map(|(_, e)| e.id.as_str().to_owned()).collect();
-
-        // Deliveries in the order of the batch's events (not the key order above): `seq` is the
-        // order they are leased in.
-        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
-        let ordered: HashSet<String> = if targets.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar("SELECT id FROM endpoints WHERE ordered")
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        let deliveries: Vec<_> = targets
-            .into_iter()
-            .map(|(event, endpoint)| NewDelivery::of(event, endpoint, &ordered))
-            .collect();
-        insert_deliveries(&mut tx, &deliveries, now).await?;
-
-        tx.commit().await?;
+        let inserted: HashSet<String> = inserted.into_iter().collect();
+        let (receipts, _) = rows::new_deliveries(batch.len(), &events, &inserted);
         Ok(receipts)
     }
 
