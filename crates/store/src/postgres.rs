@@ -184,13 +184,8 @@ impl PgStore {
     /// Takes due deliveries of `endpoints` inside the caller's transaction; returns (id, lease_seq).
     async fn take(tx: &mut PgConnection, lease: &Lease, endpoints: Vec<Eligible>) -> Result<Vec<(String, i64)>> {
         let lease_end = lease.now.saturating_add(lease.lease_ms);
-        let mut leased: Vec<(String, i64)> = Vec::new();
-        let mut probed: Vec<String> = Vec::new();
-        let mut room = i64::from(lease.limit);
+        let mut ready = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            if room <= 0 {
-                break;
-            }
             if endpoint.probing {
                 // One probe at a time across nodes: the node that locks the endpoint row probes.
                 // Locked elsewhere (another node is probing or recording its health) or paused
@@ -208,38 +203,48 @@ impl PgStore {
                     _ => continue,
                 }
             }
-            // Ordered endpoints take only the first pending delivery of each conversation.
-            let head_only = if endpoint.ordered {
-                " AND (c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p \
-                   WHERE p.endpoint_id = c.endpoint_id AND p.ordering_key = c.ordering_key \
-                   AND p.status = 'pending' AND p.seq < c.seq))"
-            } else {
-                ""
-            };
-            let taken: Vec<(String, i64)> = sqlx::query_as(&format!(
-                "WITH due AS (SELECT c.id FROM deliveries c \
-                   WHERE c.endpoint_id = $3 AND c.status = 'pending' AND c.next_attempt_at <= $2{head_only} \
-                   ORDER BY c.next_attempt_at, c.seq LIMIT $4 \
-                   FOR NO KEY UPDATE SKIP LOCKED) \
-                 UPDATE deliveries d SET next_attempt_at = $1, lease_seq = d.lease_seq + 1, updated_at = $2 \
-                 FROM due WHERE d.id = due.id \
-                 RETURNING d.id, d.lease_seq"
-            ))
-            .bind(lease_end)
-            .bind(lease.now)
-            .bind(&endpoint.id)
-            .bind(endpoint.room.min(room))
-            .fetch_all(&mut *tx)
-            .await?;
-            room -= i64::try_from(taken.len()).unwrap_or(i64::MAX);
-            if endpoint.probing && !taken.is_empty() {
-                probed.push(endpoint.id);
-            }
-            leased.extend(taken);
+            ready.push(endpoint);
         }
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        // Every endpoint in one statement, in the order given: each takes its due deliveries up
+        // to its room, in due order then insertion order, until the lease's limit is reached (the
+        // nested loop visits the endpoints in array order, and the limit stops it). Ordered
+        // endpoints take only the first pending delivery of each conversation.
+        let taken: Vec<(String, i64, String)> = sqlx::query_as(
+            "WITH due AS ( \
+                 SELECT c.id FROM UNNEST($3::text[], $4::int8[], $5::bool[]) WITH ORDINALITY AS e (id, room, ordered, n) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT c.id FROM deliveries c \
+                     WHERE c.endpoint_id = e.id AND c.status = 'pending' AND c.next_attempt_at <= $2 \
+                       AND (NOT e.ordered OR c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p \
+                         WHERE p.endpoint_id = c.endpoint_id AND p.ordering_key = c.ordering_key \
+                         AND p.status = 'pending' AND p.seq < c.seq)) \
+                     ORDER BY c.next_attempt_at, c.seq LIMIT e.room \
+                     FOR NO KEY UPDATE SKIP LOCKED) AS c \
+                 LIMIT $6) \
+             UPDATE deliveries d SET next_attempt_at = $1, lease_seq = d.lease_seq + 1, updated_at = $2 \
+             FROM due WHERE d.id = due.id \
+             RETURNING d.id, d.lease_seq, d.endpoint_id",
+        )
+        .bind(lease_end)
+        .bind(lease.now)
+        .bind(ready.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+        .bind(ready.iter().map(|e| e.room.max(0)).collect::<Vec<_>>())
+        .bind(ready.iter().map(|e| e.ordered).collect::<Vec<_>>())
+        .bind(i64::from(lease.limit))
+        .fetch_all(&mut *tx)
+        .await?;
 
         // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's
         // lease. Only rows this transaction has locked above, so this never waits.
+        let probed: Vec<&str> = ready
+            .iter()
+            .filter(|e| e.probing && taken.iter().any(|(_, _, endpoint)| *endpoint == e.id))
+            .map(|e| e.id.as_str())
+            .collect();
         if !probed.is_empty() {
             sqlx::query("UPDATE endpoints SET probe_at = $1 WHERE probe_at IS NOT NULL AND id = ANY($2)")
                 .bind(lease_end)
@@ -247,7 +252,7 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(leased)
+        Ok(taken.into_iter().map(|(id, seq, _)| (id, seq)).collect())
     }
 
     /// Events with their items' bytes, each POST's body read once.
@@ -391,11 +396,18 @@ async fn record_in(
         statuses.push(status.as_str());
         next_ats.push(next_at);
     }
+    // The attempts and the deliveries' outcomes in one statement (one round trip).
     sqlx::query(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
-             error, response_excerpt) \
-         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
-             $7::text[], $8::text[])",
+        "WITH logged AS ( \
+             INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
+                 error, response_excerpt) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
+                 $7::text[], $8::text[])) \
+         UPDATE deliveries d SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
+             last_status = v.status_code, last_error = v.error, updated_at = $12 \
+         FROM UNNEST($1::text[], $2::int8[], $5::int8[], $7::text[], $9::int8[], $10::text[], $11::int8[]) \
+             AS v (id, attempt, status_code, error, seq, status, next_at) \
+         WHERE d.id = v.id AND d.lease_seq = v.seq",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -405,19 +417,6 @@ async fn record_in(
     .bind(&outcomes)
     .bind(&errors)
     .bind(&excerpts)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE deliveries d SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
-             last_status = v.status_code, last_error = v.error, updated_at = $8 \
-         FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::int8[], $6::text[], $7::int8[]) \
-             AS v (id, attempt, status_code, error, seq, status, next_at) \
-         WHERE d.id = v.id AND d.lease_seq = v.seq",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&codes)
-    .bind(&errors)
     .bind(&seqs)
     .bind(&statuses)
     .bind(&next_ats)
@@ -437,7 +436,35 @@ async fn update_health(
     health: &HealthPolicy,
 ) -> Result<HealthReport> {
     let mut report = HealthReport::default();
-    for (endpoint, tally) in tally_health(records) {
+    let tallies = tally_health(records);
+    if tallies.values().all(|tally| tally.succeeded && !tally.gone) {
+        // Only successes, the usual round: every endpoint in one statement, which touches (and
+        // locks, in id order) only those that had failed.
+        let ids: Vec<&str> = tallies.keys().copied().collect();
+        let reset: Vec<(String, String, bool)> = sqlx::query_as(
+            "WITH failing AS (SELECT id, probe_at IS NOT NULL AS paused FROM endpoints \
+                 WHERE id = ANY($1) AND (probe_at IS NOT NULL OR consecutive_failures > 0) \
+                 ORDER BY id FOR NO KEY UPDATE) \
+             UPDATE endpoints e SET consecutive_failures = 0, failing_since = NULL, probe_at = NULL \
+             FROM failing WHERE e.id = failing.id \
+             RETURNING e.id, e.tenant_id, failing.paused",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        // A success closes the breaker; the endpoint "recovered" if the breaker had been open.
+        let mut recovered: Vec<(String, String)> = reset
+            .into_iter()
+            .filter(|(_, _, paused)| *paused)
+            .map(|(id, tenant, _)| (id, tenant))
+            .collect();
+        recovered.sort_unstable();
+        for (endpoint, tenant) in recovered {
+            report.recovered.push((parse_id(&endpoint)?, parse_id(&tenant)?));
+        }
+        return Ok(report);
+    }
+    for (endpoint, tally) in tallies {
         if tally.gone {
             let row: Option<(String,)> = sqlx::query_as(
                 "UPDATE endpoints SET enabled = FALSE, disabled_reason = 'the endpoint answered 410 Gone', \
