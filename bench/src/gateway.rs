@@ -3,10 +3,12 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -33,15 +35,51 @@ pub struct DataStore {
     database_url: Option<String>,
 }
 
+/// Whether the harness measures its PostgreSQL server as it starts, without [`warm_wal`].
+static POSTGRES_COLD: AtomicBool = AtomicBool::new(false);
+/// Set once the server's WAL is warm.
+static WAL_WARMED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Measure the harness's PostgreSQL server brand new: every WAL segment a run fills is created
+/// (and zero-filled) as it goes, as in a server's first gigabyte of writes.
+pub fn measure_postgres_cold() {
+    POSTGRES_COLD.store(true, Ordering::Relaxed);
+}
+
+/// Brings the server's WAL to where a server that has run a while has it: about 1 GB written and
+/// checkpointed twice, so that the segments are recycled for the runs instead of each being
+/// created, zero-filled and synced while commits wait (`wal_init_zero`). About ten seconds, once.
+async fn warm_wal(url: &str) -> anyhow::Result<()> {
+    eprintln!("warming the PostgreSQL server's WAL (about 1 GB, once; --postgres-cold skips it) ...");
+    let mut db = sqlx::PgConnection::connect(url).await?;
+    for statement in [
+        "CREATE TABLE harness_wal_warmup AS SELECT repeat('x', 900) AS filler FROM generate_series(1, 1000000)",
+        "DROP TABLE harness_wal_warmup",
+        "CHECKPOINT",
+        "CHECKPOINT",
+    ] {
+        sqlx::query(statement).execute(&mut db).await?;
+    }
+    db.close().await?;
+    Ok(())
+}
+
 impl DataStore {
     pub async fn fresh(kind: StoreKind) -> anyhow::Result<Self> {
         let database_url = match kind {
             StoreKind::Sqlite => None,
-            StoreKind::Postgres => Some(
-                pagewire_store::testing::pg_server::fresh_durable_database()
+            StoreKind::Postgres => {
+                let url = pagewire_store::testing::pg_server::fresh_durable_database()
                     .await
-                    .map_err(|e| anyhow::anyhow!("starting the harness's PostgreSQL server: {e}"))?,
-            ),
+                    .map_err(|e| anyhow::anyhow!("starting the harness's PostgreSQL server: {e}"))?;
+                if !POSTGRES_COLD.load(Ordering::Relaxed) {
+                    WAL_WARMED
+                        .get_or_try_init(|| warm_wal(&url))
+                        .await
+                        .context("warming the PostgreSQL server's WAL")?;
+                }
+                Some(url)
+            }
         };
         Ok(Self {
             dir: tempfile::tempdir()?,

@@ -60,6 +60,12 @@ struct Args {
     /// (repeatable; with `--store postgres`).
     #[arg(long = "postgres-setting", value_parser = parse_postgres_setting)]
     postgres_settings: Vec<String>,
+    /// Measure the PostgreSQL server brand new. By default the harness first writes about 1 GB of
+    /// WAL and checkpoints, so that the server recycles its WAL segments as one that has run a
+    /// while does; a new server creates and zero-fills every segment it fills, and commits wait
+    /// for it (with `--store postgres`).
+    #[arg(long)]
+    postgres_cold: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -181,6 +187,12 @@ async fn main() -> anyhow::Result<()> {
         }
         pagewire_store::testing::pg_server::set_durable_settings(args.postgres_settings.clone())
             .map_err(|e| anyhow::anyhow!("setting up the harness's PostgreSQL server: {e}"))?;
+    }
+    if args.postgres_cold {
+        if args.store != StoreKind::Postgres {
+            bail!("--postgres-cold needs --store postgres");
+        }
+        gateway::measure_postgres_cold();
     }
     let node = Node {
         binary: &args.pagewire,
