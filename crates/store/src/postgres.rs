@@ -1128,8 +1128,8 @@ impl Store for PgStore {
         }
         // The batch is one statement, so one round trip and its own transaction: the raw POSTs,
         // the dedup keys, the events whose keys were new, their deliveries, and the announcement
-        // of the work. Each step reads what the one before returned; a batch of statements in a
-        // transaction took eight round trips, and with them most of a commit's time.
+        // of the work. Each step reads what the one before returned; as statements in a
+        // transaction the batch took eight round trips, each a wait for the server's process.
         let events: Vec<(usize, &NewEvent)> = batch
             .iter()
             .enumerate()
