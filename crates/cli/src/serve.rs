@@ -110,7 +110,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     result.context("serving")
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM start a graceful shutdown.
 /// The ingest writer's settings, with the store's defaults for what the operator left unset.
 fn ingest_config(section: &IngestSection, postgres: bool) -> IngestConfig {
     // One connection writes SQLite; on PostgreSQL batches fill while others commit.
@@ -134,6 +133,7 @@ fn ingest_config(section: &IngestSection, postgres: bool) -> IngestConfig {
     }
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM start a graceful shutdown.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

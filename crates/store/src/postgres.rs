@@ -1152,7 +1152,7 @@ impl Store for PgStore {
         // Deliveries for every event that may be new, in the order `new_deliveries` gives (`seq`
         // is the order they are leased in); those of events found to be redeliveries are dropped
         // by the statement.
-        let candidates: HashSet<String> = firsts.iter().map(|(_, e, _)| e.id.as_str().to_owned()).collect();
+        let candidates: HashSet<&str> = firsts.iter().map(|(_, e, _)| e.id.as_str()).collect();
         let (_, targets) = rows::new_deliveries(batch.len(), &events, &candidates);
         let delivery_ids: Vec<DeliveryId> = targets.iter().map(|_| DeliveryId::new()).collect();
 
@@ -1250,7 +1250,7 @@ impl Store for PgStore {
         .bind(WORK_CHANNEL)
         .fetch_one(&self.pool)
         .await?;
-        let inserted: HashSet<String> = inserted.into_iter().collect();
+        let inserted: HashSet<&str> = inserted.iter().map(String::as_str).collect();
         let (receipts, _) = rows::new_deliveries(batch.len(), &events, &inserted);
         Ok(receipts)
     }

@@ -894,7 +894,7 @@ fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered:
 pub(crate) fn new_deliveries<'a>(
     requests: usize,
     events: &[(usize, &'a NewEvent)],
-    inserted: &HashSet<String>,
+    inserted: &HashSet<&str>,
 ) -> (Vec<IngestReceipt>, Vec<(&'a NewEvent, &'a EndpointId)>) {
     let mut receipts = vec![IngestReceipt::default(); requests];
     let mut targets = Vec::new();

@@ -1306,7 +1306,7 @@ impl Store for SqliteStore {
                     .push_bind(text_len);
             });
             insert.build().execute(&mut *tx).await?;
-            inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str().to_owned()));
+            inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str()));
         }
 
         let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
