@@ -96,6 +96,9 @@ pub struct IngestSection {
     /// 0 with several (the other writers take what arrives while one commits; a writer that waited
     /// would hold the queue from them).
     pub linger_us: Option<u64>,
+    /// Requests after which a lingering batch stops waiting and commits (with what is already
+    /// queued).
+    pub linger_requests: usize,
 }
 
 impl Default for IngestSection {
@@ -108,6 +111,7 @@ impl Default for IngestSection {
             max_in_flight: defaults.max_in_flight,
             writers: None,
             linger_us: None,
+            linger_requests: defaults.linger_requests,
         }
     }
 }

@@ -130,6 +130,7 @@ fn ingest_config(section: &IngestSection, postgres: bool) -> IngestConfig {
             },
             Duration::from_micros,
         ),
+        linger_requests: section.linger_requests.max(1),
     }
 }
 
@@ -347,5 +348,11 @@ mod tests {
             ..IngestSection::default()
         };
         assert_eq!(ingest_config(&no_writers, false).writers, 1);
+        assert_eq!(ingest_config(&unset, false).linger_requests, 64);
+        let no_company = IngestSection {
+            linger_requests: 0,
+            ..IngestSection::default()
+        };
+        assert_eq!(ingest_config(&no_company, false).linger_requests, 1);
     }
 }

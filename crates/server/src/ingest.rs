@@ -31,6 +31,9 @@ pub struct IngestConfig {
     /// How long a batch waits for more requests when the previous commit has just ended (under
     /// load); zero: never.
     pub linger: Duration,
+    /// Requests after which a lingering batch stops waiting and commits: a batch this large
+    /// already keeps up, and its requests' clients (Meta's senders) wait for it to send more.
+    pub linger_requests: usize,
 }
 
 impl Default for IngestConfig {
@@ -42,6 +45,7 @@ impl Default for IngestConfig {
             max_in_flight: 512,
             writers: 1,
             linger: Duration::from_millis(1),
+            linger_requests: 64,
         }
     }
 }
@@ -128,7 +132,10 @@ async fn run(
             // Under load (the previous commit has just ended), a batch waits up to `linger` for
             // more requests: every commit writes the last page of each index and syncs, so a
             // stream of commits of a request or two costs several times the pages per webhook
-            // and falls behind. When idle, a request is written at once.
+            // and falls behind. When idle, a request is written at once. It stops waiting once it
+            // holds `linger_requests`, and then takes only what is already queued: the clients
+            // of a full batch send nothing more until it is acknowledged, so waiting out the
+            // linger only held them (and the timer's millisecond grain made it 1-2 ms).
             let linger_until = last_commit
                 .filter(|at| !config.linger.is_zero() && at.elapsed() < config.linger)
                 .map(|_| tokio::time::Instant::now() + config.linger);
@@ -139,11 +146,13 @@ async fn run(
                 let next = match rx.try_recv() {
                     Ok(next) => next,
                     Err(mpsc::error::TryRecvError::Empty) => match linger_until {
-                        Some(until) => match tokio::time::timeout_at(until, rx.recv()).await {
-                            Ok(Some(next)) => next,
-                            _ => break,
-                        },
-                        None => break,
+                        Some(until) if requests.len() < config.linger_requests => {
+                            match tokio::time::timeout_at(until, rx.recv()).await {
+                                Ok(Some(next)) => next,
+                                _ => break,
+                            }
+                        }
+                        _ => break,
                     },
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                 };

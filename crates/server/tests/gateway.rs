@@ -369,6 +369,51 @@ async fn several_writers_share_the_queue_and_keep_every_acknowledged_event() -> 
     .await
 }
 
+/// Under load a commit lingers for company, and stops waiting once it holds `linger_requests`:
+/// a lone webhook waits out the linger (here an hour), and the next one's arrival lets both be
+/// committed and acknowledged at once.
+#[tokio::test]
+async fn a_lingering_commit_stops_waiting_once_it_holds_linger_requests() -> TestResult {
+    let app = TestApp::builder()
+        .ingest(pagewire_server::IngestConfig {
+            linger: Duration::from_secs(3600),
+            linger_requests: 2,
+            ..pagewire_server::IngestConfig::default()
+        })
+        .spawn()
+        .await?;
+    let (tenant, _receiver, _) = onboarded(&app).await?;
+    let client = reqwest::Client::new();
+    let send = |n: u16| {
+        let at = 1_747_231_892_100 + i64::from(n);
+        let item = Kind::Message.item(PAGE_A, PSID, at, "hello", u64::from(n));
+        let body = MetaBody::page().messaging(PAGE_A, at, vec![item]).to_bytes();
+        let request = client
+            .post(app.url("/webhooks/meta"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature(APP_SECRET, &body))
+            .body(body);
+        tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+    };
+    // Idle: written at once.
+    assert_eq!(tokio::time::timeout(WAIT, send(0)).await???, 200);
+    // The previous commit has just ended: a lone webhook lingers for company.
+    let mut lone = std::pin::pin!(send(1));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut lone)
+            .await
+            .is_err(),
+        "a lone webhook under load was committed without lingering"
+    );
+    // Company: the batch holds two and both are acknowledged.
+    let company = send(2);
+    assert_eq!(tokio::time::timeout(WAIT, lone).await???, 200);
+    assert_eq!(tokio::time::timeout(WAIT, company).await???, 200);
+    let (_, events) = app.api("GET", "/v1/events?limit=10", &tenant.api_key, None).await?;
+    assert_eq!(events["data"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}
+
 /// One `GET /healthz` on a raw keep-alive connection: the answer's head, lowercased.
 async fn ask_health(conn: &mut tokio::net::TcpStream) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
