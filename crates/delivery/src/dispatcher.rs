@@ -39,9 +39,10 @@ pub struct DeliveryConfig {
     /// Requests in flight at once, over all endpoints.
     pub concurrency: usize,
     /// How many rounds of its own concurrency one endpoint may have leased (in flight or queued).
-    /// A lane asks for more with this many less two rounds still queued: the lease, its read and
-    /// the transaction ahead of it then finish before a fast endpoint's queue runs dry (at 6 and
-    /// 256 in flight, 1,024 deliveries of slack: 40 ms at 25,000 a second).
+    /// A lane asks for more with this many less two rounds still queued: the transaction ahead of
+    /// the lease, the lease and its read then finish before a fast endpoint's queue runs dry (each
+    /// took up to 20-25 ms on SQLite at 25,000 deliveries a second; at 10 and 256 in flight, 2,048
+    /// deliveries of slack: 80 ms). It also sets how long a lease lasts (see `lease_ms`).
     pub per_endpoint_rounds: u32,
     /// Whole-request timeout.
     pub request_timeout: Duration,
@@ -60,7 +61,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             concurrency: 512,
-            per_endpoint_rounds: 6,
+            per_endpoint_rounds: 10,
             request_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             excerpt_limit: 8 * 1024,
