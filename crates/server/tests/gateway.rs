@@ -282,6 +282,18 @@ async fn delivers_a_redelivered_body_only_once() -> TestResult {
     Ok(())
 }
 
+/// The `n`th of a stream of signed one-item webhooks for Page A, each a new message.
+fn nth_webhook(client: &reqwest::Client, app: &TestApp, n: u16) -> reqwest::RequestBuilder {
+    let at = 1_747_231_892_100 + i64::from(n);
+    let item = Kind::Message.item(PAGE_A, PSID, at, "hello", u64::from(n));
+    let body = MetaBody::page().messaging(PAGE_A, at, vec![item]).to_bytes();
+    client
+        .post(app.url("/webhooks/meta"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature(APP_SECRET, &body))
+        .body(body)
+}
+
 /// Sends 200 one-item webhooks at once; checks that every refusal is a 503 `overloaded` with
 /// `Retry-After`, that some were refused, and that exactly the acknowledged ones were stored.
 async fn burst_is_shed_and_nothing_acknowledged_is_lost(ingest: pagewire_server::IngestConfig) -> TestResult {
@@ -290,14 +302,7 @@ async fn burst_is_shed_and_nothing_acknowledged_is_lost(ingest: pagewire_server:
     let client = reqwest::Client::new();
     let mut sends = tokio::task::JoinSet::new();
     for n in 0..200_u16 {
-        let at = 1_747_231_892_100 + i64::from(n);
-        let item = Kind::Message.item(PAGE_A, PSID, at, "hello", u64::from(n));
-        let body = MetaBody::page().messaging(PAGE_A, at, vec![item]).to_bytes();
-        let request = client
-            .post(app.url("/webhooks/meta"))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", signature(APP_SECRET, &body))
-            .body(body);
+        let request = nth_webhook(&client, &app, n);
         sends.spawn(async move {
             let response = request.send().await?;
             let retry_after = response.headers().get("retry-after").cloned();
@@ -385,14 +390,7 @@ async fn a_lingering_commit_stops_waiting_once_it_holds_linger_requests() -> Tes
     let (tenant, _receiver, _) = onboarded(&app).await?;
     let client = reqwest::Client::new();
     let send = |n: u16| {
-        let at = 1_747_231_892_100 + i64::from(n);
-        let item = Kind::Message.item(PAGE_A, PSID, at, "hello", u64::from(n));
-        let body = MetaBody::page().messaging(PAGE_A, at, vec![item]).to_bytes();
-        let request = client
-            .post(app.url("/webhooks/meta"))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", signature(APP_SECRET, &body))
-            .body(body);
+        let request = nth_webhook(&client, &app, n);
         tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
     };
     // Idle: written at once.
