@@ -92,10 +92,9 @@ pub struct IngestSection {
     /// (batches fill while others commit).
     pub writers: Option<usize>,
     /// Microseconds a batch waits for more requests when the previous commit has just ended (under
-    /// load), so that commits stay large enough to keep up; 0: never. Unset: 1,000 with one writer,
-    /// 0 with several (the other writers take what arrives while one commits; a writer that waited
-    /// would hold the queue from them).
-    pub linger_us: Option<u64>,
+    /// load), so that commits stay large enough to keep up; 0: never. A batch that holds
+    /// `linger_requests` stops waiting, so a writer holds the queue from the others no longer.
+    pub linger_us: u64,
     /// Requests after which a lingering batch stops waiting and commits (with what is already
     /// queued).
     pub linger_requests: usize,
@@ -110,7 +109,7 @@ impl Default for IngestSection {
             queue: defaults.queue,
             max_in_flight: defaults.max_in_flight,
             writers: None,
-            linger_us: None,
+            linger_us: u64::try_from(defaults.linger.as_micros()).unwrap_or(u64::MAX),
             linger_requests: defaults.linger_requests,
         }
     }

@@ -120,16 +120,7 @@ fn ingest_config(section: &IngestSection, postgres: bool) -> IngestConfig {
         queue: section.queue.max(1),
         max_in_flight: section.max_in_flight.max(1),
         writers,
-        // A lone writer waits a moment for company under load. With several, the others take what
-        // arrives meanwhile: one that waited would only hold the queue from them.
-        linger: section.linger_us.map_or(
-            if writers == 1 {
-                IngestConfig::default().linger
-            } else {
-                Duration::ZERO
-            },
-            Duration::from_micros,
-        ),
+        linger: Duration::from_micros(section.linger_us),
         linger_requests: section.linger_requests.max(1),
     }
 }
@@ -326,20 +317,21 @@ mod tests {
     use crate::config::IngestSection;
 
     #[test]
-    fn one_writer_lingers_and_several_do_not() {
+    fn defaults_by_store_and_bounds() {
         let unset = IngestSection::default();
         let sqlite = ingest_config(&unset, false);
         assert_eq!((sqlite.writers, sqlite.linger), (1, Duration::from_millis(1)));
         let postgres = ingest_config(&unset, true);
-        assert_eq!((postgres.writers, postgres.linger), (4, Duration::ZERO));
+        assert_eq!((postgres.writers, postgres.linger), (4, Duration::from_millis(1)));
+        assert_eq!(sqlite.linger_requests, 64);
 
         let one_writer = IngestSection {
             writers: Some(1),
             ..IngestSection::default()
         };
-        assert_eq!(ingest_config(&one_writer, true).linger, Duration::from_millis(1));
+        assert_eq!(ingest_config(&one_writer, true).writers, 1);
         let lingering = IngestSection {
-            linger_us: Some(250),
+            linger_us: 250,
             ..IngestSection::default()
         };
         assert_eq!(ingest_config(&lingering, true).linger, Duration::from_micros(250));
@@ -348,7 +340,6 @@ mod tests {
             ..IngestSection::default()
         };
         assert_eq!(ingest_config(&no_writers, false).writers, 1);
-        assert_eq!(ingest_config(&unset, false).linger_requests, 64);
         let no_company = IngestSection {
             linger_requests: 0,
             ..IngestSection::default()
