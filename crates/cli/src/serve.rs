@@ -330,6 +330,7 @@ mod tests {
             ..IngestSection::default()
         };
         assert_eq!(ingest_config(&one_writer, true).writers, 1);
+        assert_eq!(ingest_config(&one_writer, true).linger, Duration::from_millis(1));
         let lingering = IngestSection {
             linger_us: 250,
             ..IngestSection::default()
