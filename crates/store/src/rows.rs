@@ -954,16 +954,3 @@ pub(crate) const DEDUP_KEY_LEN: usize = 24;
 pub(crate) fn dedup_time(ms: i64) -> [u8; 8] {
     u64::try_from(ms).unwrap_or(0).to_be_bytes()
 }
-
-/// A new delivery's ordering key: its event's conversation, only when the endpoint keeps order
-/// (`ordered`: the ids of the endpoints that do, read once per batch in its transaction).
-pub(crate) fn ordering_key<'a>(
-    event: &'a NewEvent,
-    endpoint: &EndpointId,
-    ordered: &HashSet<String>,
-) -> Option<&'a str> {
-    event
-        .conversation_id
-        .as_deref()
-        .filter(|_| ordered.contains(endpoint.as_str()))
-}

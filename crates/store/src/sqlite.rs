@@ -200,6 +200,9 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A ping before each transaction is a round trip to the connection's thread and tells
+            // nothing: a file's connection does not drop (the pool still pings it on release).
+            .test_before_acquire(false)
             .acquire_timeout(options.busy_timeout)
             .connect_with(
                 base.clone()
@@ -232,6 +235,64 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// [`Store::ingest`] for a batch with redeliveries: each key is checked (`RETURNING` names the
+    /// new ones) before its event is written.
+    async fn ingest_checked(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>> {
+        let mut tx = self.write_transaction().await?;
+
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new("");
+            push_inbound(&mut insert, chunk);
+            insert.build().execute(&mut *tx).await?;
+        }
+
+        // The batch's dedup keys first: the unique key drops redeliveries (also within the batch:
+        // the first occurrence wins), and RETURNING tells which keys are new.
+        let events: Vec<(usize, &crate::NewEvent)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
+            .collect();
+        let keys: Vec<_> = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
+        let mut new_keys = std::collections::HashSet::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO dedup_keys (key) ");
+            insert.push_values(chunk, |mut row, key| {
+                row.push_bind(&key[..]);
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING key");
+            let returned: Vec<(Vec<u8>,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            new_keys.extend(returned.into_iter().map(|(key,)| key));
+        }
+        let mut inserted = std::collections::HashSet::with_capacity(new_keys.len());
+        let new_events: Vec<_> = events
+            .iter()
+            .zip(&keys)
+            .filter(|(_, key)| new_keys.remove(&key[..]))
+            .map(|(event, _)| *event)
+            .collect();
+        for chunk in new_events.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new("");
+            push_events(&mut insert, batch, chunk);
+            insert.build().execute(&mut *tx).await?;
+            inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str()));
+        }
+
+        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
+        let deliveries: Vec<_> = targets
+            .into_iter()
+            .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
+            .collect();
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new("");
+            push_deliveries(&mut insert, chunk, now);
+            insert.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(receipts)
+    }
+
     /// A transaction on the writer that takes the write lock at its start (`BEGIN IMMEDIATE`). A
     /// transaction that began by reading would take it at its first write, an upgrade; while the
     /// checkpointer's `RESTART` step holds the lock, SQLite refuses such an upgrade at once
@@ -243,10 +304,7 @@ impl SqliteStore {
     async fn write_transaction(&self) -> std::result::Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
         let started = std::time::Instant::now();
         let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let waited = started.elapsed();
-        if waited >= Duration::from_millis(10) {
-            tracing::debug!(waited_ms = waited.as_millis(), "waited for the database writer");
-        }
+        note_writer_wait(started);
         Ok(tx)
     }
 
@@ -1236,115 +1294,52 @@ impl Store for SqliteStore {
     }
 
     async fn ingest(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>> {
-        let mut tx = self.write_transaction().await?;
-
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) ",
-            );
-            insert.push_values(chunk, |mut row, req| {
-                let unroutable =
-                    (!req.unroutable.is_empty()).then(|| serde_json::to_string(&req.unroutable).unwrap_or_default());
-                row.push_bind(req.inbound_id.as_str())
-                    .push_bind(req.received_at)
-                    .push_bind(req.app_id.as_deref())
-                    .push_bind(req.object.as_str())
-                    .push_bind(&req.body[..])
-                    .push_bind(i64::from(req.entries))
-                    .push_bind(i64::try_from(req.events.len()).unwrap_or(i64::MAX))
-                    .push_bind(unroutable);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-
-        // The batch's dedup keys first: the unique key drops redeliveries (also within the batch:
-        // the first occurrence wins), and RETURNING tells which keys are new.
+        // A batch without redeliveries (nearly every batch) is one list of statements, from BEGIN
+        // to COMMIT, sent to the connection's thread at once: each round trip to that thread
+        // waits for it and then for this task to be scheduled again, which on a busy machine took
+        // longer than the writing. Its dedup keys go in with a plain INSERT, so a key seen before
+        // fails the list; the transaction is rolled back and the batch written the checked way.
         let events: Vec<(usize, &crate::NewEvent)> = batch
             .iter()
             .enumerate()
             .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
             .collect();
         let keys: Vec<_> = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
-        let mut new_keys = std::collections::HashSet::with_capacity(keys.len());
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO dedup_keys (key) ");
-            insert.push_values(chunk, |mut row, key| {
-                row.push_bind(&key[..]);
-            });
-            insert.push(" ON CONFLICT DO NOTHING RETURNING key");
-            let returned: Vec<(Vec<u8>,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
-            new_keys.extend(returned.into_iter().map(|(key,)| key));
-        }
-        let mut inserted = std::collections::HashSet::with_capacity(new_keys.len());
-        let new_events: Vec<_> = events
-            .iter()
-            .zip(&keys)
-            .filter(|(_, key)| new_keys.remove(&key[..]))
-            .map(|(event, _)| *event)
-            .collect();
-        for chunk in new_events.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
-                 raw_start, raw_len, text_at, text_start, text_len) ",
-            );
-            insert.push_values(chunk, |mut row, (i, event)| {
-                let req = &batch[*i];
-                let [at, start, len] = rows::span_columns(event.raw);
-                let [text_at, text_start, text_len] = rows::span_columns(event.text);
-                row.push_bind(event.id.as_str())
-                    .push_bind(event.tenant_id.as_str())
-                    .push_bind(event.page_id.as_str())
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(req.inbound_id.as_str())
-                    .push_bind(req.received_at)
-                    .push_bind(event.payload.as_str())
-                    .push_bind(at)
-                    .push_bind(start)
-                    .push_bind(len)
-                    .push_bind(text_at)
-                    .push_bind(text_start)
-                    .push_bind(text_len);
-            });
-            insert.build().execute(&mut *tx).await?;
-            inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str()));
-        }
-
+        let inserted: std::collections::HashSet<&str> = events.iter().map(|(_, event)| event.id.as_str()).collect();
         let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
         let deliveries: Vec<_> = targets
             .into_iter()
             .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
             .collect();
-        let ordered: std::collections::HashSet<String> = if deliveries.is_empty() {
-            std::collections::HashSet::new()
-        } else {
-            sqlx::query_scalar("SELECT id FROM endpoints WHERE ordered = 1")
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, ordering_key, status, attempts, \
-                 next_attempt_at, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut row, (id, event, endpoint)| {
-                row.push_bind(id.as_str())
-                    .push_bind(event.id.as_str())
-                    .push_bind(endpoint.as_str())
-                    .push_bind(event.tenant_id.as_str())
-                    .push_bind(rows::ordering_key(event, endpoint, &ordered))
-                    .push_bind(DeliveryStatus::Pending.as_str())
-                    .push_bind(0_i64)
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
 
-        tx.commit().await?;
-        Ok(receipts)
+        let mut statements = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            push_inbound(&mut statements, chunk);
+            statements.push("; ");
+        }
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            statements.push("INSERT INTO dedup_keys (key) ");
+            statements.push_values(chunk, |mut row, key| {
+                row.push_bind(&key[..]);
+            });
+            statements.push("; ");
+        }
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            push_events(&mut statements, batch, chunk);
+            statements.push("; ");
+        }
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            push_deliveries(&mut statements, chunk, now);
+            statements.push("; ");
+        }
+        statements.push("COMMIT");
+        match OneTrip::acquire(&self.writer).await?.run(statements).await {
+            Ok(()) => Ok(receipts),
+            Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+                self.ingest_checked(batch, now).await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn release_dedup_keys(&self, before: i64) -> Result<u64> {
@@ -1764,5 +1759,137 @@ impl Store for SqliteStore {
         push_replay_scope(&mut query, tenant_id, what);
         let (n,): (i64,) = query.build_query_as().fetch_one(&self.readers).await?;
         Ok(count(n))
+    }
+}
+
+/// Appends an `INSERT` of `requests`' POSTs to `query`.
+fn push_inbound<'a>(query: &mut QueryBuilder<'a, Sqlite>, requests: &'a [IngestRequest]) {
+    query.push("INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) ");
+    query.push_values(requests, |mut row, req| {
+        let unroutable =
+            (!req.unroutable.is_empty()).then(|| serde_json::to_string(&req.unroutable).unwrap_or_default());
+        row.push_bind(req.inbound_id.as_str())
+            .push_bind(req.received_at)
+            .push_bind(req.app_id.as_deref())
+            .push_bind(req.object.as_str())
+            .push_bind(&req.body[..])
+            .push_bind(i64::from(req.entries))
+            .push_bind(i64::try_from(req.events.len()).unwrap_or(i64::MAX))
+            .push_bind(unroutable);
+    });
+}
+
+/// Appends an `INSERT` of `events` (each with the index of its request in `batch`) to `query`.
+fn push_events<'a>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    batch: &'a [IngestRequest],
+    events: &[(usize, &'a crate::NewEvent)],
+) {
+    query.push(
+        "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
+         raw_start, raw_len, text_at, text_start, text_len) ",
+    );
+    query.push_values(events, |mut row, &(i, event)| {
+        let req = &batch[i];
+        let [at, start, len] = rows::span_columns(event.raw);
+        let [text_at, text_start, text_len] = rows::span_columns(event.text);
+        row.push_bind(event.id.as_str())
+            .push_bind(event.tenant_id.as_str())
+            .push_bind(event.page_id.as_str())
+            .push_bind(event.event_type.as_str())
+            .push_bind(req.inbound_id.as_str())
+            .push_bind(req.received_at)
+            .push_bind(event.payload.as_str())
+            .push_bind(at)
+            .push_bind(start)
+            .push_bind(len)
+            .push_bind(text_at)
+            .push_bind(text_start)
+            .push_bind(text_len);
+    });
+}
+
+/// Appends an `INSERT` of pending `deliveries`, due at `now`, to `query`, in the order given
+/// (their rowids: the order they are leased in). A delivery keeps its event's conversation as its
+/// ordering key only when its endpoint is `ordered`, as the endpoint stands in this transaction.
+fn push_deliveries<'a>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    deliveries: &'a [(DeliveryId, &'a crate::NewEvent, &'a EndpointId)],
+    now: i64,
+) {
+    query.push(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, ordering_key, status, attempts, \
+         next_attempt_at, created_at, updated_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, \
+             CASE WHEN (SELECT ordered FROM endpoints e WHERE e.id = v.column3) = 1 THEN v.column5 END, \
+             'pending', 0, ",
+    );
+    query.push_bind(now).push(", ").push_bind(now).push(", ").push_bind(now);
+    query.push(" FROM (");
+    query.push_values(deliveries.iter().zip(0_i64..), |mut row, ((id, event, endpoint), n)| {
+        row.push_bind(id.as_str())
+            .push_bind(event.id.as_str())
+            .push_bind(endpoint.as_str())
+            .push_bind(event.tenant_id.as_str())
+            .push_bind(event.conversation_id.as_deref())
+            .push_bind(n);
+    });
+    query.push(") AS v ORDER BY v.column6");
+}
+
+/// Logs a wait of 10 ms or more, since `started`, for the writer connection.
+fn note_writer_wait(started: std::time::Instant) {
+    let waited = started.elapsed();
+    if waited >= Duration::from_millis(10) {
+        tracing::debug!(waited_ms = waited.as_millis(), "waited for the database writer");
+    }
+}
+
+/// The writer connection, for one transaction sent as a single list of statements (from its own
+/// `BEGIN` to its `COMMIT`). The list stops at a statement that fails, inside the transaction:
+/// [`OneTrip::run`] then rolls it back. Dropped before the list has ended (its future cancelled),
+/// the connection is closed rather than returned to the pool, which ends its transaction with
+/// nothing written.
+struct OneTrip {
+    conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
+}
+
+impl OneTrip {
+    async fn acquire(pool: &SqlitePool) -> std::result::Result<Self, sqlx::Error> {
+        let started = std::time::Instant::now();
+        let conn = pool.acquire().await?;
+        note_writer_wait(started);
+        Ok(Self { conn: Some(conn) })
+    }
+
+    async fn run(mut self, mut statements: QueryBuilder<'_, Sqlite>) -> std::result::Result<(), sqlx::Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        // Not kept in the connection's statement cache: a batch's list is rarely the same text
+        // twice (its row counts vary), and a kept one would hold its last bodies.
+        let result = statements.build().persistent(false).execute(&mut **conn).await;
+        match result {
+            Ok(_) => {
+                self.conn = None;
+                Ok(())
+            }
+            Err(err) => {
+                // A list that fails before its BEGIN took effect has no transaction to roll back;
+                // the ROLLBACK then fails too and the connection is closed, to be sure.
+                if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_ok() {
+                    self.conn = None;
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl Drop for OneTrip {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
     }
 }

@@ -64,7 +64,8 @@ macro_rules! contract_tests {
 }
 pub use crate::contract_tests;
 
-const NOW: i64 = 1_700_000_000_000;
+/// The time the contract's requests arrive at.
+pub const NOW: i64 = 1_700_000_000_000;
 const LEASE_MS: i64 = 60_000;
 
 /// A tenant with an app, a Page and one endpoint.

@@ -108,3 +108,39 @@ async fn a_change_waits_for_the_write_lock_held_elsewhere() -> Result {
     assert_eq!(endpoint.description.as_deref(), Some("renamed"));
     Ok(())
 }
+
+/// A batch is one list of statements from its `BEGIN` to its `COMMIT`. Abandoned while that list
+/// waits for the write lock (its caller went away), it leaves no transaction open on the writer:
+/// the batch that follows is written, and the abandoned one is not.
+#[tokio::test]
+async fn an_abandoned_ingest_leaves_the_writer_usable() -> Result {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let (dir, store) = fresh().await?;
+    let f = testing::onboard(store.as_ref(), "141").await?;
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("pagewire.db"))
+        .connect()
+        .await?;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await?;
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        store.ingest(&[testing::request(&f, "141", &["a"])], testing::NOW),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the ingest ended while the lock was held elsewhere");
+    sqlx::query("COMMIT").execute(&mut other).await?;
+    other.close().await?;
+
+    let receipts = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.ingest(&[testing::request(&f, "141", &["b"])], testing::NOW),
+    )
+    .await??;
+    assert_eq!(receipts[0].events, 1);
+    assert_eq!(
+        store.list_inbound(10).await?.len(),
+        1,
+        "the abandoned batch wrote nothing"
+    );
+    Ok(())
+}
