@@ -566,15 +566,17 @@ async fn in_steps<'q>(
     }
 }
 
-/// Records attempts inside the writer's transaction: the attempt log, each delivery's next step
-/// (fenced by its lease, so a stale worker's answer changes nothing), and endpoint health.
-async fn record_in(
+/// Begins the writer's transaction on `tx` (a [`ListTx`]'s connection) and records attempts in
+/// it: the attempt log, each delivery's next step (fenced by its lease, so a stale worker's answer
+/// changes nothing), and endpoint health.
+async fn begin_recording(
     tx: &mut sqlx::SqliteConnection,
     records: &[AttemptRecord],
     now: i64,
     health: &HealthPolicy,
 ) -> Result<HealthReport> {
     if records.is_empty() {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await?;
         return Ok(HealthReport::default());
     }
     // Every outcome goes in as one JSON array bound to one parameter: the two statements below
@@ -602,17 +604,15 @@ async fn record_in(
         .collect();
     // Strings and numbers only: serializing cannot fail, but is not assumed not to.
     let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(format!("an attempt record: {e}")))?;
+    // The transaction's BEGIN, the attempts and the deliveries' outcomes in one list: one round
+    // trip to the connection's thread. Both statements read the same two parameters.
     sqlx::query(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
+        "BEGIN IMMEDIATE; \
+         INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
              error, response_excerpt) \
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 \
-             FROM json_each(?1)",
-    )
-    .bind(&rows)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
+             FROM json_each(?1); \
+         UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
              last_status = v.status_code, last_error = v.error, updated_at = ?2 \
              FROM (SELECT value->>0 AS id, value->>1 AS attempt, value->>4 AS status_code, value->>6 AS error, \
                    value->>8 AS seq, value->>9 AS status, value->>10 AS next_at FROM json_each(?1)) AS v \
@@ -1333,9 +1333,16 @@ impl Store for SqliteStore {
             statements.push("; ");
         }
         statements.push("COMMIT");
-        match OneTrip::acquire(&self.writer).await?.run(statements).await {
-            Ok(()) => Ok(receipts),
+        let mut tx = ListTx::acquire(&self.writer).await?;
+        // Not kept in the connection's statement cache: a batch's list is rarely the same text
+        // twice (its row counts vary), and a kept one would hold its last bodies.
+        match statements.build().persistent(false).execute(tx.conn()).await {
+            Ok(_) => {
+                tx.committed();
+                Ok(receipts)
+            }
             Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+                tx.roll_back().await;
                 self.ingest_checked(batch, now).await
             }
             Err(e) => Err(e.into()),
@@ -1459,12 +1466,12 @@ impl Store for SqliteStore {
             return Ok((HealthReport::default(), Leased::default()));
         }
         // One transaction (one commit, one sync) records what was sent and leases what is next.
-        let mut tx = self.write_transaction().await?;
-        let report = record_in(&mut tx, records, now, health).await?;
+        let mut tx = ListTx::acquire(&self.writer).await?;
+        let report = begin_recording(tx.conn(), records, now, health).await?;
         let leased = match &lease {
             Some(lease) if !endpoints.is_empty() => Leased {
                 now: lease.now,
-                taken: Self::take(&mut tx, lease, endpoints).await?,
+                taken: Self::take(tx.conn(), lease, endpoints).await?,
             },
             _ => Leased::default(),
         };
@@ -1485,8 +1492,8 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(HealthReport::default());
         }
-        let mut tx = self.write_transaction().await?;
-        let report = record_in(&mut tx, records, now, health).await?;
+        let mut tx = ListTx::acquire(&self.writer).await?;
+        let report = begin_recording(tx.conn(), records, now, health).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -1845,51 +1852,54 @@ fn note_writer_wait(started: std::time::Instant) {
     }
 }
 
-/// The writer connection, for one transaction sent as a single list of statements (from its own
-/// `BEGIN` to its `COMMIT`). The list stops at a statement that fails, inside the transaction:
-/// [`OneTrip::run`] then rolls it back. Dropped before the list has ended (its future cancelled),
-/// the connection is closed rather than returned to the pool, which ends its transaction with
-/// nothing written.
-struct OneTrip {
-    conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
+/// The writer connection, for a transaction whose `BEGIN` and `COMMIT` travel inside the lists of
+/// statements sent to the connection's thread (one round trip each) rather than on their own.
+/// sqlx does not see such a transaction, so this guard ends it: dropped before the transaction
+/// has ended (an error on the way, or its future cancelled), it closes the connection rather than
+/// return it to the pool, and closing rolls the transaction back.
+struct ListTx {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    /// A `BEGIN` may have run and no `COMMIT` or `ROLLBACK` has.
+    open: bool,
 }
 
-impl OneTrip {
+impl ListTx {
     async fn acquire(pool: &SqlitePool) -> std::result::Result<Self, sqlx::Error> {
         let started = std::time::Instant::now();
         let conn = pool.acquire().await?;
         note_writer_wait(started);
-        Ok(Self { conn: Some(conn) })
+        Ok(Self { conn, open: true })
     }
 
-    async fn run(mut self, mut statements: QueryBuilder<'_, Sqlite>) -> std::result::Result<(), sqlx::Error> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(sqlx::Error::PoolClosed);
-        };
-        // Not kept in the connection's statement cache: a batch's list is rarely the same text
-        // twice (its row counts vary), and a kept one would hold its last bodies.
-        let result = statements.build().persistent(false).execute(&mut **conn).await;
-        match result {
-            Ok(_) => {
-                self.conn = None;
-                Ok(())
-            }
-            Err(err) => {
-                // A list that fails before its BEGIN took effect has no transaction to roll back;
-                // the ROLLBACK then fails too and the connection is closed, to be sure.
-                if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_ok() {
-                    self.conn = None;
-                }
-                Err(err)
-            }
+    fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.conn
+    }
+
+    /// The transaction has committed: the connection goes back to the pool.
+    fn committed(mut self) {
+        self.open = false;
+    }
+
+    /// Commits on its own round trip.
+    async fn commit(mut self) -> std::result::Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(self.conn()).await?;
+        self.committed();
+        Ok(())
+    }
+
+    /// Rolls back after a list failed inside the transaction (a list stops at the statement that
+    /// fails). Should the `ROLLBACK` fail too, the connection is closed.
+    async fn roll_back(mut self) {
+        if sqlx::query("ROLLBACK").execute(self.conn()).await.is_ok() {
+            self.open = false;
         }
     }
 }
 
-impl Drop for OneTrip {
+impl Drop for ListTx {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.close_on_drop();
+        if self.open {
+            self.conn.close_on_drop();
         }
     }
 }
