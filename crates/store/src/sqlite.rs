@@ -248,12 +248,7 @@ impl SqliteStore {
 
         // The batch's dedup keys first: the unique key drops redeliveries (also within the batch:
         // the first occurrence wins), and RETURNING tells which keys are new.
-        let events: Vec<(usize, &crate::NewEvent)> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
-            .collect();
-        let keys: Vec<_> = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
+        let (events, keys) = events_and_keys(batch);
         let mut new_keys = std::collections::HashSet::with_capacity(keys.len());
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO dedup_keys (key) ");
@@ -279,10 +274,7 @@ impl SqliteStore {
         }
 
         let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
-        let deliveries: Vec<_> = targets
-            .into_iter()
-            .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
-            .collect();
+        let deliveries = with_ids(targets);
         for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new("");
             push_deliveries(&mut insert, chunk, now);
@@ -1299,18 +1291,10 @@ impl Store for SqliteStore {
         // waits for it and then for this task to be scheduled again, which on a busy machine took
         // longer than the writing. Its dedup keys go in with a plain INSERT, so a key seen before
         // fails the list; the transaction is rolled back and the batch written the checked way.
-        let events: Vec<(usize, &crate::NewEvent)> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
-            .collect();
-        let keys: Vec<_> = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
+        let (events, keys) = events_and_keys(batch);
         let inserted: std::collections::HashSet<&str> = events.iter().map(|(_, event)| event.id.as_str()).collect();
         let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
-        let deliveries: Vec<_> = targets
-            .into_iter()
-            .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
-            .collect();
+        let deliveries = with_ids(targets);
 
         let mut statements = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
@@ -1767,6 +1751,27 @@ impl Store for SqliteStore {
         let (n,): (i64,) = query.build_query_as().fetch_one(&self.readers).await?;
         Ok(count(n))
     }
+}
+
+/// A batch's events in order, each with the index of its request, and their dedup keys.
+fn events_and_keys(batch: &[IngestRequest]) -> (Vec<(usize, &crate::NewEvent)>, Vec<[u8; rows::DEDUP_KEY_LEN]>) {
+    let events: Vec<(usize, &crate::NewEvent)> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(i, req)| req.events.iter().map(move |e| (i, e)))
+        .collect();
+    let keys = events.iter().map(|(_, event)| rows::dedup_key(event)).collect();
+    (events, keys)
+}
+
+/// The deliveries to create for `targets`, each with a new id.
+fn with_ids<'a>(
+    targets: Vec<(&'a crate::NewEvent, &'a EndpointId)>,
+) -> Vec<(DeliveryId, &'a crate::NewEvent, &'a EndpointId)> {
+    targets
+        .into_iter()
+        .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
+        .collect()
 }
 
 /// Appends an `INSERT` of `requests`' POSTs to `query`.

@@ -72,19 +72,27 @@ async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
     Ok(())
 }
 
-/// A change that reads before it writes (an endpoint's update reads whether it kept order) waits
-/// while another connection holds the write lock, as the checkpointer's `RESTART` step does, and
-/// then goes through; it used to fail at once with "database is locked".
-#[tokio::test]
-async fn a_change_waits_for_the_write_lock_held_elsewhere() -> Result {
-    use sqlx::{ConnectOptions as _, Connection as _};
-    let (dir, store) = fresh().await?;
-    let f = testing::onboard(store.as_ref(), "140").await?;
+/// Another connection to the store's file, holding its write lock (until `COMMIT`), as the
+/// checkpointer's `RESTART` step does.
+async fn hold_write_lock(dir: &tempfile::TempDir) -> Result<sqlx::SqliteConnection> {
+    use sqlx::ConnectOptions as _;
     let mut other = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(dir.path().join("pagewire.db"))
         .connect()
         .await?;
     sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await?;
+    Ok(other)
+}
+
+/// A change that reads before it writes (an endpoint's update reads whether it kept order) waits
+/// while another connection holds the write lock, as the checkpointer's `RESTART` step does, and
+/// then goes through; it used to fail at once with "database is locked".
+#[tokio::test]
+async fn a_change_waits_for_the_write_lock_held_elsewhere() -> Result {
+    use sqlx::Connection as _;
+    let (dir, store) = fresh().await?;
+    let f = testing::onboard(store.as_ref(), "140").await?;
+    let mut other = hold_write_lock(&dir).await?;
     let update = tokio::spawn({
         let store = Arc::clone(&store);
         async move {
@@ -114,14 +122,10 @@ async fn a_change_waits_for_the_write_lock_held_elsewhere() -> Result {
 /// the batch that follows is written, and the abandoned one is not.
 #[tokio::test]
 async fn an_abandoned_ingest_leaves_the_writer_usable() -> Result {
-    use sqlx::{ConnectOptions as _, Connection as _};
+    use sqlx::Connection as _;
     let (dir, store) = fresh().await?;
     let f = testing::onboard(store.as_ref(), "141").await?;
-    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("pagewire.db"))
-        .connect()
-        .await?;
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await?;
+    let mut other = hold_write_lock(&dir).await?;
     let abandoned = tokio::time::timeout(
         std::time::Duration::from_millis(300),
         store.ingest(&[testing::request(&f, "141", &["a"])], testing::NOW),
