@@ -1153,7 +1153,7 @@ impl Store for PgStore {
         // is the order they are leased in); those of events found to be redeliveries are dropped
         // by the statement.
         let candidates: HashSet<&str> = firsts.iter().map(|(_, e, _)| e.id.as_str()).collect();
-        let (_, targets) = rows::new_deliveries(batch.len(), &events, &candidates);
+        let (_, targets) = rows::new_deliveries(batch.len(), &events, |id| candidates.contains(id));
         let delivery_ids: Vec<DeliveryId> = targets.iter().map(|_| DeliveryId::new()).collect();
 
         let unroutable: Vec<Option<String>> = batch
@@ -1251,7 +1251,7 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await?;
         let inserted: HashSet<&str> = inserted.iter().map(String::as_str).collect();
-        let (receipts, _) = rows::new_deliveries(batch.len(), &events, &inserted);
+        let (receipts, _) = rows::new_deliveries(batch.len(), &events, |id| inserted.contains(id));
         Ok(receipts)
     }
 

@@ -10,7 +10,7 @@
 //! each backend, where the dialects differ (`?` and `$1`, `json_each` and `UNNEST`, `1` and `TRUE`).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -885,7 +885,7 @@ fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered:
 
 /// What an ingest batch makes of its events once they are inserted: a receipt per request (new
 /// events, their deliveries, duplicates), and the deliveries to create as (event, endpoint).
-/// `events` are (request index, event) in batch order; `inserted` the ids the insert kept (a
+/// `events` are (request index, event) in batch order; `inserted` tells the ids the insert kept (a
 /// redelivery's id is not among them).
 ///
 /// Each endpoint's deliveries come side by side (a stable sort keeps the order of its events, which
@@ -894,12 +894,12 @@ fn controls_from_columns(max_concurrency: i64, rate_limit: Option<i64>, ordered:
 pub(crate) fn new_deliveries<'a>(
     requests: usize,
     events: &[(usize, &'a NewEvent)],
-    inserted: &HashSet<&str>,
+    inserted: impl Fn(&str) -> bool,
 ) -> (Vec<IngestReceipt>, Vec<(&'a NewEvent, &'a EndpointId)>) {
     let mut receipts = vec![IngestReceipt::default(); requests];
     let mut targets = Vec::new();
     for &(i, event) in events {
-        if inserted.contains(event.id.as_str()) {
+        if inserted(event.id.as_str()) {
             receipts[i].events += 1;
             receipts[i].deliveries += event.endpoints.len();
             targets.extend(event.endpoints.iter().map(|endpoint| (event, endpoint)));

@@ -235,53 +235,30 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// [`Store::ingest`] for a batch with redeliveries: each key is checked (`RETURNING` names the
-    /// new ones) before its event is written.
+    /// [`Store::ingest`] for a batch with redeliveries, in two round trips: its dedup keys first
+    /// (the unique key drops redeliveries, also within the batch, where the first occurrence wins,
+    /// and `RETURNING` names the new keys), then its writes with only the new events.
     async fn ingest_checked(&self, batch: &[IngestRequest], now: i64) -> Result<Vec<IngestReceipt>> {
-        let mut tx = self.write_transaction().await?;
-
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new("");
-            push_inbound(&mut insert, chunk);
-            insert.build().execute(&mut *tx).await?;
-        }
-
-        // The batch's dedup keys first: the unique key drops redeliveries (also within the batch:
-        // the first occurrence wins), and RETURNING tells which keys are new.
         let (events, keys) = events_and_keys(batch);
-        let mut new_keys = std::collections::HashSet::with_capacity(keys.len());
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO dedup_keys (key) ");
-            insert.push_values(chunk, |mut row, key| {
-                row.push_bind(&key[..]);
-            });
-            insert.push(" ON CONFLICT DO NOTHING RETURNING key");
-            let returned: Vec<(Vec<u8>,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
-            new_keys.extend(returned.into_iter().map(|(key,)| key));
-        }
-        let mut inserted = std::collections::HashSet::with_capacity(new_keys.len());
+        let mut tx = ListTx::acquire(&self.writer).await?;
+        let mut checks = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE");
+        push_dedup_keys(&mut checks, &keys, " ON CONFLICT DO NOTHING RETURNING key");
+        let returned: Vec<(Vec<u8>,)> = checks.build_query_as().persistent(false).fetch_all(tx.conn()).await?;
+        let mut new_keys: std::collections::HashSet<Vec<u8>> = returned.into_iter().map(|(key,)| key).collect();
         let new_events: Vec<_> = events
             .iter()
             .zip(&keys)
             .filter(|(_, key)| new_keys.remove(&key[..]))
             .map(|(event, _)| *event)
             .collect();
-        for chunk in new_events.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new("");
-            push_events(&mut insert, batch, chunk);
-            insert.build().execute(&mut *tx).await?;
-            inserted.extend(chunk.iter().map(|(_, event)| event.id.as_str()));
-        }
-
-        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
+        let inserted: std::collections::HashSet<&str> = new_events.iter().map(|(_, event)| event.id.as_str()).collect();
+        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, |id| inserted.contains(id));
         let deliveries = with_ids(targets);
-        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new("");
-            push_deliveries(&mut insert, chunk, now);
-            insert.build().execute(&mut *tx).await?;
-        }
 
-        tx.commit().await?;
+        let mut writes = QueryBuilder::<Sqlite>::new("");
+        push_writes(&mut writes, batch, &new_events, &deliveries, now);
+        writes.build().persistent(false).execute(tx.conn()).await?;
+        tx.committed();
         Ok(receipts)
     }
 
@@ -1292,34 +1269,15 @@ impl Store for SqliteStore {
         // longer than the writing. Its dedup keys go in with a plain INSERT, so a key seen before
         // fails the list; the transaction is rolled back and the batch written the checked way.
         let (events, keys) = events_and_keys(batch);
-        let inserted: std::collections::HashSet<&str> = events.iter().map(|(_, event)| event.id.as_str()).collect();
-        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, &inserted);
+        let (receipts, targets) = rows::new_deliveries(batch.len(), &events, |_| true);
         let deliveries = with_ids(targets);
 
-        let mut statements = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            push_inbound(&mut statements, chunk);
-            statements.push("; ");
-        }
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            statements.push("INSERT INTO dedup_keys (key) ");
-            statements.push_values(chunk, |mut row, key| {
-                row.push_bind(&key[..]);
-            });
-            statements.push("; ");
-        }
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            push_events(&mut statements, batch, chunk);
-            statements.push("; ");
-        }
-        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
-            push_deliveries(&mut statements, chunk, now);
-            statements.push("; ");
-        }
-        statements.push("COMMIT");
+        let mut statements = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE");
+        push_dedup_keys(&mut statements, &keys, "");
+        push_writes(&mut statements, batch, &events, &deliveries, now);
         let mut tx = ListTx::acquire(&self.writer).await?;
-        // Not kept in the connection's statement cache: a batch's list is rarely the same text
-        // twice (its row counts vary), and a kept one would hold its last bodies.
+        // Lists stay out of the connection's statement cache: a batch's list is rarely the same
+        // text twice (its row counts vary), and a kept one would hold its last bodies.
         match statements.build().persistent(false).execute(tx.conn()).await {
             Ok(_) => {
                 tx.committed();
@@ -1772,6 +1730,42 @@ fn with_ids<'a>(
         .into_iter()
         .map(|(event, endpoint)| (DeliveryId::new(), event, endpoint))
         .collect()
+}
+
+/// Appends to a list of statements (after its `BEGIN`) an `INSERT` of `keys` into `dedup_keys`,
+/// each statement followed by `tail` (its conflict clause).
+fn push_dedup_keys<'a>(list: &mut QueryBuilder<'a, Sqlite>, keys: &'a [[u8; rows::DEDUP_KEY_LEN]], tail: &str) {
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        list.push("; INSERT INTO dedup_keys (key) ");
+        list.push_values(chunk, |mut row, key| {
+            row.push_bind(&key[..]);
+        });
+        list.push(tail);
+    }
+}
+
+/// Appends to a list of statements a batch's writes, then `COMMIT`: its POSTs, `events` (each
+/// with the index of its request in `batch`) and `deliveries`.
+fn push_writes<'a>(
+    list: &mut QueryBuilder<'a, Sqlite>,
+    batch: &'a [IngestRequest],
+    events: &[(usize, &'a crate::NewEvent)],
+    deliveries: &'a [(DeliveryId, &'a crate::NewEvent, &'a EndpointId)],
+    now: i64,
+) {
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        list.push("; ");
+        push_inbound(list, chunk);
+    }
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        list.push("; ");
+        push_events(list, batch, chunk);
+    }
+    for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+        list.push("; ");
+        push_deliveries(list, chunk, now);
+    }
+    list.push("; COMMIT");
 }
 
 /// Appends an `INSERT` of `requests`' POSTs to `query`.
