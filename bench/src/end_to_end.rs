@@ -10,6 +10,7 @@ use anyhow::bail;
 use serde::Serialize;
 
 use crate::gateway::{DataStore, Node, Role};
+use crate::http1::Target;
 use crate::ingest::{self, Bodies, Load, Timeline};
 use crate::receiver::{Counter, Mode};
 use crate::{APP_ID, APP_SECRET};
@@ -136,7 +137,7 @@ pub async fn run(node: &Node<'_>, args: &Args) -> anyhow::Result<Report> {
     let timeline = Arc::new(Timeline::new(webhooks));
     counter.time_with(Arc::clone(&timeline));
     let load = Arc::new(Load {
-        url: gateway.url("/webhooks/meta"),
+        target: Target::parse(&gateway.url("/webhooks/meta"))?,
         bodies: Arc::new(Bodies::new(&pages, APP_SECRET, args.mix)),
         timeline: Some(timeline),
     });

@@ -15,6 +15,8 @@ use serde::Serialize;
 use sha2::Sha256;
 use std::fmt::Write as _;
 
+use crate::http1::{self, Conn, Target};
+
 /// Makes unique, signed bodies cheaply: each shape of body is built once per Page with the
 /// simulator, and only the markers (a message id, or a reader's id) change. With the mix, nine
 /// bodies in ten carry one message, then one in ten carries ten items and one in a hundred a
@@ -386,7 +388,7 @@ impl Tally {
 
 /// Where and what to send, shared by the loops.
 pub struct Load {
-    pub url: String,
+    pub target: Target,
     pub bodies: Arc<Bodies>,
     /// Marks when each body was due or sent, for a receiver measuring ingest-to-customer latency.
     pub timeline: Option<Arc<Timeline>>,
@@ -403,23 +405,15 @@ enum Answer {
     Failed,
 }
 
-/// Sends the next body.
-async fn send(client: &reqwest::Client, load: &Load, due: Option<Instant>) -> Answer {
+/// Sends the next body on `conn` (opening one when needed).
+async fn send(conn: &mut Option<Conn>, load: &Load, due: Option<Instant>) -> Answer {
     let body = load.bodies.next();
     if let Some(timeline) = &load.timeline {
         timeline.mark(body.number, due.unwrap_or_else(Instant::now));
     }
-    let status = client
-        .post(&load.url)
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", body.signature)
-        .body(body.bytes)
-        .send()
-        .await
-        .map(|r| r.status());
-    match status {
-        Ok(status) if status.is_success() => Answer::Acknowledged(body.items),
-        Ok(reqwest::StatusCode::SERVICE_UNAVAILABLE) => Answer::Shed,
+    match http1::post(conn, &load.target, body.bytes, &body.signature).await {
+        Some(status) if status.is_success() => Answer::Acknowledged(body.items),
+        Some(http::StatusCode::SERVICE_UNAVAILABLE) => Answer::Shed,
         _ => Answer::Failed,
     }
 }
@@ -427,23 +421,19 @@ async fn send(client: &reqwest::Client, load: &Load, due: Option<Instant>) -> An
 /// As fast as `connections` requests in flight allow, for `duration` or until `limit` webhooks
 /// were sent.
 pub async fn closed_loop(load: Arc<Load>, connections: usize, duration: Duration, limit: Option<u64>) -> IngestReport {
-    let client = reqwest::Client::new();
     let tally = Arc::new(Tally::new());
     let started = Instant::now();
     let end = started + duration;
     let claimed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections.max(1) {
-        let (client, load, tally, claimed) = (
-            client.clone(),
-            Arc::clone(&load),
-            Arc::clone(&tally),
-            Arc::clone(&claimed),
-        );
+        let (load, tally, claimed) = (Arc::clone(&load), Arc::clone(&tally), Arc::clone(&claimed));
         tasks.spawn(async move {
+            // One connection per request in flight, as Meta's senders keep theirs.
+            let mut conn = None;
             while Instant::now() < end && limit.is_none_or(|limit| claimed.fetch_add(1, Ordering::Relaxed) < limit) {
                 let sent = Instant::now();
-                let answer = send(&client, &load, None).await;
+                let answer = send(&mut conn, &load, None).await;
                 tally.record(sent.elapsed(), answer);
             }
         });
@@ -459,8 +449,9 @@ pub async fn closed_loop(load: Arc<Load>, connections: usize, duration: Duration
 /// `rate` requests per second for `duration`, each on its schedule whatever the answers do;
 /// latency counts from when a request was due.
 pub async fn open_loop(load: Arc<Load>, rate: u64, duration: Duration) -> IngestReport {
-    let client = reqwest::Client::new();
     let tally = Arc::new(Tally::new());
+    // Idle keep-alive connections; a webhook due when none is idle opens another.
+    let idle: Arc<Mutex<Vec<Conn>>> = Arc::default();
     let started = tokio::time::Instant::now();
     let total = rate.saturating_mul(duration.as_secs()).max(1);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
@@ -468,10 +459,14 @@ pub async fn open_loop(load: Arc<Load>, rate: u64, duration: Duration) -> Ingest
     for n in 0..total {
         let due = started + interval.mul_f64(n as f64);
         tokio::time::sleep_until(due).await;
-        let (client, load, tally) = (client.clone(), Arc::clone(&load), Arc::clone(&tally));
+        let (load, tally, idle) = (Arc::clone(&load), Arc::clone(&tally), Arc::clone(&idle));
         tasks.spawn(async move {
-            let answer = send(&client, &load, Some(due.into_std())).await;
+            let mut conn = idle.lock().ok().and_then(|mut idle| idle.pop());
+            let answer = send(&mut conn, &load, Some(due.into_std())).await;
             tally.record(due.elapsed(), answer);
+            if let (Some(conn), Ok(mut idle)) = (conn, idle.lock()) {
+                idle.push(conn);
+            }
         });
         // Reap finished tasks now and then so the set stays small.
         while tasks.try_join_next().is_some() {}

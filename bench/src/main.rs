@@ -18,6 +18,7 @@ mod commit_pages;
 mod disk;
 mod end_to_end;
 mod gateway;
+mod http1;
 mod ingest;
 mod receiver;
 
@@ -400,7 +401,7 @@ async fn ingest_run(node: &Node<'_>, load: &IngestLoad, label: &str) -> anyhow::
         .flat_map(|(_, pages)| pages)
         .collect();
     let load_spec = std::sync::Arc::new(ingest::Load {
-        url: gateway.url("/webhooks/meta"),
+        target: http1::Target::parse(&gateway.url("/webhooks/meta"))?,
         bodies: std::sync::Arc::new(ingest::Bodies::new(&pages, APP_SECRET, load.mix)),
         timeline: None,
     });

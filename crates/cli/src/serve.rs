@@ -74,8 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway = Gateway::build(shared, Arc::new(SystemClock) as Arc<dyn Clock>, gateway_config)
         .await
         .context("starting the gateway")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = pagewire_server::listener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (is another process using it?)", config.listen))?;
     let addr = listener.local_addr()?;
 

@@ -39,7 +39,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use pagewire_core::Clock;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +72,27 @@ pub async fn serve(mut listener: BoundedListener, router: Router, idle: Duration
     }
     drop(listener);
     open.shutdown().await;
+}
+
+/// How many connections the kernel holds for the node before it accepts them. The standard
+/// library's 128 is too few for a burst: when Meta (or a load balancer) opens more connections at
+/// once than the queue holds, the kernel drops the rest of their SYNs, and each of those senders
+/// waits a second before it tries again. Linux caps it at `net.core.somaxconn` (4096 by default).
+pub const BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with room for [`BACKLOG`] connections not yet accepted.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As the standard library's listeners do on Unix: a restarted node can listen again at once,
+    // while its previous connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Has the answer close its connection while another connection waits for room.
@@ -180,5 +201,33 @@ impl AsyncWrite for Counted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More connections than the standard library's backlog holds, none of them accepted yet:
+    /// each must connect at once. A SYN the kernel drops is sent again only after a second.
+    #[tokio::test]
+    async fn a_burst_of_new_connections_waits_in_the_backlog() {
+        // Linux caps the backlog at `net.core.somaxconn`; old kernels default it to 128.
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listening on a free port");
+        let addr = listener.local_addr().expect("its address");
+        let mut open = Vec::new();
+        for n in 0..cap.min(512) {
+            let connect = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await;
+            match connect {
+                Ok(Ok(stream)) => open.push(stream),
+                Ok(Err(e)) => panic!("connection {n}: {e}"),
+                Err(_) => panic!("connection {n} waited: the kernel dropped its SYN, its backlog is full"),
+            }
+        }
+        drop(listener);
     }
 }
