@@ -81,6 +81,9 @@ impl Report {
             self.ingest.shed,
             self.ingest.errors
         );
+        if let (Some(p50), Some(p99)) = (self.ingest.sent_late_p50_ms, self.ingest.sent_late_p99_ms) {
+            println!("  sent late   p50 {p50:.2} ms, p99 {p99:.2} ms after due (the latencies include it)");
+        }
         println!(
             "  to customer p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
             ms(self.e2e_p50_ms),
@@ -155,7 +158,7 @@ pub async fn run(node: &Node<'_>, args: &Args) -> anyhow::Result<Report> {
         ),
         None => (
             format!("steady {} webhooks/s for {} s", args.rate, args.seconds.max(1)),
-            ingest::open_loop(Arc::clone(&load), args.rate, Duration::from_secs(args.seconds.max(1))).await,
+            ingest::open_loop(Arc::clone(&load), args.rate, Duration::from_secs(args.seconds.max(1))).await?,
         ),
     };
     let last_ack = Instant::now();

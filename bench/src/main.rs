@@ -283,6 +283,14 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             for r in &reports {
+                if let (Some(p50), Some(p99)) = (r.sent_late_p50_ms, r.sent_late_p99_ms) {
+                    println!(
+                        "{}: sent p50 {p50:.2} ms, p99 {p99:.2} ms after due (the latencies include it)",
+                        r.name
+                    );
+                }
+            }
+            for r in &reports {
                 if let Some(pages) = &r.commit_pages {
                     pages.print(&r.name);
                 }
@@ -418,7 +426,7 @@ async fn ingest_run(node: &Node<'_>, load: &IngestLoad, label: &str) -> anyhow::
         })
     });
     let mut report = match load.rate {
-        Some(rate) => ingest::open_loop(load_spec, rate, duration).await,
+        Some(rate) => ingest::open_loop(load_spec, rate, duration).await?,
         None => ingest::closed_loop(load_spec, load.connections, duration, None).await,
     };
     report.name = format!("{label}: {}", report.name);
