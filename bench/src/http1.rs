@@ -50,9 +50,20 @@ impl Target {
 /// One keep-alive connection, driven whenever a request is on it.
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    driver: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
-    /// False once the gateway asked to close it, or it failed or ended.
-    open: bool,
+    /// `None` once the connection ended, or the gateway asked to close it.
+    driver: Option<Driver>,
+}
+
+type Driver = Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>;
+
+/// What became of a request on a connection.
+enum Outcome {
+    Answered(StatusCode),
+    /// The connection ended before the request went out (the gateway had closed it): it can go
+    /// again on a new connection.
+    Unsent(Box<Request<Full<Bytes>>>),
+    /// Sent and not answered, or the connection failed.
+    Failed,
 }
 
 impl Conn {
@@ -62,8 +73,7 @@ impl Conn {
         let (sender, driver) = http1::handshake(TokioIo::new(stream)).await?;
         Ok(Self {
             sender,
-            driver: Box::pin(driver),
-            open: true,
+            driver: Some(Box::pin(driver)),
         })
     }
 
@@ -71,69 +81,99 @@ impl Conn {
     /// connection the gateway closed while it sat idle is noticed here and not on the next
     /// webhook.
     pub fn is_open(&mut self) -> bool {
-        if self.open
-            && self
-                .driver
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()))
-                .is_ready()
-        {
-            self.open = false;
+        if let Some(driver) = &mut self.driver {
+            if driver.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready() {
+                self.driver = None;
+            }
         }
-        self.open && !self.sender.is_closed()
+        self.driver.is_some() && !self.sender.is_closed()
     }
 
-    /// POSTs a signed webhook and reads the whole answer: its status, or `None` when the
-    /// connection failed (it is then closed).
-    pub async fn post(&mut self, target: &Target, body: Bytes, signature: &str) -> Option<StatusCode> {
-        let request = Request::post(target.path.clone())
-            .header(HOST, target.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("x-hub-signature-256", signature)
-            .body(Full::new(body))
-            .ok()?;
+    /// Sends `request` and reads the whole answer.
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Outcome {
+        let Some(driver) = self.driver.as_mut() else {
+            return Outcome::Unsent(Box::new(request));
+        };
         let sender = &mut self.sender;
         let exchange = async move {
-            sender.ready().await?;
-            let response = sender.send_request(request).await?;
+            if sender.ready().await.is_err() {
+                return Err(Some(request));
+            }
+            let response = sender
+                .try_send_request(request)
+                .await
+                .map_err(|mut e| e.take_message())?;
             let close = response
                 .headers()
                 .get(CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             let status = response.status();
-            response.into_body().collect().await?;
-            Ok::<_, hyper::Error>((status, close))
+            response.into_body().collect().await.map_err(|_| None)?;
+            Ok((status, close))
         };
-        let answer = tokio::select! {
+        let mut exchange = std::pin::pin!(exchange);
+        let first = tokio::select! {
             biased;
-            answer = exchange => answer.ok(),
-            // The connection ended before the answer was read.
-            _ = self.driver.as_mut() => None,
+            answer = &mut exchange => Some(answer),
+            _ = driver.as_mut() => None,
+        };
+        let answer = match first {
+            Some(answer) => answer,
+            None => {
+                // The connection ended first. Dropping it answers a request it still held with
+                // the request itself, when it never went out.
+                self.driver = None;
+                exchange.await
+            }
         };
         match answer {
-            Some((status, close)) => {
-                self.open = !close;
-                Some(status)
+            Ok((status, close)) => {
+                if close {
+                    self.driver = None;
+                }
+                Outcome::Answered(status)
             }
-            None => {
-                self.open = false;
-                None
+            Err(Some(request)) => {
+                self.driver = None;
+                Outcome::Unsent(Box::new(request))
+            }
+            Err(None) => {
+                self.driver = None;
+                Outcome::Failed
             }
         }
     }
 }
 
-/// Sends on `conn`, opening a new connection first when there is none or it was closed; leaves
-/// `None` behind when the connection failed.
+/// POSTs a signed webhook on `conn` and reads the whole answer: its status, or `None` when it
+/// failed. Opens a new connection first when there is none or it was closed, and sends again on
+/// a new one a webhook that a closing connection never sent (as pooled clients do: the gateway
+/// may close a keep-alive connection after an answer, and the next request can meet the close);
+/// leaves `None` behind when the connection failed.
 pub async fn post(conn: &mut Option<Conn>, target: &Target, body: Bytes, signature: &str) -> Option<StatusCode> {
-    if !conn.as_mut().is_some_and(Conn::is_open) {
-        *conn = Conn::open(target).await.ok();
+    let mut request = Request::post(target.path.clone())
+        .header(HOST, target.host.clone())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header("x-hub-signature-256", signature)
+        .body(Full::new(body))
+        .ok()?;
+    for _ in 0..2 {
+        if !conn.as_mut().is_some_and(Conn::is_open) {
+            *conn = Conn::open(target).await.ok();
+        }
+        match conn.as_mut()?.send(request).await {
+            Outcome::Answered(status) => return Some(status),
+            Outcome::Unsent(again) => {
+                *conn = None;
+                request = *again;
+            }
+            Outcome::Failed => {
+                *conn = None;
+                return None;
+            }
+        }
     }
-    let status = conn.as_mut()?.post(target, body, signature).await;
-    if status.is_none() {
-        *conn = None;
-    }
-    status
+    None
 }
 
 #[cfg(test)]
