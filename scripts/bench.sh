@@ -19,6 +19,8 @@ section "Ingest: closed loop (64 in flight), with the one-commit-per-request bas
 "$bench" ingest --seconds "$(scale 10 2)" --with-baseline --commit-pages
 section "Ingest: closed loop with 256 in flight (one commit takes more requests)"
 "$bench" ingest --seconds "$(scale 10 2)" --connections 256
+section "Ingest: closed loop with 512 in flight (the node's default limit of requests in flight)"
+"$bench" ingest --seconds "$(scale 10 2)" --connections 512
 section "Ingest: the mix of 1-, 10- and 100-item bodies, closed loop"
 "$bench" ingest --seconds "$(scale 10 2)" --mix
 section "Ingest: open loop at 2,000, 5,000 and 10,000 webhooks/s"
@@ -42,6 +44,8 @@ section "PostgreSQL: ingest, closed loop, with the one-commit-per-request baseli
 "$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --with-baseline
 section "PostgreSQL: ingest, closed loop with 256 in flight"
 "$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --connections 256
+section "PostgreSQL: ingest, closed loop with 512 in flight"
+"$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --connections 512
 section "PostgreSQL: ingest, open loop at 5,000 webhooks/s"
 "$bench" "${pg[@]}" ingest --seconds "$(scale 10 2)" --rate 5000
 section "PostgreSQL: delivery of a 100,000-event backlog, alone and beside a hanging endpoint"
