@@ -309,8 +309,8 @@ pub struct IngestReport {
     pub ack_p999_ms: f64,
     pub ack_max_ms: f64,
     /// Open loop: how late the generator sent the webhooks after they were due, which the
-    /// acknowledgement latency includes (its schedule keeps to a tenth of a millisecond or so when
-    /// the machine is not overloaded).
+    /// acknowledgement latency includes (half a millisecond or less at the median, when the
+    /// machine is not overloaded).
     pub sent_late_p50_ms: Option<f64>,
     pub sent_late_p99_ms: Option<f64>,
     pub peak_rss_mb: Option<f64>,
@@ -455,7 +455,7 @@ pub async fn closed_loop(load: Arc<Load>, connections: usize, duration: Duration
     for _ in 0..connections.max(1) {
         let (load, tally, claimed) = (Arc::clone(&load), Arc::clone(&tally), Arc::clone(&claimed));
         tasks.spawn(async move {
-            // One connection per request in flight, as Meta's senders keep theirs.
+            // One keep-alive connection per request in flight.
             let mut conn = None;
             while Instant::now() < end && limit.is_none_or(|limit| claimed.fetch_add(1, Ordering::Relaxed) < limit) {
                 let sent = Instant::now();
