@@ -137,6 +137,12 @@ impl axum::serve::Listener for BoundedListener {
     /// the kernel's backlog meanwhile): so the node knows that somebody waits.
     async fn accept(&mut self) -> (Counted, SocketAddr) {
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        // Answers leave at once. With Nagle's algorithm the tail of an answer longer than one
+        // segment (an admin API page, the dashboard's assets) waits until the client acknowledges
+        // the first part, and clients delay their acknowledgements (40 ms on Linux).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
         let permit = match Arc::clone(&self.open).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -229,5 +235,18 @@ mod tests {
             }
         }
         drop(listener);
+    }
+
+    /// An accepted connection sends its answers without waiting for the client's
+    /// acknowledgements (TCP_NODELAY).
+    #[tokio::test]
+    async fn accepted_connections_send_at_once() {
+        let inner = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listening on a free port");
+        let addr = inner.local_addr().expect("its address");
+        let mut listener = BoundedListener::new(inner, 4, Arc::new(pagewire_core::SystemClock));
+        let client = TcpStream::connect(addr).await.expect("connecting");
+        let (accepted, _) = axum::serve::Listener::accept(&mut listener).await;
+        assert!(accepted.stream.nodelay().expect("reading TCP_NODELAY"));
+        drop(client);
     }
 }
