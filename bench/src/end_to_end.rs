@@ -81,8 +81,8 @@ impl Report {
             self.ingest.shed,
             self.ingest.errors
         );
-        if let (Some(p50), Some(p99)) = (self.ingest.sent_late_p50_ms, self.ingest.sent_late_p99_ms) {
-            println!("  sent late   p50 {p50:.2} ms, p99 {p99:.2} ms after due (the latencies include it)");
+        if let Some(lateness) = self.ingest.lateness() {
+            println!("  generator   {lateness}");
         }
         println!(
             "  to customer p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",

@@ -249,6 +249,16 @@ impl Template {
     }
 }
 
+impl IngestReport {
+    /// Open loop: how late the generator sent, which the latencies include.
+    pub fn lateness(&self) -> Option<String> {
+        let (p50, p99) = self.sent_late_p50_ms.zip(self.sent_late_p99_ms)?;
+        Some(format!(
+            "sent p50 {p50:.2} ms, p99 {p99:.2} ms after due (the latencies include it)"
+        ))
+    }
+}
+
 /// When each body was due (open loop) or sent (closed loop), for the receiver's ingest-to-customer
 /// latency.
 pub struct Timeline {
@@ -316,6 +326,9 @@ pub struct IngestReport {
     pub peak_rss_mb: Option<f64>,
     /// CPU time of the gateway per acknowledged request, in microseconds.
     pub gateway_cpu_us_per_request: Option<f64>,
+    /// CPU time of the harness (the load generator; and the receiver, end to end) per
+    /// acknowledged request, in microseconds: taken from the machine the gateway shares.
+    pub harness_cpu_us_per_request: Option<f64>,
     /// What the gateway wrote to storage per acknowledged request, in KiB (with SQLite: the log,
     /// then the same pages again into the database file).
     pub gateway_written_kib_per_request: Option<f64>,
@@ -406,6 +419,7 @@ impl Tally {
             sent_late_p99_ms: late.map(|l| l.1),
             peak_rss_mb: None,
             gateway_cpu_us_per_request: None,
+            harness_cpu_us_per_request: None,
             gateway_written_kib_per_request: None,
             commit_pages: None,
         }

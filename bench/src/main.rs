@@ -249,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&reports)?);
         } else {
             println!(
-                "{:<48} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}",
+                "{:<48} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8}",
                 "run",
                 "acked",
                 "req/s",
@@ -262,11 +262,12 @@ async fn main() -> anyhow::Result<()> {
                 "shed",
                 "errors",
                 "CPU µs",
+                "gen µs",
                 "KiB/req"
             );
             for r in &reports {
                 println!(
-                    "{:<48} {:>9} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.1}",
+                    "{:<48} {:>9} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>8.1}",
                     r.name,
                     r.requests,
                     r.requests_per_second,
@@ -279,15 +280,13 @@ async fn main() -> anyhow::Result<()> {
                     r.shed,
                     r.errors,
                     r.gateway_cpu_us_per_request.unwrap_or(0.0),
+                    r.harness_cpu_us_per_request.unwrap_or(0.0),
                     r.gateway_written_kib_per_request.unwrap_or(0.0)
                 );
             }
             for r in &reports {
-                if let (Some(p50), Some(p99)) = (r.sent_late_p50_ms, r.sent_late_p99_ms) {
-                    println!(
-                        "{}: sent p50 {p50:.2} ms, p99 {p99:.2} ms after due (the latencies include it)",
-                        r.name
-                    );
+                if let Some(lateness) = r.lateness() {
+                    println!("{}: {lateness}", r.name);
                 }
             }
             for r in &reports {
@@ -414,7 +413,7 @@ async fn ingest_run(node: &Node<'_>, load: &IngestLoad, label: &str) -> anyhow::
         timeline: None,
     });
     let duration = Duration::from_secs(load.seconds.max(1));
-    let cpu_before = gateway.cpu_seconds();
+    let cpu_before = (gateway.cpu_seconds(), gateway::own_cpu_seconds());
     let written_before = gateway.written_bytes();
     // The database log as it is at four fifths of the run (a cycle's worth of commits under load).
     let log_copy = (load.commit_pages && node.store == StoreKind::Sqlite).then(|| {
@@ -430,9 +429,13 @@ async fn ingest_run(node: &Node<'_>, load: &IngestLoad, label: &str) -> anyhow::
         None => ingest::closed_loop(load_spec, load.connections, duration, None).await,
     };
     report.name = format!("{label}: {}", report.name);
-    report.gateway_cpu_us_per_request = cpu_before
-        .zip(gateway.cpu_seconds())
-        .map(|(before, after)| (after - before) * 1e6 / report.requests.max(1) as f64);
+    let per_request = |before: Option<f64>, after: Option<f64>| {
+        before
+            .zip(after)
+            .map(|(before, after)| (after - before) * 1e6 / report.requests.max(1) as f64)
+    };
+    report.gateway_cpu_us_per_request = per_request(cpu_before.0, gateway.cpu_seconds());
+    report.harness_cpu_us_per_request = per_request(cpu_before.1, gateway::own_cpu_seconds());
     report.gateway_written_kib_per_request = written_before
         .zip(gateway.written_bytes())
         .map(|(before, after)| after.saturating_sub(before) as f64 / 1024.0 / report.requests.max(1) as f64);
