@@ -66,6 +66,14 @@ const WORK_CHANNEL: &str = "pagewire_work";
 const ROUTING_CHANNEL: &str = "pagewire_routing";
 /// How long the change listener waits before connecting again after a failure.
 const LISTEN_RETRY: Duration = Duration::from_secs(5);
+/// The planner's cost of a random page read on the store's connections, over the server's default
+/// of 4 (a spinning disk's). The rows a node reads and writes in its rounds (deliveries just leased
+/// or settled, their events) are recent and in memory: with 4, a round that looks up a few thousand
+/// deliveries by id is planned as a scan of the whole table while it holds up to a few hundred
+/// thousand rows, which costs each round tens of milliseconds (`docs/benchmarks.md`). 1.1 is the
+/// usual value for SSDs and cached data. An operator's own value in the database URL
+/// (`?options=-c%20random_page_cost%3D2`) is kept.
+const RANDOM_PAGE_COST: &str = "1.1";
 
 /// How the PostgreSQL store connects.
 #[derive(Debug, Clone)]
@@ -98,7 +106,7 @@ impl PgStore {
     /// Connects to the database at a `postgres://` (or `postgresql://`) URL and runs the
     /// migrations. Nodes starting together are safe: the migrator holds an advisory lock.
     pub async fn connect(url: &str, key: MasterKey, options: PgStoreOptions) -> Result<Self> {
-        let connect = PgConnectOptions::from_str(url)?.application_name("pagewire");
+        let connect = connect_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
@@ -298,6 +306,20 @@ impl PgStore {
         let (deliveries, endpoints, bodies) = tokio::try_join!(deliveries, endpoints, bodies)?;
         leased_deliveries(&self.key, leased, deliveries, endpoints, bodies)
     }
+}
+
+/// How the store's connections are opened: the URL's settings, the application's name, and the
+/// planner's page cost unless the URL sets its own.
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    let connect = PgConnectOptions::from_str(url)?.application_name("pagewire");
+    let set_by_url = connect
+        .get_options()
+        .is_some_and(|options| options.contains("random_page_cost"));
+    Ok(if set_by_url {
+        connect
+    } else {
+        connect.options([("random_page_cost", RANDOM_PAGE_COST)])
+    })
 }
 
 /// An endpoint with due work, for [`PgStore::take`].
@@ -1733,5 +1755,32 @@ impl Store for PgStore {
         push_replay_scope(&mut query, tenant_id, what);
         let (n,): (i64,) = query.build_query_as().fetch_one(&self.pool).await?;
         Ok(count(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::testing::pg_server;
+
+    type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+    async fn random_page_cost(connect: &PgConnectOptions) -> Result<String> {
+        let mut conn = PgConnection::connect_with(connect).await?;
+        let (cost,): (String,) = sqlx::query_as("SHOW random_page_cost").fetch_one(&mut conn).await?;
+        Ok(cost)
+    }
+
+    #[tokio::test]
+    async fn connections_plan_for_data_in_memory_unless_the_url_says_otherwise() -> Result {
+        let url = pg_server::fresh_database().await?;
+        assert_eq!(random_page_cost(&connect_options(&url)?).await?, RANDOM_PAGE_COST);
+
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let operators = format!("{url}{separator}options=-c%20random_page_cost%3D2.5");
+        assert_eq!(random_page_cost(&connect_options(&operators)?).await?, "2.5");
+        Ok(())
     }
 }
