@@ -9,7 +9,9 @@
 //!
 //! Outcomes flow back to the dispatcher loop, which writes them in batches (attempt log, next
 //! step, endpoint health) in the same transaction as the next lease; what a lease took is read
-//! beside the writer while the next transaction runs. Leases are committed before anything is
+//! beside the writer while the next transaction runs. Up to [`WRITERS`] rounds write at once (one
+//! of them leasing at most), so that a store that runs writers side by side (PostgreSQL) records a
+//! batch while another commits. Leases are committed before anything is
 //! sent; a worker that dies leaves leases that expire, and the deliveries are sent again (at least
 //! once).
 
@@ -32,6 +34,11 @@ use crate::ssrf::DestinationPolicy;
 const RECORD_BATCH: usize = 1024;
 /// How long the dispatcher gathers outcomes before writing them (unless a lease goes first).
 const RECORD_GATHER: Duration = Duration::from_millis(5);
+/// Rounds writing at once. On PostgreSQL each is a transaction of its own on its own connection,
+/// and a round's statements run on one server process: one round at a time left the server's
+/// other cores idle while the dispatcher waited on it (`docs/benchmarks.md`). SQLite has one
+/// writer: the second round waits for the first to commit, its batch already gathered.
+const WRITERS: usize = 2;
 
 /// How deliveries are sent and retried.
 #[derive(Debug, Clone)]
@@ -98,8 +105,9 @@ struct Inner {
     lanes: Mutex<HashMap<EndpointId, Arc<Lane>>>,
     /// Signalled (all waiters) whenever a lane finishes a delivery or retires.
     progress: Notify,
-    /// Signalled (one permit kept) whenever a lane's queue runs empty: the lease loop's cue that
-    /// there is room again. (Waking on every delivery would run a lease per delivery.)
+    /// Signalled (one permit kept) whenever a lane has worked off a round of its queue
+    /// ([`Lane::asks_for_more`]): the lease loop's cue that there is room again. (Waking on every
+    /// delivery would run a lease per delivery.)
     room: Notify,
     results: mpsc::UnboundedSender<AttemptRecord>,
     outcomes: tokio::sync::Mutex<mpsc::UnboundedReceiver<AttemptRecord>>,
@@ -109,8 +117,10 @@ struct Inner {
 struct Lane {
     state: Mutex<LaneState>,
     max_workers: u32,
-    /// The queue length at which the lane asks for more: with this many queued and at most
-    /// `max_workers` in flight, a whole round of its share is free to lease.
+    /// The queue length at which the lane starts asking for more: with this many queued and at
+    /// most `max_workers` in flight, a whole round of its share is free to lease. It asks again at
+    /// every round it works off after that, so that while one lease is under way the next is
+    /// wanted, and a fast endpoint's queue is topped up before it runs dry.
     refill_at: usize,
     limiter: Option<DefaultDirectRateLimiter>,
 }
@@ -146,6 +156,12 @@ impl Lane {
 
     fn state(&self) -> MutexGuard<'_, LaneState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the lane asks to be leased again, `left` deliveries still queued: at `refill_at`
+    /// and at every round below it, down to empty.
+    fn asks_for_more(&self, left: usize) -> bool {
+        left <= self.refill_at && left.is_multiple_of(self.max_workers as usize)
     }
 }
 
@@ -236,9 +252,9 @@ impl Dispatcher {
         // When the records gathered so far are written even if no round leases.
         let mut gather_until: Option<tokio::time::Instant> = None;
         let mut lease_wanted = true;
-        // The round writing, if any (its task, and whether it leases), and the read of a lease, if
+        // The rounds writing (each one's task, and whether it leases), and the read of a lease, if
         // any. A lease is under way while a leasing round writes or its read runs.
-        let mut writing: Option<(tokio::task::Id, bool)> = None;
+        let mut writing: Vec<(tokio::task::Id, bool)> = Vec::with_capacity(WRITERS);
         let mut reading: Option<tokio::task::Id> = None;
         let mut stages: JoinSet<Stage> = JoinSet::new();
         let poll = tokio::time::sleep(inner.config.poll_interval);
@@ -254,8 +270,8 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
-            if writing.is_none() {
-                let leasing = reading.is_some();
+            if writing.len() < WRITERS {
+                let leasing = reading.is_some() || writing.iter().any(|&(_, leases)| leases);
                 let room = backlog_limit.saturating_sub(inner.queued());
                 let lease = (lease_wanted && !leasing && room > 0).then(|| inner.lease_request(room));
                 let records_due = !pending.is_empty()
@@ -271,7 +287,7 @@ impl Dispatcher {
                         let result = inner.settle(&records, lease).await;
                         Stage::Written { records, result }
                     });
-                    writing = Some((task.id(), leases));
+                    writing.push((task.id(), leases));
                     continue;
                 }
             }
@@ -292,22 +308,21 @@ impl Dispatcher {
                 // Outcomes are gathered for a few milliseconds, then taken all at once: one commit
                 // records hundreds of attempts instead of a handful, and the loop does not turn
                 // once per outcome. Only the attempt log waits; nothing is resent.
-                () = &mut gather, if gather_until.is_some() && writing.is_none() => continue,
+                () = &mut gather, if gather_until.is_some() && writing.len() < WRITERS => continue,
                 Some(record) = outcomes.recv(), if gather_until.is_none() => {
                     pending.push(record);
                     gather_until = Some(tokio::time::Instant::now() + RECORD_GATHER);
                     continue
                 }
-                Some(done) = stages.join_next(), if !stages.is_empty() => done,
+                Some(done) = stages.join_next_with_id(), if !stages.is_empty() => done,
             };
-            let stage = match done {
-                Ok(stage) => stage,
+            let (task, stage) = match done {
+                Ok(done) => done,
                 Err(e) => {
                     // Only a panic ends a stage early; its leases expire and are sent again.
                     tracing::error!(error = %e, "a dispatcher round failed unexpectedly");
-                    if writing.is_some_and(|(task, _)| task == e.id()) {
-                        writing = None;
-                    } else if reading == Some(e.id()) {
+                    ended(&mut writing, e.id());
+                    if reading == Some(e.id()) {
                         reading = None;
                     }
                     continue;
@@ -315,7 +330,7 @@ impl Dispatcher {
             };
             match stage {
                 Stage::Written { records, result } => {
-                    let leased_here = writing.take().is_some_and(|(_, leases)| leases);
+                    let leased_here = ended(&mut writing, task);
                     match result {
                         Ok(leased) => {
                             backoff = Duration::from_millis(100);
@@ -408,6 +423,12 @@ impl Dispatcher {
         }
         tracing::info!("dispatcher stopped");
     }
+}
+
+/// Takes a round that ended off those writing; says whether it was leasing.
+fn ended(writing: &mut Vec<(tokio::task::Id, bool)>, task: tokio::task::Id) -> bool {
+    let at = writing.iter().position(|&(id, _)| id == task);
+    at.is_some_and(|at| writing.swap_remove(at).1)
 }
 
 /// What a step of the dispatcher's pipeline came to.
@@ -554,13 +575,13 @@ impl Inner {
                     let mut state = lane.state();
                     let next = state.queue.pop_front();
                     let left = state.queue.len();
-                    let refill = next.is_some() && (left == lane.refill_at || left == 0);
+                    let refill = next.is_some() && lane.asks_for_more(left);
                     (next, refill)
                 };
                 let Some(delivery) = next else { break };
                 if refill {
-                    // A round of room (or an empty queue): the lane is leased again, while it
-                    // still has work queued if it is busy.
+                    // A round of room: the lane is leased again, while it still has work
+                    // queued if it is busy.
                     self.room.notify_one();
                 }
                 self.deliver(&lane, delivery).await;
@@ -675,5 +696,24 @@ impl Inner {
         for lane in self.lanes().values() {
             lane.state().queue.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_asks_for_more_at_every_round_it_works_off_once_a_round_is_free() {
+        let controls = DeliveryControls {
+            max_concurrency: 4,
+            rate_limit: None,
+            ordered: false,
+        };
+        // A share of 10 rounds of 4: with 32 queued and 4 in flight, a round is free; then again
+        // at every round worked off, down to empty.
+        let lane = Lane::new(controls, 10);
+        let asks: Vec<usize> = (0..=40).rev().filter(|&left| lane.asks_for_more(left)).collect();
+        assert_eq!(asks, [32, 28, 24, 20, 16, 12, 8, 4, 0]);
     }
 }
