@@ -338,13 +338,53 @@ pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds_of("self")
 }
 
-/// `utime + stime` from `/proc/<pid>/stat`, counted in the kernel's fixed 100 Hz user ticks.
+/// CPU time the harness's PostgreSQL server has used so far, in seconds: its postmaster, the
+/// processes it runs (a backend per connection, the WAL writer, the checkpointer, autovacuum), and
+/// those that have ended. `None` when no server runs (SQLite).
+pub fn database_cpu_seconds() -> Option<f64> {
+    let postmaster = pagewire_store::testing::pg_server::durable_server_pid()?;
+    let own = ProcStat::of(&postmaster.to_string())?;
+    let mut ticks = own.utime + own.stime + own.cutime + own.cstime;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        // A process that ended since the listing is counted in the postmaster's `cutime`.
+        if let Some(child) = ProcStat::of(pid).filter(|stat| stat.ppid == postmaster) {
+            ticks += child.utime + child.stime;
+        }
+    }
+    Some(ticks / 100.0)
+}
+
+/// `utime + stime` from `/proc/<pid>/stat`, in seconds.
 fn cpu_seconds_of(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields after it are counted from its `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let utime: f64 = fields.nth(11)?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    ProcStat::of(pid).map(|stat| (stat.utime + stat.stime) / 100.0)
+}
+
+/// What the harness reads of `/proc/<pid>/stat`: times in the kernel's fixed 100 Hz user ticks.
+struct ProcStat {
+    ppid: u32,
+    utime: f64,
+    stime: f64,
+    /// Of the children it has waited for.
+    cutime: f64,
+    cstime: f64,
+}
+
+impl ProcStat {
+    fn of(pid: &str) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces; fields after it are counted from its `)`.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+        Some(Self {
+            ppid: fields.get(1)?.parse().ok()?,
+            utime: ticks(11)?,
+            stime: ticks(12)?,
+            cutime: ticks(13)?,
+            cstime: ticks(14)?,
+        })
+    }
 }

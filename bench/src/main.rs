@@ -167,6 +167,8 @@ struct Phase {
     gateway_cpu_us_per_event: Option<f64>,
     /// CPU time of the harness (its receivers) per delivered event, in microseconds.
     harness_cpu_us_per_event: Option<f64>,
+    /// CPU time of the PostgreSQL server per delivered event, in microseconds (`None` on SQLite).
+    database_cpu_us_per_event: Option<f64>,
     lost: u64,
     duplicated: u64,
     /// Requests the receiver refused because their signature did not verify.
@@ -329,13 +331,14 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&phases)?);
     } else {
         println!(
-            "{:<24} {:>9} {:>12} {:>14} {:>9} {:>10} {:>9} {:>9} {:>5} {:>5}",
+            "{:<24} {:>9} {:>12} {:>14} {:>9} {:>10} {:>9} {:>9} {:>9} {:>5} {:>5}",
             "phase",
             "events",
             "ingest ev/s",
             "delivery ev/s",
             "gw µs/ev",
             "rcv µs/ev",
+            "db µs/ev",
             "in RSS MB",
             "out RSS MB",
             "lost",
@@ -344,13 +347,14 @@ async fn main() -> anyhow::Result<()> {
         let us = |v: Option<f64>| v.map_or_else(|| String::from("-"), |v| format!("{v:.1}"));
         for p in &phases {
             println!(
-                "{:<24} {:>9} {:>12.0} {:>14.0} {:>9} {:>10} {:>9} {:>9} {:>5} {:>5}",
+                "{:<24} {:>9} {:>12.0} {:>14.0} {:>9} {:>10} {:>9} {:>9} {:>9} {:>5} {:>5}",
                 p.name,
                 p.events,
                 p.ingest_events_per_second,
                 p.delivery_events_per_second,
                 us(p.gateway_cpu_us_per_event),
                 us(p.harness_cpu_us_per_event),
+                us(p.database_cpu_us_per_event),
                 p.ingress_peak_rss_mb
                     .map_or_else(|| String::from("-"), |v| format!("{v:.0}")),
                 p.worker_peak_rss_mb
@@ -495,13 +499,21 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
     // Drain it with a node that only delivers.
     let worker = node.start(&data, Role::Worker).await?;
     let started = Instant::now();
-    let cpu_before = (worker.cpu_seconds(), gateway::own_cpu_seconds());
+    let cpu_before = (
+        worker.cpu_seconds(),
+        gateway::own_cpu_seconds(),
+        gateway::database_cpu_seconds(),
+    );
     counter
         .wait_for(events, Duration::from_secs(600))
         .await
         .context("the backlog was not delivered in time")?;
     let delivery_seconds = started.elapsed().as_secs_f64();
-    let cpu_after = (worker.cpu_seconds(), gateway::own_cpu_seconds());
+    let cpu_after = (
+        worker.cpu_seconds(),
+        gateway::own_cpu_seconds(),
+        gateway::database_cpu_seconds(),
+    );
     let worker_rss = worker.peak_rss();
     worker.stop().await?;
     let mb = |bytes: Option<u64>| bytes.map(|b| b as f64 / (1024.0 * 1024.0));
@@ -519,6 +531,7 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
         worker_peak_rss_mb: mb(worker_rss),
         gateway_cpu_us_per_event: per_event(cpu_before.0, cpu_after.0),
         harness_cpu_us_per_event: per_event(cpu_before.1, cpu_after.1),
+        database_cpu_us_per_event: per_event(cpu_before.2, cpu_after.2),
         lost: events.saturating_sub(unique),
         bad_signatures: counter.bad_signatures(),
         duplicated,

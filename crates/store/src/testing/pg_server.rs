@@ -101,6 +101,14 @@ pub async fn fresh_durable_database() -> Result<String> {
     database_on(Durability::Full).await
 }
 
+/// The process id of the durable server (its postmaster, whose children are the server's other
+/// processes), once it runs: for measuring the CPU the server uses.
+pub fn durable_server_pid() -> Option<u32> {
+    let server = SERVERS[Durability::Full as usize].get()?.as_ref().ok()?;
+    let pid = std::fs::read_to_string(server.dir.join("data").join("postmaster.pid")).ok()?;
+    pid.lines().next()?.trim().parse().ok()
+}
+
 /// Settings (`name=value`, as `postgres -c` takes them) for the durable server, over PostgreSQL's
 /// defaults: for measuring an operator's tuning. Only before that server starts, once.
 pub fn set_durable_settings(settings: Vec<String>) -> std::result::Result<(), String> {
