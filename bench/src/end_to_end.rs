@@ -41,6 +41,13 @@ pub struct Args {
     mix: bool,
 }
 
+impl Args {
+    /// The burst's size, if this is a burst (else a steady run).
+    pub fn burst(&self) -> Option<u64> {
+        self.burst
+    }
+}
+
 /// What an end-to-end run measured.
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -21,6 +21,7 @@ mod gateway;
 mod http1;
 mod ingest;
 mod receiver;
+mod summary;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -47,6 +48,10 @@ struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also append the results to this file, as one line of JSON (`summary` reads them back into
+    /// the targets table).
+    #[arg(long)]
+    record: Option<PathBuf>,
     /// A setting for the gateway, as `PAGEWIRE_NAME=value`, `RUST_LOG=filter` or
     /// `TOKIO_WORKER_THREADS=n` (repeatable).
     #[arg(long = "gateway-env", value_parser = parse_setting)]
@@ -144,6 +149,12 @@ enum Scenario {
         #[arg(long)]
         commit_pages: bool,
     },
+    /// The targets table of `docs/benchmarks.md`, per store, from the results that runs with
+    /// `--record <file>` appended to the file (`scripts/bench.sh` records every run).
+    Summary {
+        /// The file the runs recorded their results in.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -178,6 +189,9 @@ struct Phase {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Scenario::Summary { file } = &args.scenario {
+        return summary::print(file);
+    }
     if !args.pagewire.is_file() {
         bail!(
             "{} does not exist: run `cargo build --release -p pagewire` first",
@@ -204,6 +218,7 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Scenario::Disk { seconds } = args.scenario {
         let report = disk::run(Duration::from_secs(seconds.max(1)))?;
+        record(args.record.as_deref(), args.store, "disk", json!({}), &report)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -213,6 +228,8 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Scenario::EndToEnd(load) = &args.scenario {
         let report = end_to_end::run(&node, load).await?;
+        let settings = json!({"burst": load.burst()});
+        record(args.record.as_deref(), args.store, "end-to-end", settings, &report)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -247,6 +264,8 @@ async fn main() -> anyhow::Result<()> {
             let baseline = Node { env: &env, ..node };
             reports.push(ingest_run(&baseline, &load, "one commit per request").await?);
         }
+        let settings = json!({"connections": connections, "rate": rate, "mix": mix});
+        record(args.record.as_deref(), args.store, "ingest", settings, &reports)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&reports)?);
         } else {
@@ -303,7 +322,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let phases = match args.scenario {
-        Scenario::Ingest { .. } | Scenario::EndToEnd(_) | Scenario::Disk { .. } => unreachable!("handled above"),
+        Scenario::Ingest { .. } | Scenario::EndToEnd(_) | Scenario::Disk { .. } | Scenario::Summary { .. } => {
+            unreachable!("handled above")
+        }
         Scenario::Delivery {
             events,
             batch,
@@ -324,6 +345,13 @@ async fn main() -> anyhow::Result<()> {
                 phases.push(delivery(&run, "fast endpoint alone", None).await?);
                 phases.push(delivery(&run, "beside a dead endpoint", Some(beside)).await?);
             }
+            record(
+                args.record.as_deref(),
+                args.store,
+                "delivery",
+                json!({"events": events, "batch": batch}),
+                &phases,
+            )?;
             phases
         }
     };
@@ -536,6 +564,20 @@ async fn delivery(run: &Run<'_>, name: &'static str, dead: Option<Beside>) -> an
         bad_signatures: counter.bad_signatures(),
         duplicated,
     })
+}
+
+/// Appends a scenario's results to the file of `--record`, when given.
+fn record(
+    file: Option<&std::path::Path>,
+    store: StoreKind,
+    scenario: &str,
+    settings: serde_json::Value,
+    result: &impl Serialize,
+) -> anyhow::Result<()> {
+    match file {
+        Some(file) => summary::Record::new(store, scenario, settings, result)?.append(file),
+        None => Ok(()),
+    }
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
