@@ -46,6 +46,11 @@ impl Args {
     pub fn burst(&self) -> Option<u64> {
         self.burst
     }
+
+    /// The steady rate, in webhooks per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
 }
 
 /// What an end-to-end run measured.

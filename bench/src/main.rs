@@ -228,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Scenario::EndToEnd(load) = &args.scenario {
         let report = end_to_end::run(&node, load).await?;
-        let settings = json!({"burst": load.burst()});
+        let settings = json!({"burst": load.burst(), "rate": load.rate()});
         record(args.record.as_deref(), args.store, "end-to-end", settings, &report)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);

@@ -443,6 +443,17 @@ pub(crate) struct LeasedRow {
     attempts: i64,
 }
 
+impl LeasedRow {
+    pub(crate) fn endpoint_id(&self) -> &str {
+        &self.endpoint_id
+    }
+
+    /// The POST whose body holds bytes of the event, when its payload is not whole.
+    pub(crate) fn post(&self) -> Option<&str> {
+        self.spans.in_body().then_some(self.inbound_id.as_str())
+    }
+}
+
 /// An endpoint's sending settings as stored ([`TARGET_COLUMNS`]).
 #[derive(sqlx::FromRow)]
 pub(crate) struct TargetRow {
