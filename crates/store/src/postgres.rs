@@ -435,13 +435,18 @@ async fn record_in(
         statuses.push(status.as_str());
         next_ats.push(next_at);
     }
-    // The attempts and the deliveries' outcomes in one statement (one round trip).
+    // The attempts and the deliveries' outcomes in one statement (one round trip). A delivery
+    // deleted since it was leased (its endpoint was) has no log left to add to: its attempt is
+    // dropped, and the rest of the batch is recorded. (One deleted while this statement runs fails
+    // the reference check; the batch is written again, and then finds it gone.)
     sqlx::query(
         "WITH logged AS ( \
              INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
                  error, response_excerpt) \
-             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
-                 $7::text[], $8::text[])) \
+             SELECT a.* FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
+                 $7::text[], $8::text[]) AS a (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
+                 error, response_excerpt) \
+             WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)) \
          UPDATE deliveries d SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
              last_status = v.status_code, last_error = v.error, updated_at = $12 \
          FROM UNNEST($1::text[], $2::int8[], $5::int8[], $7::text[], $9::int8[], $10::text[], $11::int8[]) \

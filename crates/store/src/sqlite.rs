@@ -574,13 +574,15 @@ async fn begin_recording(
     // Strings and numbers only: serializing cannot fail, but is not assumed not to.
     let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(format!("an attempt record: {e}")))?;
     // The transaction's BEGIN, the attempts and the deliveries' outcomes in one list: one round
-    // trip to the connection's thread. Both statements read the same two parameters.
+    // trip to the connection's thread. Both statements read the same two parameters. A delivery
+    // deleted since it was leased (its endpoint was) has no log left to add to: its attempt is
+    // dropped, and the rest of the batch is recorded.
     sqlx::query(
         "BEGIN IMMEDIATE; \
          INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
              error, response_excerpt) \
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 \
-             FROM json_each(?1); \
+             FROM json_each(?1) WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = value->>0); \
          UPDATE deliveries SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
              last_status = v.status_code, last_error = v.error, updated_at = ?2 \
              FROM (SELECT value->>0 AS id, value->>1 AS attempt, value->>4 AS status_code, value->>6 AS error, \

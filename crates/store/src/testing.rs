@@ -52,6 +52,7 @@ macro_rules! contract_tests {
             refuses_a_verify_token_another_app_has,
             rotates_signing_keys_and_forgets_expired_ones,
             settles_outcomes_and_leases_the_next_in_one_step,
+            outcomes_of_deleted_deliveries_do_not_hold_up_the_others,
         );
     };
     (@each $fresh:path; $($name:ident,)*) => {$(
@@ -835,6 +836,37 @@ pub async fn settles_outcomes_and_leases_the_next_in_one_step(store: Arc<dyn Sto
         .await?;
     assert!(none.is_empty());
     assert_eq!(store.count_pending().await?, 1);
+    Ok(())
+}
+
+/// An endpoint deleted while its deliveries are out: their outcomes have nothing left to record
+/// to, and the other outcomes of the same batch are recorded all the same (had the batch failed,
+/// its deliveries would have been sent again once their leases ran out).
+pub async fn outcomes_of_deleted_deliveries_do_not_hold_up_the_others(store: Arc<dyn Store>) -> Result {
+    let kept = onboard(store.as_ref(), "140").await?;
+    let gone = onboard(store.as_ref(), "141").await?;
+    store
+        .ingest(&[request(&kept, "140", &["k"]), request(&gone, "141", &["g"])], NOW)
+        .await?;
+    let leased = store.lease_due(lease(NOW, 10)).await?;
+    assert_eq!(leased.len(), 2);
+    store.delete_endpoint(&gone.tenant, &gone.endpoint).await?;
+
+    let records: Vec<AttemptRecord> = leased.iter().map(|d| record(d, NextStep::Done, Some(200))).collect();
+    store.settle(&records, NOW, &HealthPolicy::default(), None).await?;
+    let kept_delivery = leased
+        .iter()
+        .find(|d| d.endpoint_id == kept.endpoint)
+        .ok_or("the kept endpoint's delivery was not leased")?;
+    let delivered = store
+        .deliveries_of_event(&kept.tenant, &kept_delivery.event_id)
+        .await?
+        .remove(0);
+    assert_eq!(delivered.status, DeliveryStatus::Delivered);
+    assert_eq!(
+        store.attempts_of_delivery(&kept.tenant, &kept_delivery.id).await?.len(),
+        1
+    );
     Ok(())
 }
 
