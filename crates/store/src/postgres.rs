@@ -265,12 +265,12 @@ impl PgStore {
 
     /// Events with their items' bytes, each POST's body read once.
     async fn events_with_items(&self, rows: Vec<EventRow>) -> Result<Vec<StoredEvent>> {
-        let posts: std::collections::BTreeSet<&str> = rows.iter().filter_map(EventRow::post).collect();
+        let posts = distinct(rows.iter().filter_map(EventRow::post));
         let bodies: Vec<(String, Vec<u8>)> = if posts.is_empty() {
             Vec::new()
         } else {
             sqlx::query_as("SELECT id, body FROM inbound WHERE id = ANY($1)")
-                .bind(posts.into_iter().collect::<Vec<_>>())
+                .bind(posts)
                 .fetch_all(&self.pool)
                 .await?
         };
@@ -295,18 +295,8 @@ impl PgStore {
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
-        let endpoint_ids: Vec<&str> = deliveries
-            .iter()
-            .map(LeasedRow::endpoint_id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let posts: Vec<&str> = deliveries
-            .iter()
-            .filter_map(LeasedRow::post)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let endpoint_ids = distinct(deliveries.iter().map(LeasedRow::endpoint_id));
+        let posts = distinct(deliveries.iter().filter_map(LeasedRow::post));
         let targets_sql = format!("SELECT {TARGET_COLUMNS} FROM endpoints WHERE id = ANY($1)");
         let endpoints = sqlx::query_as::<_, TargetRow>(&targets_sql)
             .bind(&endpoint_ids)
@@ -323,6 +313,11 @@ impl PgStore {
         let (endpoints, bodies) = tokio::try_join!(endpoints, bodies)?;
         leased_deliveries(&self.key, leased, deliveries, endpoints, bodies)
     }
+}
+
+/// Each of `ids` once.
+fn distinct<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    ids.collect::<std::collections::BTreeSet<_>>().into_iter().collect()
 }
 
 /// How the store's connections are opened: the URL's settings, the application's name, and the
