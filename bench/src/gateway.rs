@@ -17,7 +17,7 @@ use crate::receiver::Counter;
 const ADMIN_TOKEN: &str = "pwadm_bench_operator_token_0123456789";
 
 /// The database a measured node keeps its state in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// The embedded SQLite file in the data directory.

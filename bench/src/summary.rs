@@ -15,7 +15,7 @@ use crate::gateway::StoreKind;
 /// One scenario's results, as one line of the record file.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Record {
-    pub store: String,
+    pub store: StoreKind,
     /// `ingest`, `delivery`, `end-to-end` or `disk`.
     pub scenario: String,
     /// What tells runs of a scenario apart: `rate` (open loop), `connections`, `mix` and `events`
@@ -28,10 +28,7 @@ pub struct Record {
 impl Record {
     pub fn new(store: StoreKind, scenario: &str, settings: Value, result: &impl Serialize) -> anyhow::Result<Self> {
         Ok(Self {
-            store: String::from(match store {
-                StoreKind::Sqlite => "sqlite",
-                StoreKind::Postgres => "postgres",
-            }),
+            store,
             scenario: String::from(scenario),
             settings,
             result: serde_json::to_value(result)?,
@@ -111,8 +108,8 @@ const ROWS: &[Row] = &[
 
 /// The table, in Markdown.
 fn table(records: &[Record]) -> String {
-    let of = |store: &str| records.iter().filter(|r| r.store == store).collect::<Vec<_>>();
-    let (sqlite, postgres) = (of("sqlite"), of("postgres"));
+    let of = |store: StoreKind| records.iter().filter(|r| r.store == store).collect::<Vec<_>>();
+    let (sqlite, postgres) = (of(StoreKind::Sqlite), of(StoreKind::Postgres));
     let mut out = String::from("| target | SQLite | PostgreSQL |\n|---|---|---|\n");
     let cell = |row: &Row, records: &[&Record]| match (row.cell)(records) {
         Some((measured, true)) => format!("{measured}: met"),
@@ -150,10 +147,9 @@ fn count(v: f64) -> String {
 
 /// The best closed loop of one-item bodies with group commit.
 fn ingest(records: &[&Record]) -> Option<(String, bool)> {
-    let target = if records.first()?.store == "sqlite" {
-        30_000.0
-    } else {
-        20_000.0
+    let target = match records.first()?.store {
+        StoreKind::Sqlite => 30_000.0,
+        StoreKind::Postgres => 20_000.0,
     };
     let (rate, connections) = records
         .iter()
@@ -274,9 +270,12 @@ mod tests {
 
     use super::*;
 
-    fn record(store: &str, scenario: &str, settings: Value, result: Value) -> Record {
+    const SQLITE: StoreKind = StoreKind::Sqlite;
+    const POSTGRES: StoreKind = StoreKind::Postgres;
+
+    fn record(store: StoreKind, scenario: &str, settings: Value, result: Value) -> Record {
         Record {
-            store: store.into(),
+            store,
             scenario: scenario.into(),
             settings,
             result,
@@ -290,9 +289,14 @@ mod tests {
         ]})
     }
 
-    fn from(store: &str, scenario: &str, run: Value) -> Record {
+    fn from(store: StoreKind, scenario: &str, run: Value) -> Record {
         let result = run["result"].clone();
         record(store, scenario, run, result)
+    }
+
+    /// A delivery run of a backlog of `events`.
+    fn backlog(store: StoreKind, events: u64, phases: Vec<Value>) -> Record {
+        record(store, "delivery", json!({ "events": events }), Value::Array(phases))
     }
 
     fn phase(name: &str, rate: f64, rss: f64, lost: u64) -> Value {
@@ -303,56 +307,49 @@ mod tests {
     #[test]
     fn the_table_says_per_store_what_each_target_came_to() {
         let records = vec![
-            from("sqlite", "ingest", ingest_run(64, None, 19_160.0, 9.0)),
-            from("sqlite", "ingest", ingest_run(512, None, 30_188.0, 30.0)),
-            from("sqlite", "ingest", ingest_run(0, Some(10_000), 9_996.0, 8.12)),
-            record(
-                "sqlite",
-                "delivery",
-                json!({"events": 100_000}),
-                json!([
+            from(SQLITE, "ingest", ingest_run(64, None, 19_160.0, 9.0)),
+            from(SQLITE, "ingest", ingest_run(512, None, 30_188.0, 30.0)),
+            from(SQLITE, "ingest", ingest_run(0, Some(10_000), 9_996.0, 8.12)),
+            backlog(
+                SQLITE,
+                100_000,
+                vec![
                     phase("fast endpoint alone", 29_025.0, 90.0, 0),
                     phase("beside a dead endpoint", 28_367.0, 90.0, 0),
                     phase("fast endpoint alone", 26_825.0, 90.0, 0),
                     phase("beside a dead endpoint", 29_698.0, 90.0, 0),
                     phase("fast endpoint alone", 28_679.0, 90.0, 0),
                     phase("beside a dead endpoint", 28_846.0, 90.0, 0),
-                ]),
+                ],
             ),
+            backlog(SQLITE, 1_000_000, vec![phase("fast endpoint alone", 1.0, 168.0, 0)]),
             record(
-                "sqlite",
-                "delivery",
-                json!({"events": 1_000_000}),
-                json!([phase("fast endpoint alone", 1.0, 168.0, 0)]),
-            ),
-            record(
-                "sqlite",
+                SQLITE,
                 "end-to-end",
                 json!({"burst": null, "rate": 5_000}),
                 json!({"e2e_p99_ms": 18.0, "lost": 0, "duplicated": 0}),
             ),
             record(
-                "sqlite",
+                SQLITE,
                 "end-to-end",
                 json!({"burst": 50_000, "rate": 5_000}),
                 json!({"e2e_p99_ms": 900.0, "lost": 0, "duplicated": 1}),
             ),
             // Below the target's rate: it says nothing of the target.
             record(
-                "postgres",
+                POSTGRES,
                 "end-to-end",
                 json!({"burst": null, "rate": 200}),
                 json!({"e2e_p99_ms": 20.0, "lost": 0, "duplicated": 0}),
             ),
-            from("postgres", "ingest", ingest_run(256, None, 19_999.0, 20.0)),
-            record(
-                "postgres",
-                "delivery",
-                json!({"events": 100_000}),
-                json!([
+            from(POSTGRES, "ingest", ingest_run(256, None, 19_999.0, 20.0)),
+            backlog(
+                POSTGRES,
+                100_000,
+                vec![
                     phase("fast endpoint alone", 16_744.0, 60.0, 2),
                     phase("beside a dead endpoint", 14_000.0, 60.0, 0),
-                ]),
+                ],
             ),
         ];
         let table = table(&records);
@@ -398,7 +395,7 @@ mod tests {
         let text = std::fs::read_to_string(&path)?;
         let back: Vec<Record> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
         assert_eq!(back.len(), 2);
-        assert_eq!((back[0].store.as_str(), back[1].store.as_str()), ("sqlite", "postgres"));
+        assert_eq!((back[0].store, back[1].store), (SQLITE, POSTGRES));
         assert_eq!(back[1].result["sustained_mb_per_s"], 294);
         Ok(())
     }

@@ -11,9 +11,8 @@
 //! step, endpoint health) in the same transaction as the next lease; what a lease took is read
 //! beside the writer while the next transaction runs. Up to [`WRITERS`] rounds write at once (one
 //! of them leasing at most), so that a store that runs writers side by side (PostgreSQL) records a
-//! batch while another commits. Leases are committed before anything is
-//! sent; a worker that dies leaves leases that expire, and the deliveries are sent again (at least
-//! once).
+//! batch while another commits. Leases are committed before anything is sent; a worker that dies
+//! leaves leases that expire, and the deliveries are sent again (at least once).
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;

@@ -266,15 +266,19 @@ impl PgStore {
     /// Events with their items' bytes, each POST's body read once.
     async fn events_with_items(&self, rows: Vec<EventRow>) -> Result<Vec<StoredEvent>> {
         let posts = distinct(rows.iter().filter_map(EventRow::post));
-        let bodies: Vec<(String, Vec<u8>)> = if posts.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_as("SELECT id, body FROM inbound WHERE id = ANY($1)")
-                .bind(posts)
-                .fetch_all(&self.pool)
-                .await?
-        };
+        let bodies = self.bodies(&posts).await?;
         events_from_rows(rows, &bodies)
+    }
+
+    /// The bodies of the POSTs `posts`, as `(inbound id, body)`; no round trip for none.
+    async fn bodies(&self, posts: &[&str]) -> Result<Vec<(String, Vec<u8>)>> {
+        if posts.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as("SELECT id, body FROM inbound WHERE id = ANY($1)")
+            .bind(posts)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// What to send for deliveries just leased (and committed): the rows are the worker's now.
@@ -298,19 +302,14 @@ impl PgStore {
         let endpoint_ids = distinct(deliveries.iter().map(LeasedRow::endpoint_id));
         let posts = distinct(deliveries.iter().filter_map(LeasedRow::post));
         let targets_sql = format!("SELECT {TARGET_COLUMNS} FROM endpoints WHERE id = ANY($1)");
-        let endpoints = sqlx::query_as::<_, TargetRow>(&targets_sql)
-            .bind(&endpoint_ids)
-            .fetch_all(&self.pool);
-        let bodies = async {
-            if posts.is_empty() {
-                return Ok(Vec::new());
-            }
-            sqlx::query_as::<_, (String, Vec<u8>)>("SELECT id, body FROM inbound WHERE id = ANY($1)")
-                .bind(&posts)
+        let endpoints = async {
+            let rows = sqlx::query_as::<_, TargetRow>(&targets_sql)
+                .bind(&endpoint_ids)
                 .fetch_all(&self.pool)
-                .await
+                .await?;
+            Ok::<_, StoreError>(rows)
         };
-        let (endpoints, bodies) = tokio::try_join!(endpoints, bodies)?;
+        let (endpoints, bodies) = tokio::try_join!(endpoints, self.bodies(&posts))?;
         leased_deliveries(&self.key, leased, deliveries, endpoints, bodies)
     }
 }

@@ -450,7 +450,7 @@ impl LeasedRow {
 
     /// The POST whose body holds bytes of the event, when its payload is not whole.
     pub(crate) fn post(&self) -> Option<&str> {
-        self.spans.in_body().then_some(self.inbound_id.as_str())
+        self.spans.post(&self.inbound_id)
     }
 }
 
@@ -569,7 +569,7 @@ pub(crate) struct EventRow {
 impl EventRow {
     /// The POST whose body holds bytes of the event, when its payload is not whole.
     pub(crate) fn post(&self) -> Option<&str> {
-        self.spans.in_body().then_some(self.inbound_id.as_str())
+        self.spans.post(&self.inbound_id)
     }
 }
 
@@ -621,6 +621,11 @@ impl Spans {
     /// Whether the payload needs its POST's body.
     pub(crate) fn in_body(&self) -> bool {
         self.raw_at.is_some() || self.text_at.is_some()
+    }
+
+    /// `inbound_id`, the event's POST, when the payload needs its body.
+    fn post<'a>(&self, inbound_id: &'a str) -> Option<&'a str> {
+        self.in_body().then_some(inbound_id)
     }
 
     /// Event `id`'s payload as endpoints receive it: each part put back from the body of its POST
