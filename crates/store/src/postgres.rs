@@ -429,23 +429,34 @@ async fn record_in(
         statuses.push(status.as_str());
         next_ats.push(next_at);
     }
-    // The attempts and the deliveries' outcomes in one statement (one round trip). A delivery
-    // deleted since it was leased (its endpoint was) has no log left to add to: its attempt is
-    // dropped, and the rest of the batch is recorded. (One deleted while this statement runs fails
-    // the reference check; the batch is written again, and then finds it gone.)
+    // The deliveries' outcomes and the attempt log in one statement (one round trip). An attempt
+    // that delivers its delivery is kept on the delivery's row, which the outcome rewrites anyway;
+    // every other attempt gets a row of its own. So does one whose lease has passed on (its
+    // outcome changes nothing), unless its delivery was deleted since it was leased (its endpoint
+    // was): that one has no log left to add to, and the rest of the batch is recorded. (One
+    // deleted while this statement runs fails the reference check; the batch is written again, and
+    // then finds it gone.) The `CASE` looks a delivery up only for the answers its update skipped.
     sqlx::query(
-        "WITH logged AS ( \
-             INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
-                 error, response_excerpt) \
-             SELECT a.* FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
-                 $7::text[], $8::text[]) AS a (delivery_id, attempt, started_at, duration_ms, status_code, outcome, \
-                 error, response_excerpt) \
-             WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)) \
-         UPDATE deliveries d SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
-             last_status = v.status_code, last_error = v.error, updated_at = $12 \
-         FROM UNNEST($1::text[], $2::int8[], $5::int8[], $7::text[], $9::int8[], $10::text[], $11::int8[]) \
-             AS v (id, attempt, status_code, error, seq, status, next_at) \
-         WHERE d.id = v.id AND d.lease_seq = v.seq",
+        "WITH v AS ( \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
+                 $7::text[], $8::text[], $9::int8[], $10::text[], $11::int8[]) \
+                 AS v (id, attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt, seq, \
+                 status, next_at)), \
+         settled AS ( \
+             UPDATE deliveries d SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
+                 last_status = v.status_code, last_error = v.error, updated_at = $12, \
+                 delivered_started_at = CASE WHEN v.status = 'delivered' THEN v.started_at END, \
+                 delivered_duration_ms = CASE WHEN v.status = 'delivered' THEN v.duration_ms END, \
+                 delivered_outcome = CASE WHEN v.status = 'delivered' THEN v.outcome END, \
+                 delivered_excerpt = CASE WHEN v.status = 'delivered' THEN v.response_excerpt END \
+             FROM v WHERE d.id = v.id AND d.lease_seq = v.seq \
+             RETURNING d.id, d.lease_seq, d.status) \
+         INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, error, \
+             response_excerpt) \
+         SELECT v.id, v.attempt, v.started_at, v.duration_ms, v.status_code, v.outcome, v.error, v.response_excerpt \
+         FROM v LEFT JOIN settled s ON s.id = v.id AND s.lease_seq = v.seq \
+         WHERE CASE WHEN s.id IS NOT NULL THEN s.status <> 'delivered' \
+             ELSE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.id) END",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -1528,7 +1539,12 @@ impl Store for PgStore {
     async fn attempts_of_delivery(&self, tenant_id: &TenantId, delivery_id: &DeliveryId) -> Result<Vec<Attempt>> {
         let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
             "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
-             WHERE d.tenant_id = $1 AND a.delivery_id = $2 ORDER BY a.attempt, a.started_at"
+             WHERE d.tenant_id = $1 AND a.delivery_id = $2 \
+             UNION ALL \
+             SELECT d.attempts, d.delivered_started_at, d.delivered_duration_ms, d.last_status, d.delivered_outcome, \
+                 d.last_error, d.delivered_excerpt FROM deliveries d \
+             WHERE d.tenant_id = $1 AND d.id = $2 AND d.delivered_outcome IS NOT NULL \
+             ORDER BY 1, 2"
         ))
         .bind(tenant_id.as_str())
         .bind(delivery_id.as_str())
@@ -1755,10 +1771,26 @@ impl Store for PgStore {
     }
 
     async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64> {
-        let mut query =
-            QueryBuilder::<Postgres>::new("UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ");
-        query.push_bind(now).push(", updated_at = ").push_bind(now);
+        // The attempt that delivered a delivery moves from its row to the attempt log first, and
+        // keeps its number there.
+        let mut query = QueryBuilder::<Postgres>::new(
+            "WITH replayed AS (SELECT id, attempts, delivered_started_at, delivered_duration_ms, last_status, \
+                 delivered_outcome, last_error, delivered_excerpt FROM deliveries",
+        );
         push_replay_scope(&mut query, tenant_id, what);
+        query.push(
+            " FOR UPDATE), \
+             moved AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
+                 outcome, error, response_excerpt) \
+                 SELECT id, attempts, delivered_started_at, delivered_duration_ms, last_status, delivered_outcome, \
+                     last_error, delivered_excerpt FROM replayed WHERE delivered_outcome IS NOT NULL) \
+             UPDATE deliveries d SET status = 'pending', attempts = 0, next_attempt_at = ",
+        );
+        query.push_bind(now).push(", updated_at = ").push_bind(now);
+        query.push(
+            ", delivered_started_at = NULL, delivered_duration_ms = NULL, delivered_outcome = NULL, \
+             delivered_excerpt = NULL FROM replayed WHERE d.id = replayed.id",
+        );
         let replayed = query.build().execute(&self.pool).await?.rows_affected();
         if replayed > 0 {
             self.announce(WORK_CHANNEL).await;

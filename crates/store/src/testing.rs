@@ -53,6 +53,7 @@ macro_rules! contract_tests {
             rotates_signing_keys_and_forgets_expired_ones,
             settles_outcomes_and_leases_the_next_in_one_step,
             outcomes_of_deleted_deliveries_do_not_hold_up_the_others,
+            the_attempt_log_keeps_every_attempt_across_replays,
         );
     };
     (@each $fresh:path; $($name:ident,)*) => {$(
@@ -836,6 +837,97 @@ pub async fn settles_outcomes_and_leases_the_next_in_one_step(store: Arc<dyn Sto
         .await?;
     assert!(none.is_empty());
     assert_eq!(store.count_pending().await?, 1);
+    Ok(())
+}
+
+/// Every attempt is read back as it was recorded, whatever ended its delivery, and a replay adds
+/// to the log instead of replacing any of it.
+pub async fn the_attempt_log_keeps_every_attempt_across_replays(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "124").await?;
+    store.ingest(&[request(&f, "124", &["a"])], NOW).await?;
+    let sent = |d: &crate::LeasedDelivery, next, status, at, outcome, excerpt: &str| AttemptRecord {
+        started_at: at,
+        duration_ms: at - NOW + 7,
+        outcome,
+        error: (status != Some(200)).then(|| format!("status {status:?}")),
+        response_excerpt: Some(excerpt.to_owned()),
+        ..record(d, next, status)
+    };
+    let logged = |attempt, at, status: Option<u16>, outcome: &str, excerpt: &str| crate::Attempt {
+        attempt,
+        started_at: at,
+        duration_ms: at - NOW + 7,
+        status_code: status,
+        outcome: outcome.to_owned(),
+        error: (status != Some(200)).then(|| format!("status {status:?}")),
+        response_excerpt: Some(excerpt.to_owned()),
+    };
+    let policy = HealthPolicy::default();
+
+    let first = store.lease_due(lease(NOW, 1)).await?.remove(0);
+    let retry_at = NOW + 1_000;
+    store
+        .record_attempts(
+            &[sent(
+                &first,
+                NextStep::RetryAt(retry_at),
+                Some(503),
+                NOW,
+                "rejected",
+                "busy",
+            )],
+            NOW,
+            &policy,
+        )
+        .await?;
+    let second = store.lease_due(lease(retry_at, 1)).await?.remove(0);
+    store
+        .record_attempts(
+            &[sent(&second, NextStep::Done, Some(200), retry_at, "delivered", "ok")],
+            retry_at,
+            &policy,
+        )
+        .await?;
+    let mut log = vec![
+        logged(1, NOW, Some(503), "rejected", "busy"),
+        logged(2, retry_at, Some(200), "delivered", "ok"),
+    ];
+    assert_eq!(store.attempts_of_delivery(&f.tenant, &first.id).await?, log);
+
+    let replayed_at = NOW + 2_000;
+    let replayed = store
+        .replay(&f.tenant, crate::Replay::Delivery(&first.id), replayed_at)
+        .await?;
+    assert_eq!(replayed, 1);
+    assert_eq!(
+        store.attempts_of_delivery(&f.tenant, &first.id).await?,
+        log,
+        "the replay keeps the log"
+    );
+    let again = store.lease_due(lease(replayed_at, 1)).await?.remove(0);
+    assert_eq!((again.id.clone(), again.attempts), (first.id.clone(), 0));
+    store
+        .record_attempts(
+            &[sent(
+                &again,
+                NextStep::Done,
+                Some(200),
+                replayed_at,
+                "delivered",
+                "again",
+            )],
+            replayed_at,
+            &policy,
+        )
+        .await?;
+    log.insert(1, logged(1, replayed_at, Some(200), "delivered", "again"));
+    assert_eq!(
+        store.attempts_of_delivery(&f.tenant, &first.id).await?,
+        log,
+        "in attempt order, then time order"
+    );
+    let delivery = store.get_delivery(&f.tenant, &first.id).await?;
+    assert_eq!((delivery.status, delivery.attempts), (DeliveryStatus::Delivered, 1));
     Ok(())
 }
 
