@@ -235,8 +235,9 @@ impl Dispatcher {
     /// Delivers until `shutdown` is cancelled. Each round is one store transaction that records
     /// the outcomes gathered so far and leases what is due (when a lane has room, ingress woke it,
     /// or `poll_interval` passed); what a round leased is then read beside the writer while the
-    /// next round records, so the writer never waits for those reads. One lease is under way at a
-    /// time, so what is leased is always counted against each endpoint's share. On shutdown it
+    /// next round records, so the writer never waits for those reads. One round leases at a time,
+    /// and what the leases still being read hold counts against each endpoint's share as what
+    /// its lane holds does; so the next lease need not wait for the last one's read. On shutdown it
     /// stops leasing, lets requests in flight finish within one request timeout, and records their
     /// outcomes; deliveries leased and not yet started keep their leases, which expire, and are
     /// sent again later.
@@ -251,10 +252,10 @@ impl Dispatcher {
         // When the records gathered so far are written even if no round leases.
         let mut gather_until: Option<tokio::time::Instant> = None;
         let mut lease_wanted = true;
-        // The rounds writing (each one's task, and whether it leases), and the read of a lease, if
-        // any. A lease is under way while a leasing round writes or its read runs.
+        // The rounds writing (each one's task, and whether it leases), and the reads of leases
+        // under way (each one's task, and how many deliveries it holds of each endpoint).
         let mut writing: Vec<(tokio::task::Id, bool)> = Vec::with_capacity(WRITERS);
-        let mut reading: Option<tokio::task::Id> = None;
+        let mut reading: Vec<(tokio::task::Id, Vec<(EndpointId, u32)>)> = Vec::new();
         let mut stages: JoinSet<Stage> = JoinSet::new();
         let poll = tokio::time::sleep(inner.config.poll_interval);
         let gather = tokio::time::sleep(RECORD_GATHER);
@@ -270,9 +271,15 @@ impl Dispatcher {
                 }
             }
             if writing.len() < WRITERS {
-                let leasing = reading.is_some() || writing.iter().any(|&(_, leases)| leases);
-                let room = backlog_limit.saturating_sub(inner.queued());
-                let lease = (lease_wanted && !leasing && room > 0).then(|| inner.lease_request(room));
+                let leasing = writing.iter().any(|&(_, leases)| leases);
+                let being_read: usize = reading
+                    .iter()
+                    .flat_map(|(_, held)| held)
+                    .map(|&(_, n)| n as usize)
+                    .sum();
+                let room = backlog_limit.saturating_sub(inner.queued().saturating_add(being_read));
+                let lease = (lease_wanted && !leasing && room > 0)
+                    .then(|| inner.lease_request(room, reading.iter().map(|(_, held)| held.as_slice())));
                 let records_due = !pending.is_empty()
                     && (pending.len() >= RECORD_BATCH
                         || lease.is_some()
@@ -321,9 +328,7 @@ impl Dispatcher {
                     // Only a panic ends a stage early; its leases expire and are sent again.
                     tracing::error!(error = %e, "a dispatcher round failed unexpectedly");
                     ended(&mut writing, e.id());
-                    if reading == Some(e.id()) {
-                        reading = None;
-                    }
+                    reading.retain(|(id, _)| *id != e.id());
                     continue;
                 }
             };
@@ -334,13 +339,15 @@ impl Dispatcher {
                         Ok(leased) => {
                             backoff = Duration::from_millis(100);
                             if leased_here {
-                                // Found work: read it and look again once it is read; found none:
-                                // wait for a reason.
+                                // Found work: read it, and look again at once (what it holds of
+                                // each endpoint's share counts while it is read); found none: wait
+                                // for a reason.
                                 lease_wanted = !leased.is_empty();
                                 if !leased.is_empty() {
+                                    let held = leased.per_endpoint().to_vec();
                                     let inner = Arc::clone(&inner);
                                     let task = stages.spawn(async move { Stage::Read(inner.load(leased).await) });
-                                    reading = Some(task.id());
+                                    reading.push((task.id(), held));
                                 }
                             }
                         }
@@ -366,7 +373,7 @@ impl Dispatcher {
                     }
                 }
                 Stage::Read(result) => {
-                    reading = None;
+                    reading.retain(|(id, _)| *id != task);
                     match result {
                         Ok(leased) => {
                             for delivery in leased {
@@ -422,6 +429,27 @@ impl Dispatcher {
         }
         tracing::info!("dispatcher stopped");
     }
+}
+
+/// What the worker holds of each endpoint's share: queued in its lane or in flight there, and in
+/// the leases still being read (`reading`).
+fn held<'a>(
+    lanes: &HashMap<EndpointId, Arc<Lane>>,
+    reading: impl Iterator<Item = &'a [(EndpointId, u32)]>,
+) -> Vec<(EndpointId, u32)> {
+    let mut held: HashMap<EndpointId, u32> = HashMap::new();
+    for (id, lane) in lanes {
+        let state = lane.state();
+        let queued = state.queue.len().saturating_add(state.workers as usize);
+        held.insert(id.clone(), u32::try_from(queued).unwrap_or(u32::MAX));
+    }
+    for (id, n) in reading.flatten() {
+        let count = held.entry(id.clone()).or_default();
+        *count = count.saturating_add(*n);
+    }
+    let mut held: Vec<_> = held.into_iter().collect();
+    held.sort_unstable();
+    held
 }
 
 /// Takes a round that ended off those writing; says whether it was leasing.
@@ -494,7 +522,7 @@ impl Inner {
     }
 
     async fn lease(self: &Arc<Self>, limit: usize) -> Result<Vec<LeasedDelivery>, StoreError> {
-        let lease = self.lease_request(limit);
+        let lease = self.lease_request(limit, std::iter::empty());
         let started = std::time::Instant::now();
         let leased = self.store.lease_due(lease).await?;
         tracing::debug!(leased = leased.len(), took = ?started.elapsed(), "leased deliveries");
@@ -521,17 +549,9 @@ impl Inner {
     }
 
     /// What the next lease asks for: at most `limit`, each endpoint's share less what this worker
-    /// already holds of it.
-    fn lease_request(&self, limit: usize) -> Lease {
-        let held = self
-            .lanes()
-            .iter()
-            .map(|(id, lane)| {
-                let state = lane.state();
-                let held = state.queue.len().saturating_add(state.workers as usize);
-                (id.clone(), u32::try_from(held).unwrap_or(u32::MAX))
-            })
-            .collect();
+    /// already holds of it: in its lane, and in the leases still being read (`reading`).
+    fn lease_request<'a>(&self, limit: usize, reading: impl Iterator<Item = &'a [(EndpointId, u32)]>) -> Lease {
+        let held = held(&self.lanes(), reading);
         Lease {
             now: self.clock.now_ms(),
             limit: u32::try_from(limit.max(1)).unwrap_or(u32::MAX),
@@ -714,5 +734,30 @@ mod tests {
         let lane = Lane::new(controls, 10);
         let asks: Vec<usize> = (0..=40).rev().filter(|&left| lane.asks_for_more(left)).collect();
         assert_eq!(asks, [32, 28, 24, 20, 16, 12, 8, 4, 0]);
+    }
+
+    #[test]
+    fn what_leases_being_read_hold_counts_against_each_endpoints_share() {
+        let controls = DeliveryControls {
+            max_concurrency: 4,
+            rate_limit: None,
+            ordered: false,
+        };
+        let (busy, idle, new) = (EndpointId::new(), EndpointId::new(), EndpointId::new());
+        let lane = Arc::new(Lane::new(controls, 10));
+        lane.state().workers = 3;
+        let lanes = HashMap::from([
+            (busy.clone(), Arc::clone(&lane)),
+            (idle.clone(), Arc::new(Lane::new(controls, 10))),
+        ]);
+        let first = vec![(busy.clone(), 40), (new.clone(), 7)];
+        let second = vec![(busy.clone(), 12)];
+        let mut expected = vec![(busy, 3 + 40 + 12), (idle, 0), (new, 7)];
+        expected.sort_unstable();
+        assert_eq!(
+            held(&lanes, [first.as_slice(), second.as_slice()].into_iter()),
+            expected
+        );
+        assert_eq!(held(&lanes, std::iter::empty()).iter().map(|(_, n)| n).sum::<u32>(), 3);
     }
 }

@@ -341,9 +341,17 @@ pub struct Leased {
     pub(crate) now: i64,
     /// (delivery id, lease_seq), in the order the deliveries are to be sent.
     pub(crate) taken: Vec<(String, i64)>,
+    /// How many of them each endpoint has.
+    pub(crate) per_endpoint: Vec<(EndpointId, u32)>,
 }
 
 impl Leased {
+    /// How many of the deliveries each endpoint has: what the worker holds of each endpoint's
+    /// share while it reads them ([`Lease::held`]).
+    pub fn per_endpoint(&self) -> &[(EndpointId, u32)] {
+        &self.per_endpoint
+    }
+
     pub fn len(&self) -> usize {
         self.taken.len()
     }

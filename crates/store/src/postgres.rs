@@ -190,7 +190,7 @@ impl PgStore {
     }
 
     /// Takes due deliveries of `endpoints` inside the caller's transaction; returns (id, lease_seq).
-    async fn take(tx: &mut PgConnection, lease: &Lease, endpoints: Vec<Eligible>) -> Result<Vec<(String, i64)>> {
+    async fn take(tx: &mut PgConnection, lease: &Lease, endpoints: Vec<Eligible>) -> Result<Leased> {
         let lease_end = lease.now.saturating_add(lease.lease_ms);
         let mut ready = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
@@ -214,7 +214,7 @@ impl PgStore {
             ready.push(endpoint);
         }
         if ready.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Leased::default());
         }
 
         // Every endpoint in one statement, in the order given: each takes its due deliveries up
@@ -260,7 +260,18 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(taken.into_iter().map(|(id, seq, _)| (id, seq)).collect())
+        let mut per_endpoint = Vec::new();
+        for endpoint in &ready {
+            let n = taken.iter().filter(|(_, _, id)| *id == endpoint.id).count();
+            if n > 0 {
+                per_endpoint.push((parse_id(&endpoint.id)?, u32::try_from(n).unwrap_or(u32::MAX)));
+            }
+        }
+        Ok(Leased {
+            now: lease.now,
+            taken: taken.into_iter().map(|(id, seq, _)| (id, seq)).collect(),
+            per_endpoint,
+        })
     }
 
     /// Events with their items' bytes, each POST's body read once.
@@ -1451,9 +1462,9 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let taken = Self::take(&mut tx, &lease, endpoints).await?;
+        let leased = Self::take(&mut tx, &lease, endpoints).await?;
         tx.commit().await?;
-        self.read_leased(&Leased { now: lease.now, taken }).await
+        self.read_leased(&leased).await
     }
 
     async fn record_attempts(
@@ -1489,10 +1500,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         let report = record_in(&mut tx, records, now, health).await?;
         let leased = match &lease {
-            Some(lease) if !endpoints.is_empty() => Leased {
-                now: lease.now,
-                taken: Self::take(&mut tx, lease, endpoints).await?,
-            },
+            Some(lease) if !endpoints.is_empty() => Self::take(&mut tx, lease, endpoints).await?,
             _ => Leased::default(),
         };
         tx.commit().await?;

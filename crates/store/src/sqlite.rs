@@ -342,9 +342,10 @@ impl SqliteStore {
         tx: &mut sqlx::SqliteConnection,
         lease: &Lease,
         endpoints: Vec<(String, i64, bool)>,
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Leased> {
         let mut leased: Vec<(String, i64)> = Vec::new();
         let mut leased_endpoints: Vec<String> = Vec::new();
+        let mut per_endpoint = Vec::new();
         let mut room = i64::from(lease.limit);
         for (endpoint, cap, ordered) in endpoints {
             if room <= 0 {
@@ -373,12 +374,13 @@ impl SqliteStore {
             .await?;
             room -= i64::try_from(taken.len()).unwrap_or(i64::MAX);
             if !taken.is_empty() {
+                per_endpoint.push((parse_id(&endpoint)?, u32::try_from(taken.len()).unwrap_or(u32::MAX)));
                 leased_endpoints.push(endpoint);
             }
             leased.extend(taken);
         }
         if leased.is_empty() {
-            return Ok(leased);
+            return Ok(Leased::default());
         }
 
         // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's lease.
@@ -391,7 +393,11 @@ impl SqliteStore {
         .bind(&endpoints)
         .execute(&mut *tx)
         .await?;
-        Ok(leased)
+        Ok(Leased {
+            now: lease.now,
+            taken: leased,
+            per_endpoint,
+        })
     }
 
     /// Events with their items' bytes, each POST's body read once.
@@ -1390,9 +1396,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.write_transaction().await?;
-        let taken = Self::take(&mut tx, &lease, endpoints).await?;
+        let leased = Self::take(&mut tx, &lease, endpoints).await?;
         tx.commit().await?;
-        self.read_leased(&Leased { now: lease.now, taken }).await
+        self.read_leased(&leased).await
     }
 
     async fn settle(
@@ -1413,10 +1419,7 @@ impl Store for SqliteStore {
         let mut tx = ListTx::acquire(&self.writer).await?;
         let report = begin_recording(tx.conn(), records, now, health).await?;
         let leased = match &lease {
-            Some(lease) if !endpoints.is_empty() => Leased {
-                now: lease.now,
-                taken: Self::take(tx.conn(), lease, endpoints).await?,
-            },
+            Some(lease) if !endpoints.is_empty() => Self::take(tx.conn(), lease, endpoints).await?,
             _ => Leased::default(),
         };
         tx.commit().await?;
