@@ -155,14 +155,14 @@ impl PgStore {
     /// Read before the lease's transaction (a lease that finds nothing never opens one); a stale
     /// entry only leases nothing, as [`Self::take`] re-checks what is due and locks what it takes.
     async fn eligible(&self, lease: &Lease) -> Result<Vec<Eligible>> {
-        // The earliest due time per endpoint comes from deliveries_endpoint_due_idx (a min over
-        // an index range), so an endpoint with a deep backlog costs one index probe.
+        // The earliest due time per endpoint comes from delivery_queue_due_idx (a min over an
+        // index range), so an endpoint with a deep backlog costs one index probe.
         let endpoints: Vec<(String, i64, i64, bool, bool)> = sqlx::query_as(
             "SELECT e.id, CASE WHEN e.probe_at IS NOT NULL THEN 1 ELSE e.max_concurrency * $1 END AS cap, \
                     e.max_concurrency, e.ordered, e.probe_at IS NOT NULL AS probing \
              FROM endpoints e \
-             CROSS JOIN LATERAL (SELECT MIN(d.next_attempt_at) AS due FROM deliveries d \
-                                 WHERE d.endpoint_id = e.id AND d.status = 'pending') AS p \
+             CROSS JOIN LATERAL (SELECT MIN(q.next_attempt_at) AS due FROM delivery_queue q \
+                                 WHERE q.endpoint_id = e.id) AS p \
              WHERE e.enabled AND (e.probe_at IS NULL OR e.probe_at <= $2) AND p.due <= $2 \
              ORDER BY p.due, e.id",
         )
@@ -189,7 +189,7 @@ impl PgStore {
             .collect())
     }
 
-    /// Takes due deliveries of `endpoints` inside the caller's transaction; returns (id, lease_seq).
+    /// Takes due deliveries of `endpoints` inside the caller's transaction.
     async fn take(tx: &mut PgConnection, lease: &Lease, endpoints: Vec<Eligible>) -> Result<Leased> {
         let lease_end = lease.now.saturating_add(lease.lease_ms);
         let mut ready = Vec::with_capacity(endpoints.len());
@@ -220,22 +220,24 @@ impl PgStore {
         // Every endpoint in one statement, in the order given: each takes its due deliveries up
         // to its room, in due order then insertion order, until the lease's limit is reached (the
         // nested loop visits the endpoints in array order, and the limit stops it). Ordered
-        // endpoints take only the first pending delivery of each conversation.
+        // endpoints take only the first pending delivery of each conversation. A lease is written
+        // to the queue's narrow row alone: the delivery's own row is not touched until its outcome.
         let taken: Vec<(String, i64, String)> = sqlx::query_as(
             "WITH due AS ( \
-                 SELECT c.id FROM UNNEST($3::text[], $4::int8[], $5::bool[]) WITH ORDINALITY AS e (id, room, ordered, n) \
+                 SELECT c.delivery_id FROM UNNEST($3::text[], $4::int8[], $5::bool[]) WITH ORDINALITY \
+                     AS e (id, room, ordered, n) \
                  CROSS JOIN LATERAL ( \
-                     SELECT c.id FROM deliveries c \
-                     WHERE c.endpoint_id = e.id AND c.status = 'pending' AND c.next_attempt_at <= $2 \
-                       AND (NOT e.ordered OR c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p \
+                     SELECT c.delivery_id FROM delivery_queue c \
+                     WHERE c.endpoint_id = e.id AND c.next_attempt_at <= $2 \
+                       AND (NOT e.ordered OR c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM delivery_queue p \
                          WHERE p.endpoint_id = c.endpoint_id AND p.ordering_key = c.ordering_key \
-                         AND p.status = 'pending' AND p.seq < c.seq)) \
+                         AND p.seq < c.seq)) \
                      ORDER BY c.next_attempt_at, c.seq LIMIT e.room \
                      FOR NO KEY UPDATE SKIP LOCKED) AS c \
                  LIMIT $6) \
-             UPDATE deliveries d SET next_attempt_at = $1, lease_seq = d.lease_seq + 1, updated_at = $2 \
-             FROM due WHERE d.id = due.id \
-             RETURNING d.id, d.lease_seq, d.endpoint_id",
+             UPDATE delivery_queue q SET next_attempt_at = $1, lease_seq = q.lease_seq + 1 \
+             FROM due WHERE q.delivery_id = due.delivery_id \
+             RETURNING q.delivery_id, q.lease_seq, q.endpoint_id",
         )
         .bind(lease_end)
         .bind(lease.now)
@@ -440,8 +442,10 @@ async fn record_in(
         statuses.push(status.as_str());
         next_ats.push(next_at);
     }
-    // The deliveries' outcomes and the attempt log in one statement (one round trip). An attempt
-    // that delivers its delivery is kept on the delivery's row, which the outcome rewrites anyway;
+    // The deliveries' outcomes and the attempt log in one statement (one round trip). An outcome
+    // counts only while its lease is the delivery's latest (`fenced`): a delivery that is done
+    // leaves the queue, one to retry stays there, due at its retry's time. An attempt that
+    // delivers its delivery is kept on the delivery's row, which the outcome rewrites anyway;
     // every other attempt gets a row of its own. So does one whose lease has passed on (its
     // outcome changes nothing), unless its delivery was deleted since it was leased (its endpoint
     // was): that one has no log left to add to, and the rest of the batch is recorded. (One
@@ -453,6 +457,15 @@ async fn record_in(
                  $7::text[], $8::text[], $9::int8[], $10::text[], $11::int8[]) \
                  AS v (id, attempt, started_at, duration_ms, status_code, outcome, error, response_excerpt, seq, \
                  status, next_at)), \
+         done AS ( \
+             DELETE FROM delivery_queue q USING v \
+             WHERE q.delivery_id = v.id AND q.lease_seq = v.seq AND v.status <> 'pending' \
+             RETURNING q.delivery_id, q.lease_seq), \
+         retried AS ( \
+             UPDATE delivery_queue q SET next_attempt_at = v.next_at FROM v \
+             WHERE q.delivery_id = v.id AND q.lease_seq = v.seq AND v.status = 'pending' \
+             RETURNING q.delivery_id, q.lease_seq), \
+         fenced AS (SELECT * FROM done UNION ALL SELECT * FROM retried), \
          settled AS ( \
              UPDATE deliveries d SET status = v.status, next_attempt_at = v.next_at, attempts = v.attempt, \
                  last_status = v.status_code, last_error = v.error, updated_at = $12, \
@@ -460,12 +473,13 @@ async fn record_in(
                  delivered_duration_ms = CASE WHEN v.status = 'delivered' THEN v.duration_ms END, \
                  delivered_outcome = CASE WHEN v.status = 'delivered' THEN v.outcome END, \
                  delivered_excerpt = CASE WHEN v.status = 'delivered' THEN v.response_excerpt END \
-             FROM v WHERE d.id = v.id AND d.lease_seq = v.seq \
-             RETURNING d.id, d.lease_seq, d.status) \
+             FROM v JOIN fenced f ON f.delivery_id = v.id AND f.lease_seq = v.seq \
+             WHERE d.id = v.id \
+             RETURNING d.id, v.seq, d.status) \
          INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, error, \
              response_excerpt) \
          SELECT v.id, v.attempt, v.started_at, v.duration_ms, v.status_code, v.outcome, v.error, v.response_excerpt \
-         FROM v LEFT JOIN settled s ON s.id = v.id AND s.lease_seq = v.seq \
+         FROM v LEFT JOIN settled s ON s.id = v.id AND s.seq = v.seq \
          WHERE CASE WHEN s.id IS NOT NULL THEN s.status <> 'delivered' \
              ELSE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.id) END",
     )
@@ -1117,12 +1131,14 @@ impl Store for PgStore {
         let row: EndpointRow = query.build_query_as().fetch_one(&mut *tx).await?;
         // Only a change of order touches the pending deliveries (a walk over the endpoint's backlog).
         if let Some(controls) = update.controls.as_ref().filter(|c| was_ordered != Some(c.ordered)) {
-            // Pending deliveries follow the endpoint's choice: their conversation as ordering key
+            // Queued deliveries follow the endpoint's choice: their conversation as ordering key
             // when it keeps order, none (and no index entry) when it does not.
             let statement = if controls.ordered {
-                "UPDATE deliveries d SET ordering_key = e.payload::jsonb ->> 'conversation_id'                  FROM events e WHERE e.id = d.event_id                    AND d.endpoint_id = $1 AND d.status = 'pending' AND d.ordering_key IS NULL"
+                "UPDATE delivery_queue q SET ordering_key = e.payload::jsonb ->> 'conversation_id' \
+                 FROM deliveries d JOIN events e ON e.id = d.event_id \
+                 WHERE d.id = q.delivery_id AND q.endpoint_id = $1 AND q.ordering_key IS NULL"
             } else {
-                "UPDATE deliveries SET ordering_key = NULL                  WHERE endpoint_id = $1 AND status = 'pending' AND ordering_key IS NOT NULL"
+                "UPDATE delivery_queue SET ordering_key = NULL WHERE endpoint_id = $1 AND ordering_key IS NOT NULL"
             };
             sqlx::query(statement).bind(id.as_str()).execute(&mut *tx).await?;
         }
@@ -1772,7 +1788,7 @@ impl Store for PgStore {
     }
 
     async fn count_pending(&self) -> Result<u64> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM delivery_queue")
             .fetch_one(&self.pool)
             .await?;
         Ok(count(n))
@@ -1780,7 +1796,8 @@ impl Store for PgStore {
 
     async fn replay(&self, tenant_id: &TenantId, what: Replay<'_>, now: i64) -> Result<u64> {
         // The attempt that delivered a delivery moves from its row to the attempt log first, and
-        // keeps its number there.
+        // keeps its number there. The deliveries are queued again, due now (one still queued, as
+        // a leased one is, comes due now), ordered as their endpoints now ask.
         let mut query = QueryBuilder::<Postgres>::new(
             "WITH replayed AS (SELECT id, attempts, delivered_started_at, delivered_duration_ms, last_status, \
                  delivered_outcome, last_error, delivered_excerpt FROM deliveries",
@@ -1791,13 +1808,22 @@ impl Store for PgStore {
              moved AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
                  outcome, error, response_excerpt) \
                  SELECT id, attempts, delivered_started_at, delivered_duration_ms, last_status, delivered_outcome, \
-                     last_error, delivered_excerpt FROM replayed WHERE delivered_outcome IS NOT NULL) \
-             UPDATE deliveries d SET status = 'pending', attempts = 0, next_attempt_at = ",
+                     last_error, delivered_excerpt FROM replayed WHERE delivered_outcome IS NOT NULL), \
+             reset AS (UPDATE deliveries d SET status = 'pending', attempts = 0, next_attempt_at = ",
         );
         query.push_bind(now).push(", updated_at = ").push_bind(now);
         query.push(
             ", delivered_started_at = NULL, delivered_duration_ms = NULL, delivered_outcome = NULL, \
-             delivered_excerpt = NULL FROM replayed WHERE d.id = replayed.id",
+             delivered_excerpt = NULL FROM replayed WHERE d.id = replayed.id \
+             RETURNING d.id, d.endpoint_id, d.seq, d.event_id) \
+             INSERT INTO delivery_queue (delivery_id, endpoint_id, seq, next_attempt_at, ordering_key) \
+             SELECT r.id, r.endpoint_id, r.seq, ",
+        );
+        query.push_bind(now);
+        query.push(
+            ", CASE WHEN ep.ordered THEN ev.payload::jsonb ->> 'conversation_id' END \
+             FROM reset r JOIN endpoints ep ON ep.id = r.endpoint_id JOIN events ev ON ev.id = r.event_id \
+             ON CONFLICT (delivery_id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at",
         );
         let replayed = query.build().execute(&self.pool).await?.rows_affected();
         if replayed > 0 {

@@ -1039,6 +1039,7 @@ impl LegacyEvent {
     pub async fn check_upgraded(&self, store: &dyn Store) -> Result {
         let delivery = store.get_delivery(&self.tenant, &self.delivery).await?;
         assert_eq!(delivery.status, DeliveryStatus::Pending);
+        assert_eq!(store.count_pending().await?, 1, "still waiting to be sent");
         assert_eq!(store.get_event(&self.tenant, &self.event).await?.id, self.event);
         let redelivered = |key: &str| IngestRequest {
             inbound_id: InboundId::at(NOW + 60_000),
