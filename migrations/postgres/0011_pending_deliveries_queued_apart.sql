@@ -3,7 +3,7 @@
 -- settling deletes, or moves to its retry's time. Before, the lease and the outcome each wrote a
 -- new version of the wide `deliveries` row with an entry in every one of its indexes, the due and
 -- ordering indexes among them; now the lease writes the narrow row (two index entries), and the
--- outcome changes no indexed column of `deliveries`, so it can stay on its page (HOT).
+-- outcome changes no indexed column of `deliveries`, so it can stay on its page (HOT, below).
 --
 -- `deliveries.status`, `next_attempt_at` and `attempts` still tell a delivery's state; the queue
 -- only drives leasing. A delivery inserted pending is queued by `deliveries_enqueue`, whatever
@@ -47,5 +47,9 @@ DROP INDEX deliveries_endpoint_due_idx;
 DROP INDEX deliveries_ordering_idx;
 -- Fences moved to the queue.
 ALTER TABLE deliveries DROP COLUMN lease_seq;
--- Room on each page for a settled row's new version.
-ALTER TABLE deliveries SET (fillfactor = 85);
+-- Room on each page for every row's new version, so that an outcome stays on its page (HOT):
+-- a page's deliveries are leased and settled together, in one transaction, which cannot prune
+-- their old versions to make room. It costs a delivery about 250 more bytes of its table's pages
+-- (the event and its POST's body it belongs to take several KiB) and saved a fifth of the server's
+-- CPU per delivery (`docs/benchmarks.md`).
+ALTER TABLE deliveries SET (fillfactor = 45);
