@@ -233,8 +233,8 @@ impl Dispatcher {
     }
 
     /// Delivers until `shutdown` is cancelled. Each round is one store transaction that records
-    /// the outcomes gathered so far and leases what is due (when a lane has room, ingress woke it,
-    /// or `poll_interval` passed); what a round leased is then read beside the writer while the
+    /// the outcomes gathered so far, leases what is due (when a lane has room, ingress woke it, or
+    /// `poll_interval` passed), or both (where the store's writes take turns); what a round leased is then read beside the writer while the
     /// next round records, so the writer never waits for those reads. One round leases at a time,
     /// and what the leases still being read hold counts against each endpoint's share as what
     /// its lane holds does; so the next lease need not wait for the last one's read. On shutdown it
@@ -247,6 +247,7 @@ impl Dispatcher {
         let mut outcomes = inner.outcomes.lock().await;
         let backlog_limit =
             inner.config.concurrency.max(1) * inner.config.per_endpoint_rounds.saturating_sub(1).max(1) as usize;
+        let parallel_writes = inner.store.writes_in_parallel();
         let mut backoff = Duration::from_millis(100);
         let mut pending: Vec<AttemptRecord> = Vec::with_capacity(RECORD_BATCH);
         // When the records gathered so far are written even if no round leases.
@@ -280,14 +281,23 @@ impl Dispatcher {
                 let room = backlog_limit.saturating_sub(inner.queued().saturating_add(being_read));
                 let lease = (lease_wanted && !leasing && room > 0)
                     .then(|| inner.lease_request(room, reading.iter().map(|(_, held)| held.as_slice())));
+                // Where writes take turns (SQLite), a lease takes the outcomes gathered so far along:
+                // one commit for both. Where they run side by side (PostgreSQL), it goes alone, so
+                // that recording them does not hold up what a lane is waiting for; they follow in a
+                // round of their own.
+                let lease_takes_records = lease.is_some() && !parallel_writes;
                 let records_due = !pending.is_empty()
                     && (pending.len() >= RECORD_BATCH
-                        || lease.is_some()
+                        || lease_takes_records
                         || gather_until.is_some_and(|until| until <= tokio::time::Instant::now()));
                 if lease.is_some() || records_due {
                     let leases = lease.is_some();
-                    let records = std::mem::replace(&mut pending, Vec::with_capacity(RECORD_BATCH));
-                    gather_until = None;
+                    let records = if leases && !lease_takes_records {
+                        Vec::new()
+                    } else {
+                        gather_until = None;
+                        std::mem::replace(&mut pending, Vec::with_capacity(RECORD_BATCH))
+                    };
                     let inner = Arc::clone(&inner);
                     let task = stages.spawn(async move {
                         let result = inner.settle(&records, lease).await;

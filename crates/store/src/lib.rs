@@ -686,6 +686,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_attempts(&self, records: &[AttemptRecord], now: i64, health: &HealthPolicy)
         -> Result<HealthReport>;
 
+    /// Whether transactions that write run side by side (each on its own connection), rather than
+    /// taking turns on one writer. The dispatcher then leases in a transaction of its own, not held
+    /// up by the outcomes it would otherwise record with it.
+    fn writes_in_parallel(&self) -> bool {
+        false
+    }
+
     /// Records `records` and, with `lease`, leases what is due next, in one transaction (one commit
     /// per dispatcher round). What was leased is read afterwards with [`Store::load_leased`], beside
     /// the writer, so the next round's transaction need not wait for it.

@@ -1498,6 +1498,10 @@ impl Store for PgStore {
         Ok(report)
     }
 
+    fn writes_in_parallel(&self) -> bool {
+        true
+    }
+
     async fn settle(
         &self,
         records: &[AttemptRecord],
