@@ -234,13 +234,13 @@ impl Dispatcher {
 
     /// Delivers until `shutdown` is cancelled. Each round is one store transaction that records
     /// the outcomes gathered so far, leases what is due (when a lane has room, ingress woke it, or
-    /// `poll_interval` passed), or both (where the store's writes take turns); what a round leased is then read beside the writer while the
-    /// next round records, so the writer never waits for those reads. One round leases at a time,
-    /// and what the leases still being read hold counts against each endpoint's share as what
-    /// its lane holds does; so the next lease need not wait for the last one's read. On shutdown it
-    /// stops leasing, lets requests in flight finish within one request timeout, and records their
-    /// outcomes; deliveries leased and not yet started keep their leases, which expire, and are
-    /// sent again later.
+    /// `poll_interval` passed), or both (where the store's writes take turns); what a round
+    /// leased is then read beside the writer while the next round records, so the writer never
+    /// waits for those reads. One round leases at a time, and what the leases still being read
+    /// hold counts against each endpoint's share as what its lane holds does; so the next lease
+    /// need not wait for the last one's read. On shutdown it stops leasing, lets requests in
+    /// flight finish within one request timeout, and records their outcomes; deliveries leased and
+    /// not yet started keep their leases, which expire, and are sent again later.
     pub async fn run(self, shutdown: CancellationToken) {
         let inner = Arc::clone(&self.inner);
         tracing::info!(concurrency = inner.config.concurrency, "dispatcher started");
