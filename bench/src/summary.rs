@@ -294,6 +294,16 @@ mod tests {
         record(store, scenario, run, result)
     }
 
+    /// An end-to-end run: a burst of `burst` webhooks, or steady at `rate`.
+    fn e2e(store: StoreKind, burst: Option<u64>, rate: u64, p99: f64, duplicated: u64) -> Record {
+        record(
+            store,
+            "end-to-end",
+            json!({"burst": burst, "rate": rate}),
+            json!({"e2e_p99_ms": p99, "lost": 0, "duplicated": duplicated}),
+        )
+    }
+
     /// A delivery run of a backlog of `events`.
     fn backlog(store: StoreKind, events: u64, phases: Vec<Value>) -> Record {
         record(store, "delivery", json!({ "events": events }), Value::Array(phases))
@@ -323,25 +333,10 @@ mod tests {
                 ],
             ),
             backlog(SQLITE, 1_000_000, vec![phase("fast endpoint alone", 1.0, 168.0, 0)]),
-            record(
-                SQLITE,
-                "end-to-end",
-                json!({"burst": null, "rate": 5_000}),
-                json!({"e2e_p99_ms": 18.0, "lost": 0, "duplicated": 0}),
-            ),
-            record(
-                SQLITE,
-                "end-to-end",
-                json!({"burst": 50_000, "rate": 5_000}),
-                json!({"e2e_p99_ms": 900.0, "lost": 0, "duplicated": 1}),
-            ),
+            e2e(SQLITE, None, 5_000, 18.0, 0),
+            e2e(SQLITE, Some(50_000), 5_000, 900.0, 1),
             // Below the target's rate: it says nothing of the target.
-            record(
-                POSTGRES,
-                "end-to-end",
-                json!({"burst": null, "rate": 200}),
-                json!({"e2e_p99_ms": 20.0, "lost": 0, "duplicated": 0}),
-            ),
+            e2e(POSTGRES, None, 200, 20.0, 0),
             from(POSTGRES, "ingest", ingest_run(256, None, 19_999.0, 20.0)),
             backlog(
                 POSTGRES,

@@ -248,11 +248,15 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
 
+        let mut per_endpoint: HashMap<&str, u32> = HashMap::new();
+        for (_, _, endpoint) in &taken {
+            *per_endpoint.entry(endpoint.as_str()).or_default() += 1;
+        }
         // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's
         // lease. Only rows this transaction has locked above, so this never waits.
         let probed: Vec<&str> = ready
             .iter()
-            .filter(|e| e.probing && taken.iter().any(|(_, _, endpoint)| *endpoint == e.id))
+            .filter(|e| e.probing && per_endpoint.contains_key(e.id.as_str()))
             .map(|e| e.id.as_str())
             .collect();
         if !probed.is_empty() {
@@ -262,13 +266,10 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut per_endpoint = Vec::new();
-        for endpoint in &ready {
-            let n = taken.iter().filter(|(_, _, id)| *id == endpoint.id).count();
-            if n > 0 {
-                per_endpoint.push((parse_id(&endpoint.id)?, u32::try_from(n).unwrap_or(u32::MAX)));
-            }
-        }
+        let per_endpoint = per_endpoint
+            .into_iter()
+            .map(|(endpoint, n)| Ok((parse_id(endpoint)?, n)))
+            .collect::<Result<_>>()?;
         Ok(Leased {
             now: lease.now,
             taken: taken.into_iter().map(|(id, seq, _)| (id, seq)).collect(),

@@ -344,8 +344,7 @@ impl SqliteStore {
         endpoints: Vec<(String, i64, bool)>,
     ) -> Result<Leased> {
         let mut leased: Vec<(String, i64)> = Vec::new();
-        let mut leased_endpoints: Vec<String> = Vec::new();
-        let mut per_endpoint = Vec::new();
+        let mut per_endpoint: Vec<(EndpointId, u32)> = Vec::new();
         let mut room = i64::from(lease.limit);
         for (endpoint, cap, ordered) in endpoints {
             if room <= 0 {
@@ -375,7 +374,6 @@ impl SqliteStore {
             room -= i64::try_from(taken.len()).unwrap_or(i64::MAX);
             if !taken.is_empty() {
                 per_endpoint.push((parse_id(&endpoint)?, u32::try_from(taken.len()).unwrap_or(u32::MAX)));
-                leased_endpoints.push(endpoint);
             }
             leased.extend(taken);
         }
@@ -384,7 +382,7 @@ impl SqliteStore {
         }
 
         // A paused endpoint gets one probe at a time: hold its pause for as long as the probe's lease.
-        let endpoints = json_strings(leased_endpoints.iter().map(String::as_str));
+        let endpoints = json_strings(per_endpoint.iter().map(|(id, _)| id.as_str()));
         sqlx::query(
             "UPDATE endpoints SET probe_at = ?1 \
              WHERE probe_at IS NOT NULL AND id IN (SELECT value FROM json_each(?2))",
