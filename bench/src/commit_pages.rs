@@ -1,11 +1,12 @@
 //! Where an SQLite node's commits write: the pages of a copy of its database log (WAL), commit by
 //! commit, counted by the table or index each page belongs to.
 //!
-//! Every page a commit changes is appended to the log whole (4 KiB), and copied into the database
-//! file later: what a webhook costs the disk is the pages its commit changes, shared with the
-//! others of the commit. A table's rows fill pages in order; an index takes a leaf page wherever
-//! its key lands (an index led by the tenant: one place per tenant in each commit), and every
-//! b-tree whose leaf fills rewrites the pages above it.
+//! Every page a commit changes is appended to the log whole (a page of the database's size, 8 KiB
+//! in those the node creates), and copied into the database file later: what a webhook costs the
+//! disk is the pages its commit changes, shared with the others of the commit. A table's rows fill
+//! pages in order; an index takes a leaf page wherever its key lands (an index led by the tenant:
+//! one place per tenant in each commit), and every b-tree whose leaf fills rewrites the pages
+//! above it.
 //!
 //! The copy is taken while the load runs (the log of the last checkpoint's cycle: its frames carry
 //! the salts of the log's header); the pages are attributed from the `dbstat` table of the
@@ -34,6 +35,8 @@ pub struct BtreePages {
 #[derive(Debug, Clone, Serialize)]
 pub struct CommitPages {
     pub commits: usize,
+    /// The database's page size, in bytes.
+    pub page_size: u32,
     pub pages_per_commit: f64,
     /// Largest first.
     pub btrees: Vec<BtreePages>,
@@ -83,6 +86,10 @@ pub async fn attribute(db: &Path, commits: &[Vec<u32>]) -> anyhow::Result<Commit
         .fetch_all(&mut conn)
         .await
         .context("reading dbstat")?;
+    let (page_size,): (u32,) = sqlx::query_as("PRAGMA page_size")
+        .fetch_one(&mut conn)
+        .await
+        .context("reading the page size")?;
     conn.close().await?;
     let owners: HashMap<i64, (String, bool)> = owners
         .into_iter()
@@ -112,6 +119,7 @@ pub async fn attribute(db: &Path, commits: &[Vec<u32>]) -> anyhow::Result<Commit
     btrees.sort_by(|a, b| (b.leaf + b.interior).total_cmp(&(a.leaf + a.interior)));
     Ok(CommitPages {
         commits: commits.len(),
+        page_size,
         pages_per_commit: commits.iter().map(Vec::len).sum::<usize>() as f64 / n,
         btrees,
     })
@@ -120,8 +128,10 @@ pub async fn attribute(db: &Path, commits: &[Vec<u32>]) -> anyhow::Result<Commit
 impl CommitPages {
     pub fn print(&self, name: &str) {
         println!(
-            "\n{name}: {} commits in the log's copy, {:.1} pages (4 KiB) each",
-            self.commits, self.pages_per_commit
+            "\n{name}: {} commits in the log's copy, {:.1} pages ({} KiB) each",
+            self.commits,
+            self.pages_per_commit,
+            self.page_size / 1024
         );
         println!(
             "{:<36} {:>8} {:>9} {:>7}",

@@ -29,7 +29,7 @@ pub mod testing;
 pub use error::StoreError;
 pub use pagewire_core::MasterKey;
 pub use postgres::{PgStore, PgStoreOptions};
-pub use sqlite::{SqliteStore, SqliteStoreOptions};
+pub use sqlite::{SqlitePragmas, SqliteStore, SqliteStoreOptions};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

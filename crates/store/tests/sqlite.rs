@@ -22,7 +22,7 @@ async fn fresh() -> Result<(tempfile::TempDir, Arc<dyn Store>)> {
 testing::contract_tests!(fresh);
 
 #[tokio::test]
-async fn opens_in_wal_mode_with_full_sync() -> Result {
+async fn opens_in_wal_mode_with_full_sync_and_8_kib_pages() -> Result {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(
         &dir.path().join("pagewire.db"),
@@ -30,9 +30,10 @@ async fn opens_in_wal_mode_with_full_sync() -> Result {
         SqliteStoreOptions::default(),
     )
     .await?;
-    let (mode, sync) = store.pragmas().await?;
-    assert_eq!(mode, "wal");
-    assert_eq!(sync, 2, "synchronous = FULL");
+    let pragmas = store.pragmas().await?;
+    assert_eq!(pragmas.journal_mode, "wal");
+    assert_eq!(pragmas.synchronous, 2, "synchronous = FULL");
+    assert_eq!(pragmas.page_size, 8192);
     Ok(())
 }
 
@@ -69,6 +70,9 @@ async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
 
     let store = SqliteStore::open(&path, MasterKey::generate(), SqliteStoreOptions::default()).await?;
     legacy.check_upgraded(&store).await?;
+    // A database made before keeps the page size it was made with, and works as well.
+    let pragmas = store.pragmas().await?;
+    assert_eq!((pragmas.journal_mode.as_str(), pragmas.page_size), ("wal", 4096));
     Ok(())
 }
 
