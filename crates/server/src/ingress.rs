@@ -339,7 +339,11 @@ async fn accept(
     };
     match state.writer.submit(request).await {
         Ok(receipt) => {
-            tracing::info!(
+            // At debug, not info: a node takes tens of thousands of webhooks a second, and a line
+            // for each cost 3-4 % of its ingest written to a file (docs/benchmarks.md). Every
+            // webhook is kept in the database and shown in the dashboard;
+            // `RUST_LOG=info,pagewire_server::ingress=debug` logs them as well.
+            tracing::debug!(
                 %inbound_id,
                 app_id = %app.app_id,
                 events = receipt.events,
