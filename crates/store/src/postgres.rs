@@ -109,7 +109,7 @@ pub struct PgStore {
 /// its own after theirs committed. A transaction that notifies holds PostgreSQL's one lock on the
 /// queue of notifications from just before its commit until its commit is on disk, so ingests
 /// that announced inside their own transaction committed one after another, every node's alike:
-/// the server log (`log_lock_waits`) showed ingest commits waiting 40-56 ms for that lock in a
+/// the server log (`log_lock_waits`) showed ingest commits waiting 39-57 ms for that lock in a
 /// steady 5,000 webhooks/s. Announcements asked for while one is being sent fold into the next
 /// one, so at most one of this node's transactions waits for the lock. The task stops when the
 /// last clone of the store is dropped.
