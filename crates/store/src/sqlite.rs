@@ -78,7 +78,7 @@ pub struct SqlitePragmas {
     pub journal_mode: String,
     /// 2: `FULL`, a sync at every commit.
     pub synchronous: i64,
-    /// In bytes: [`PAGE_SIZE`] in a database the store created, what it was in an older one.
+    /// In bytes: 8,192 in a database the store created, what it was in an older one.
     pub page_size: i64,
 }
 
