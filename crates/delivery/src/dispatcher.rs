@@ -639,14 +639,14 @@ impl Inner {
         self.progress.notify_waiters();
     }
 
-    async fn deliver(&self, lane: &Lane, delivery: LeasedDelivery) {
+    async fn deliver(&self, lane: &Lane, mut delivery: LeasedDelivery) {
         if let Some(limiter) = &lane.limiter {
             limiter.until_ready().await;
         }
         // The semaphore is never closed, so acquiring only waits.
         let permit = Arc::clone(&self.global).acquire_owned().await;
         let started_at = self.clock.now_ms();
-        let report = self.sender.send(&delivery, started_at).await;
+        let report = self.sender.send(&mut delivery, started_at).await;
         drop(permit);
         let record = self.decide(delivery, started_at, report);
         let _ = self.results.send(record);

@@ -54,8 +54,9 @@ impl Sender {
         })
     }
 
-    /// Signs (Standard Webhooks) and sends one delivery.
-    pub async fn send(&self, delivery: &LeasedDelivery, now_ms: i64) -> SendReport {
+    /// Signs (Standard Webhooks) and sends one delivery. An event's payload moves into the request
+    /// (what follows an attempt never reads it), so no delivery is copied on its way out.
+    pub async fn send(&self, delivery: &mut LeasedDelivery, now_ms: i64) -> SendReport {
         let started = Instant::now();
         let elapsed = |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let url = match check_destination(&delivery.url, &self.destinations) {
@@ -140,7 +141,7 @@ impl Sender {
     fn request(
         &self,
         url: url::Url,
-        delivery: &LeasedDelivery,
+        delivery: &mut LeasedDelivery,
         now_ms: i64,
     ) -> Result<reqwest::RequestBuilder, serde_json::Error> {
         let mut request = self
@@ -175,7 +176,7 @@ impl Sender {
                 .header("webhook-id", id)
                 .header("webhook-timestamp", timestamp.to_string())
                 .header("webhook-signature", signatures.join(" "))
-                .body(delivery.payload.clone())
+                .body(std::mem::take(&mut delivery.payload))
         };
         Ok(request)
     }
@@ -260,10 +261,12 @@ mod tests {
     async fn refuses_loopback_addresses_and_names_at_send_time() -> Result<(), Box<dyn std::error::Error>> {
         let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::default()), 1024)?;
         let (_listener, url) = listener().await?;
-        let by_address = sender.send(&delivery(&url), 0).await;
+        let by_address = sender.send(&mut delivery(&url), 0).await;
         assert_eq!(by_address.outcome, DeliveryOutcome::Blocked);
         let port = url.rsplit(':').next().unwrap_or_default();
-        let by_name = sender.send(&delivery(&format!("http://localhost.:{port}")), 0).await;
+        let by_name = sender
+            .send(&mut delivery(&format!("http://localhost.:{port}")), 0)
+            .await;
         assert_eq!(by_name.outcome, DeliveryOutcome::Blocked, "{:?}", by_name.error);
         Ok(())
     }
@@ -290,7 +293,7 @@ mod tests {
             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Length: 21\r\n\r\nbusy, come back later",
         )
         .await?;
-        let report = sender.send(&delivery(&url), 0).await;
+        let report = sender.send(&mut delivery(&url), 0).await;
         assert_eq!(
             report.outcome,
             DeliveryOutcome::Rejected {
@@ -307,7 +310,7 @@ mod tests {
         let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 1024)?;
         let url =
             answer_once("HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nContent-Length: 0\r\n\r\n").await?;
-        let report = sender.send(&delivery(&url), 0).await;
+        let report = sender.send(&mut delivery(&url), 0).await;
         assert_eq!(
             report.outcome,
             DeliveryOutcome::Rejected {
@@ -316,7 +319,7 @@ mod tests {
             }
         );
         let url = answer_once("HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n").await?;
-        assert_eq!(sender.send(&delivery(&url), 0).await.outcome, DeliveryOutcome::Gone);
+        assert_eq!(sender.send(&mut delivery(&url), 0).await.outcome, DeliveryOutcome::Gone);
         Ok(())
     }
 
@@ -325,7 +328,7 @@ mod tests {
         let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 1024)?;
         let (listener, url) = listener().await?;
         drop(listener);
-        let report = sender.send(&delivery(&url), 0).await;
+        let report = sender.send(&mut delivery(&url), 0).await;
         assert_eq!(report.outcome, DeliveryOutcome::ConnectionFailed);
         assert!(
             report.error.is_some_and(|e| !e.contains(&url)),
