@@ -42,7 +42,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 const RESTART_WAIT: Duration = Duration::from_millis(5);
 
 /// Rows per multi-row statement: well under SQLite's limit of 32766 bound parameters.
-const ROWS_PER_STATEMENT: usize = 500;
+const ROWS_PER_STATEMENT: usize = 512;
+
+/// The fewest rows an ingest statement is padded to (see [`push_padded_values`]).
+const MIN_PADDED_ROWS: usize = 8;
 
 /// How the SQLite store opens its file.
 #[derive(Debug, Clone)]
@@ -263,7 +266,7 @@ impl SqliteStore {
         let mut tx = ListTx::acquire(&self.writer).await?;
         let mut checks = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE");
         push_dedup_keys(&mut checks, &keys, " ON CONFLICT DO NOTHING RETURNING key");
-        let returned: Vec<(Vec<u8>,)> = checks.build_query_as().persistent(false).fetch_all(tx.conn()).await?;
+        let returned: Vec<(Vec<u8>,)> = checks.build_query_as().fetch_all(tx.conn()).await?;
         let mut new_keys: std::collections::HashSet<Vec<u8>> = returned.into_iter().map(|(key,)| key).collect();
         let new_events: Vec<_> = events
             .iter()
@@ -277,7 +280,7 @@ impl SqliteStore {
 
         let mut writes = QueryBuilder::<Sqlite>::new("");
         push_writes(&mut writes, batch, &new_events, &deliveries, now);
-        writes.build().persistent(false).execute(tx.conn()).await?;
+        writes.build().execute(tx.conn()).await?;
         tx.committed();
         Ok(receipts)
     }
@@ -1307,9 +1310,8 @@ impl Store for SqliteStore {
         push_dedup_keys(&mut statements, &keys, "");
         push_writes(&mut statements, batch, &events, &deliveries, now);
         let mut tx = ListTx::acquire(&self.writer).await?;
-        // Lists stay out of the connection's statement cache: a batch's list is rarely the same
-        // text twice (its row counts vary), and a kept one would hold its last bodies.
-        match statements.build().persistent(false).execute(tx.conn()).await {
+        // The list's statements are padded to a few sizes, so the writer keeps each form prepared.
+        match statements.build().execute(tx.conn()).await {
             Ok(_) => {
                 tx.committed();
                 Ok(receipts)
@@ -1764,10 +1766,11 @@ fn with_ids<'a>(
 /// each statement followed by `tail` (its conflict clause).
 fn push_dedup_keys<'a>(list: &mut QueryBuilder<'a, Sqlite>, keys: &'a [[u8; rows::DEDUP_KEY_LEN]], tail: &str) {
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        list.push("; INSERT INTO dedup_keys (key) ");
-        list.push_values(chunk, |mut row, key| {
+        list.push("; INSERT INTO dedup_keys (key) SELECT column1 FROM (");
+        push_padded_values(list, chunk.iter(), 1, |mut row, key| {
             row.push_bind(&key[..]);
         });
+        list.push(") WHERE column1 IS NOT NULL");
         list.push(tail);
     }
 }
@@ -1798,8 +1801,11 @@ fn push_writes<'a>(
 
 /// Appends an `INSERT` of `requests`' POSTs to `query`.
 fn push_inbound<'a>(query: &mut QueryBuilder<'a, Sqlite>, requests: &'a [IngestRequest]) {
-    query.push("INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) ");
-    query.push_values(requests, |mut row, req| {
+    query.push(
+        "INSERT INTO inbound (id, received_at, app_id, object, body, entries, events, unroutable_entries) \
+         SELECT * FROM (",
+    );
+    push_padded_values(query, requests.iter(), 8, |mut row, req| {
         let unroutable =
             (!req.unroutable.is_empty()).then(|| serde_json::to_string(&req.unroutable).unwrap_or_default());
         row.push_bind(req.inbound_id.as_str())
@@ -1811,6 +1817,7 @@ fn push_inbound<'a>(query: &mut QueryBuilder<'a, Sqlite>, requests: &'a [IngestR
             .push_bind(i64::try_from(req.events.len()).unwrap_or(i64::MAX))
             .push_bind(unroutable);
     });
+    query.push(") WHERE column1 IS NOT NULL");
 }
 
 /// Appends an `INSERT` of `events` (each with the index of its request in `batch`) to `query`.
@@ -1821,9 +1828,9 @@ fn push_events<'a>(
 ) {
     query.push(
         "INSERT INTO events (id, tenant_id, page_id, type, inbound_id, received_at, payload, raw_at, \
-         raw_start, raw_len, text_at, text_start, text_len) ",
+         raw_start, raw_len, text_at, text_start, text_len) SELECT * FROM (",
     );
-    query.push_values(events, |mut row, &(i, event)| {
+    push_padded_values(query, events.iter(), 13, |mut row, &(i, event)| {
         let req = &batch[i];
         let [at, start, len] = rows::span_columns(event.raw);
         let [text_at, text_start, text_len] = rows::span_columns(event.text);
@@ -1841,6 +1848,7 @@ fn push_events<'a>(
             .push_bind(text_start)
             .push_bind(text_len);
     });
+    query.push(") WHERE column1 IS NOT NULL");
 }
 
 /// Appends an `INSERT` of pending `deliveries`, due at `now`, to `query`, in the order given
@@ -1860,15 +1868,52 @@ fn push_deliveries<'a>(
     );
     query.push_bind(now).push(", ").push_bind(now).push(", ").push_bind(now);
     query.push(" FROM (");
-    query.push_values(deliveries.iter().zip(0_i64..), |mut row, ((id, event, endpoint), n)| {
-        row.push_bind(id.as_str())
-            .push_bind(event.id.as_str())
-            .push_bind(endpoint.as_str())
-            .push_bind(event.tenant_id.as_str())
-            .push_bind(event.conversation_id.as_deref())
-            .push_bind(n);
-    });
-    query.push(") AS v ORDER BY v.column6");
+    push_padded_values(
+        query,
+        deliveries.iter().enumerate(),
+        6,
+        |mut row, (n, (id, event, endpoint))| {
+            row.push_bind(id.as_str())
+                .push_bind(event.id.as_str())
+                .push_bind(endpoint.as_str())
+                .push_bind(event.tenant_id.as_str())
+                .push_bind(event.conversation_id.as_deref())
+                .push_bind(i64::try_from(n).unwrap_or(i64::MAX));
+        },
+    );
+    query.push(") AS v WHERE v.column1 IS NOT NULL ORDER BY v.column6");
+}
+
+/// Appends `VALUES` with a row for each of `items` (`width` columns, bound by `bind`), and then
+/// rows of NULLs up to a power of two of at least [`MIN_PADDED_ROWS`] (a statement's items are at
+/// most [`ROWS_PER_STATEMENT`]). The statement around it skips the NULL rows (`WHERE column1 IS
+/// NOT NULL`).
+///
+/// So the text of a batch's list of statements takes one of a few forms, whatever the number of
+/// its rows, and the writer keeps each form prepared: parsing and planning a list of hundreds of
+/// rows anew for every batch took a sixth of the writer's time, more than a row of NULLs costs.
+fn push_padded_values<'a, T>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    items: impl ExactSizeIterator<Item = T>,
+    width: usize,
+    mut bind: impl FnMut(sqlx::query_builder::Separated<'_, 'a, Sqlite, &'static str>, T),
+) {
+    let rows = items.len().next_power_of_two().max(MIN_PADDED_ROWS);
+    let mut items = items;
+    query.push("VALUES ");
+    for n in 0..rows {
+        query.push(if n == 0 { "(" } else { ", (" });
+        match items.next() {
+            Some(item) => bind(query.separated(", "), item),
+            None => {
+                let mut row = query.separated(", ");
+                for _ in 0..width {
+                    row.push_bind(None::<i64>);
+                }
+            }
+        }
+        query.push(")");
+    }
 }
 
 /// Logs a wait of 10 ms or more, since `started`, for the writer connection.

@@ -29,6 +29,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(
             @each $fresh;
             deduplicates_within_and_across_batches,
+            stores_every_row_of_batches_of_any_size,
             leases_are_exclusive_until_they_expire,
             a_stale_lease_does_not_overwrite_a_newer_one,
             retries_come_due_at_their_time_and_giving_up_fails,
@@ -215,6 +216,48 @@ pub async fn deduplicates_within_and_across_batches(store: Arc<dyn Store>) -> Re
     assert_eq!(store.list_events(&f.tenant, 10).await?.len(), 3);
     assert_eq!(store.count_pending().await?, 3);
     assert_eq!(store.list_inbound(10).await?.len(), 3, "every POST is kept");
+    Ok(())
+}
+
+/// Batches of many sizes, one after another: some the same size with other rows (a store may
+/// reuse a statement of the last batch's shape), some of more rows than one statement takes.
+/// Every POST, event and delivery is stored once, each with its own values.
+pub async fn stores_every_row_of_batches_of_any_size(store: Arc<dyn Store>) -> Result {
+    let f = onboard(store.as_ref(), "102").await?;
+    let mut expected = std::collections::BTreeSet::new();
+    let mut posts = 0;
+    for (round, (requests, events_each)) in [(1, 3), (1, 5), (9, 1), (3, 1), (600, 1), (1, 520), (2, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let batch: Vec<IngestRequest> = (0..requests)
+            .map(|r| {
+                let keys: Vec<String> = (0..events_each).map(|e| format!("k{round}-{r}-{e}")).collect();
+                expected.extend(keys.iter().map(|key| format!("{{\"key\":\"{key}\"}}")));
+                request(&f, "102", &keys.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+        posts += requests;
+        let receipts = store.ingest(&batch, NOW).await?;
+        assert!(
+            receipts.iter().all(|r| r.duplicates == 0 && r.deliveries == r.events),
+            "round {round}: {receipts:?}"
+        );
+    }
+    let mut stored: Vec<String> = store
+        .list_events(&f.tenant, 10_000)
+        .await?
+        .into_iter()
+        .map(|event| event.payload)
+        .collect();
+    stored.sort_unstable();
+    assert_eq!(
+        stored,
+        expected.iter().cloned().collect::<Vec<_>>(),
+        "each event once, as sent"
+    );
+    assert_eq!(store.count_pending().await?, u64::try_from(expected.len())?);
+    assert_eq!(store.list_inbound(10_000).await?.len(), posts);
     Ok(())
 }
 
