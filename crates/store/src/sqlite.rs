@@ -1894,12 +1894,11 @@ fn push_deliveries<'a>(
 /// rows anew for every batch took a sixth of the writer's time, more than a row of NULLs costs.
 fn push_padded_values<'a, T>(
     query: &mut QueryBuilder<'a, Sqlite>,
-    items: impl ExactSizeIterator<Item = T>,
+    mut items: impl ExactSizeIterator<Item = T>,
     width: usize,
     mut bind: impl FnMut(sqlx::query_builder::Separated<'_, 'a, Sqlite, &'static str>, T),
 ) {
     let rows = items.len().next_power_of_two().max(MIN_PADDED_ROWS);
-    let mut items = items;
     query.push("VALUES ");
     for n in 0..rows {
         query.push(if n == 0 { "(" } else { ", (" });

@@ -253,10 +253,10 @@ pub async fn stores_every_row_of_batches_of_any_size(store: Arc<dyn Store>) -> R
     stored.sort_unstable();
     assert_eq!(
         stored,
-        expected.iter().cloned().collect::<Vec<_>>(),
+        expected.into_iter().collect::<Vec<_>>(),
         "each event once, as sent"
     );
-    assert_eq!(store.count_pending().await?, u64::try_from(expected.len())?);
+    assert_eq!(store.count_pending().await?, u64::try_from(stored.len())?);
     assert_eq!(store.list_inbound(10_000).await?.len(), posts);
     Ok(())
 }
