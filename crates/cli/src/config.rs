@@ -151,6 +151,10 @@ pub struct DeliverySection {
     pub retry_schedule_secs: Vec<u64>,
     /// Days an endpoint may fail without a single success before it is disabled.
     pub disable_after_days: u64,
+    /// A forward proxy every delivery goes through (`http://user:password@proxy.internal:3128`),
+    /// once its target's own addresses pass the destination policy. Proxies named in the
+    /// environment (`HTTP_PROXY`, …) are never used. Redacted when printed: it may hold a password.
+    pub proxy: Option<Secret>,
 }
 
 impl Default for DeliverySection {
@@ -161,6 +165,7 @@ impl Default for DeliverySection {
             poll_interval_ms: 1000,
             retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400],
             disable_after_days: 5,
+            proxy: None,
         }
     }
 }
@@ -247,6 +252,7 @@ impl Config {
             bail!("delivery.retry_schedule_secs takes at most 50 waits of at least one second");
         }
         self.destinations()?;
+        self.delivery_proxy()?;
         if self.dedup_window_days == 0 || self.dedup_window_days > 365 {
             bail!("dedup_window_days must be between 1 and 365");
         }
@@ -291,6 +297,19 @@ impl Config {
         })
     }
 
+    /// The proxy deliveries go through, if one is set (an empty value sets none).
+    pub fn delivery_proxy(&self) -> anyhow::Result<Option<pagewire_delivery::DeliveryProxy>> {
+        self.delivery
+            .proxy
+            .as_ref()
+            .filter(|url| !url.expose().trim().is_empty())
+            .map(|url| {
+                pagewire_delivery::DeliveryProxy::parse(url.expose().trim())
+                    .context("PAGEWIRE_DELIVERY__PROXY (delivery.proxy) is not a usable proxy URL")
+            })
+            .transpose()
+    }
+
     /// The configuration as TOML, every secret shown as `[redacted]`.
     pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
         toml::to_string_pretty(self).context("rendering the configuration")
@@ -315,13 +334,46 @@ mod tests {
             admin_token: Some(Secret::new(String::from("pwadm_supersecretvalue"))),
             master_key: Some(Secret::new("ab".repeat(32))),
             database_url: Some(Secret::new(String::from("postgres://u:hunter2@db/pagewire"))),
+            delivery: DeliverySection {
+                proxy: Some(Secret::new(String::from(
+                    "http://pagewire:proxypass@proxy.internal:3128",
+                ))),
+                ..DeliverySection::default()
+            },
             ..Config::default()
         };
         let printed = config.to_redacted_toml()?;
         assert!(!printed.contains("supersecret"));
         assert!(!printed.contains("abab"));
         assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("proxypass"));
         assert!(printed.contains("[redacted]"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_delivery_proxy_must_be_an_http_or_https_url() -> anyhow::Result<()> {
+        let with_proxy = |url: &str| Config {
+            delivery: DeliverySection {
+                proxy: Some(Secret::new(url.to_owned())),
+                ..DeliverySection::default()
+            },
+            ..Config::default()
+        };
+        assert!(with_proxy("http://u:p@proxy.internal:3128").delivery_proxy()?.is_some());
+        assert!(with_proxy("").delivery_proxy()?.is_none(), "empty sets none");
+        assert!(Config::default().delivery_proxy()?.is_none());
+        for bad in [
+            "socks5://proxy.internal:1080",
+            "proxy.internal:3128",
+            "http://proxy.internal/path",
+        ] {
+            let error = with_proxy(bad).validate().err().map(|e| format!("{e:#}"));
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains("PAGEWIRE_DELIVERY__PROXY")),
+                "{bad}: {error:?}"
+            );
+        }
         Ok(())
     }
 }

@@ -48,6 +48,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(config.delivery.request_timeout_secs),
             poll_interval: Duration::from_millis(config.delivery.poll_interval_ms.max(10)),
             destinations: Arc::new(config.destinations()?),
+            proxy: config.delivery_proxy()?,
             retry: RetryPolicy::from_secs(&config.delivery.retry_schedule_secs),
             health: HealthPolicy {
                 disable_after: Duration::from_secs(config.delivery.disable_after_days.saturating_mul(24 * 3600)),
@@ -86,6 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         role = ?config.role,
         data_dir = %config.data_dir.display(),
         allow_private_endpoints = config.allow_private_endpoints,
+        delivery_proxy = config.delivery_proxy().is_ok_and(|proxy| proxy.is_some()),
         "pagewire started"
     );
     println!("pagewire listening on http://{addr}");

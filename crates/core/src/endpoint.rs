@@ -65,7 +65,10 @@ impl PayloadFormat {
     }
 }
 
-/// Header names an endpoint may not set: they carry the body's framing or Pagewire's signature.
+/// Header names an endpoint may not set: they carry the body's framing or Pagewire's signature, or
+/// they speak to something on the way rather than to the endpoint: `Forwarded` tells a proxy or a
+/// receiver who the client is, and `Metadata-Flavor` is what a cloud metadata server (GCP's) asks
+/// for before it answers. Compare with [`is_reserved_header`], which also knows the reserved prefixes.
 pub const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-length",
@@ -77,7 +80,25 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
     "x-hub-signature",
     "x-hub-signature-256",
+    "forwarded",
+    "metadata-flavor",
 ];
+
+/// Prefixes of header names an endpoint may not set: Standard Webhooks' own (`webhook-`), those meant
+/// for a proxy (`proxy-`: a `Proxy-Authorization` would reach the operator's proxy in place of its
+/// credentials) and those a proxy adds about the client (`x-forwarded-`).
+pub const RESERVED_HEADER_PREFIXES: &[&str] = &["webhook-", "proxy-", "x-forwarded-"];
+
+/// Whether an endpoint may not set the header `name`, compared without regard to case.
+pub fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+        || RESERVED_HEADER_PREFIXES.iter().any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        })
+}
 
 /// How deliveries to one endpoint are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +295,42 @@ mod tests {
         assert!(any_postback.matches(&event("instagram.postback", &["1"])));
         assert!(any_postback.matches(&event("messenger.postback", &["1"])));
         assert!(!any_postback.matches(&event("messenger.message", &["1"])));
+    }
+
+    #[test]
+    fn reserves_framing_signature_proxy_and_metadata_headers_in_any_case() {
+        for name in [
+            "Content-Type",
+            "HOST",
+            "webhook-id",
+            "Webhook-Anything",
+            "X-Hub-Signature-256",
+            "Metadata-Flavor",
+            "metadata-flavor",
+            "Proxy-Authorization",
+            "proxy-connection",
+            "PROXY-ANYTHING",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "X-FORWARDED-PROTO",
+            "Forwarded",
+            "FORWARDED",
+        ] {
+            assert!(is_reserved_header(name), "{name} is reserved");
+        }
+        for name in [
+            "Authorization",
+            "X-Api-Key",
+            "X-Forwarded",
+            "Forwarded-By",
+            "Proxy",
+            "Metadata",
+            "X-Metadata-Flavor",
+            "Webhook",
+            "ünïcode-",
+        ] {
+            assert!(!is_reserved_header(name), "{name} is the endpoint's own");
+        }
     }
 
     #[test]

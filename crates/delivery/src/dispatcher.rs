@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::proxy::DeliveryProxy;
 use crate::sender::{SendReport, Sender};
 use crate::ssrf::DestinationPolicy;
 
@@ -59,6 +60,9 @@ pub struct DeliveryConfig {
     pub excerpt_limit: usize,
     /// Where customer URLs may point.
     pub destinations: Arc<DestinationPolicy>,
+    /// The operator's forward proxy, if deliveries must go through one. Proxies named in the
+    /// environment (`HTTP_PROXY`, …) are never used.
+    pub proxy: Option<DeliveryProxy>,
     pub retry: RetryPolicy,
     pub health: HealthPolicy,
 }
@@ -72,6 +76,7 @@ impl Default for DeliveryConfig {
             poll_interval: Duration::from_secs(1),
             excerpt_limit: 8 * 1024,
             destinations: Arc::default(),
+            proxy: None,
             retry: RetryPolicy::default(),
             health: HealthPolicy::default(),
         }
@@ -170,6 +175,7 @@ impl Dispatcher {
             config.request_timeout,
             Arc::clone(&config.destinations),
             config.excerpt_limit,
+            config.proxy.as_ref(),
         )?;
         let (results, outcomes) = mpsc::unbounded_channel();
 

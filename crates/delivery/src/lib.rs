@@ -6,18 +6,22 @@
 //! [`RetryPolicy`](pagewire_core::RetryPolicy) decide the next step, and records the attempts in one
 //! write per batch.
 //!
-//! The [`Sender`] refuses loopback, private and link-local destinations unless told otherwise, checked
-//! on every connection (at DNS resolution), so a customer URL cannot reach the operator's network.
+//! The [`Sender`] refuses every destination that is not a global unicast address unless told
+//! otherwise, checked on every connection (at DNS resolution), so a customer URL cannot reach the
+//! operator's network. It never uses a proxy from the environment; through the operator's own
+//! [`DeliveryProxy`], a target's addresses are checked before the request is handed over.
 //!
 //! This crate must not depend on the HTTP server or on a particular storage backend.
 
 mod dispatcher;
 mod meta_format;
+mod proxy;
 mod sender;
 mod ssrf;
 
 pub use dispatcher::{DeliveryConfig, Dispatcher};
 pub use meta_format::{hub_signature, meta_body};
+pub use proxy::{DeliveryProxy, ProxyError};
 pub use reqwest::Error as ClientError;
 pub use sender::{SendReport, Sender};
 pub use ssrf::{check_destination, is_public_ip, DestinationError, DestinationPolicy};

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pagewire_core::endpoint::is_reserved_header;
 use pagewire_core::{DeliveryOutcome, OperationalEvent, PayloadFormat};
 use pagewire_store::LeasedDelivery;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
 use crate::meta_format::{hub_signature, meta_body};
+use crate::proxy::{CheckedHosts, DeliveryProxy, HostRefusal};
 use crate::ssrf::{check_destination, BlockedAddress, DestinationPolicy, PolicyResolver};
 
 const USER_AGENT_VALUE: &str = concat!("Pagewire/", env!("CARGO_PKG_VERSION"));
@@ -28,29 +30,44 @@ pub struct Sender {
     client: reqwest::Client,
     destinations: Arc<DestinationPolicy>,
     excerpt_limit: usize,
+    /// Present when deliveries go through the operator's proxy: a target's name is judged here
+    /// before the request leaves, since the proxy, not the client, resolves it.
+    proxied: Option<Arc<CheckedHosts>>,
 }
 
 impl Sender {
     /// Builds the client: keep-alive pool, no redirects (a redirect is the customer's answer, not an
     /// invitation to go elsewhere), a whole-request timeout, and a resolver that connects only to
-    /// addresses the policy permits.
+    /// addresses the policy permits. No proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`, …)
+    /// is ever used: through one, the resolver would judge only the proxy's name and the proxy would
+    /// go wherever the URL says. The operator's `proxy`, if given, carries every delivery, each
+    /// after its target's addresses pass the policy (see [`crate::proxy`] for what that does not cover).
     pub fn new(
         timeout: Duration,
         destinations: Arc<DestinationPolicy>,
         excerpt_limit: usize,
+        proxy: Option<&DeliveryProxy>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let resolver = PolicyResolver {
+            policy: Arc::clone(&destinations),
+            proxy_host: proxy.and_then(DeliveryProxy::host_name).map(Arc::from),
+        };
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(60))
-            .dns_resolver(Arc::new(PolicyResolver(Arc::clone(&destinations))))
-            .build()?;
+            .dns_resolver(Arc::new(resolver));
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(proxy.to_reqwest()?);
+        }
         Ok(Self {
-            client,
+            client: builder.build()?,
             destinations,
             excerpt_limit,
+            proxied: proxy.map(|_| Arc::new(CheckedHosts::default())),
         })
     }
 
@@ -59,14 +76,14 @@ impl Sender {
     pub async fn send(&self, delivery: &mut LeasedDelivery, now_ms: i64) -> SendReport {
         let started = Instant::now();
         let elapsed = |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let url = match check_destination(&delivery.url, &self.destinations) {
+        let url = match self.admit(&delivery.url).await {
             Ok(url) => url,
-            Err(e) => {
+            Err((outcome, error)) => {
                 return SendReport {
-                    outcome: DeliveryOutcome::Blocked,
+                    outcome,
                     status_code: None,
-                    duration_ms: 0,
-                    error: Some(e.to_string()),
+                    duration_ms: elapsed(started),
+                    error: Some(error),
                     response_excerpt: None,
                 };
             }
@@ -134,6 +151,23 @@ impl Sender {
 }
 
 impl Sender {
+    /// The delivery's URL, parsed, if it may be sent to: its shape and any address in it pass the
+    /// policy and, through a proxy, so do its name's addresses (directly, the resolver judges
+    /// them as the client connects). Otherwise why not, as an outcome and an error.
+    async fn admit(&self, url: &str) -> Result<url::Url, (DeliveryOutcome, String)> {
+        let url = check_destination(url, &self.destinations).map_err(|e| (DeliveryOutcome::Blocked, e.to_string()))?;
+        if let (Some(hosts), Some(url::Host::Domain(name))) = (&self.proxied, url.host()) {
+            hosts.check(name, &self.destinations).await.map_err(|refusal| {
+                let outcome = match refusal {
+                    HostRefusal::Blocked(_) => DeliveryOutcome::Blocked,
+                    HostRefusal::Lookup { .. } => DeliveryOutcome::ConnectionFailed,
+                };
+                (outcome, refusal.to_string())
+            })?;
+        }
+        Ok(url)
+    }
+
     /// The signed request: the event with Standard Webhooks headers (one `v1` signature per live
     /// secret, so that both verify during a rotation), or Meta's body with `X-Hub-Signature-256`;
     /// then the endpoint's own headers.
@@ -149,7 +183,9 @@ impl Sender {
             .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        for (name, value) in &delivery.headers {
+        // The API refuses reserved names; an endpoint saved before a name was reserved must not send it
+        // either (its `Proxy-Authorization` would stand in for the operator's at the proxy).
+        for (name, value) in delivery.headers.iter().filter(|(name, _)| !is_reserved_header(name)) {
             request = request.header(name.as_str(), value.as_str());
         }
         // Operational events have no Meta form: they always go as events.
@@ -259,7 +295,12 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_loopback_addresses_and_names_at_send_time() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::default()), 1024)?;
+        let sender = Sender::new(
+            Duration::from_secs(5),
+            Arc::new(DestinationPolicy::default()),
+            1024,
+            None,
+        )?;
         let (_listener, url) = listener().await?;
         let by_address = sender.send(&mut delivery(&url), 0).await;
         assert_eq!(by_address.outcome, DeliveryOutcome::Blocked);
@@ -288,7 +329,12 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_a_capped_excerpt_and_honours_retry_after() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 8)?;
+        let sender = Sender::new(
+            Duration::from_secs(5),
+            Arc::new(DestinationPolicy::permissive()),
+            8,
+            None,
+        )?;
         let url = answer_once(
             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Length: 21\r\n\r\nbusy, come back later",
         )
@@ -307,7 +353,12 @@ mod tests {
 
     #[tokio::test]
     async fn does_not_follow_redirects_and_410_means_gone() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 1024)?;
+        let sender = Sender::new(
+            Duration::from_secs(5),
+            Arc::new(DestinationPolicy::permissive()),
+            1024,
+            None,
+        )?;
         let url =
             answer_once("HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nContent-Length: 0\r\n\r\n").await?;
         let report = sender.send(&mut delivery(&url), 0).await;
@@ -325,7 +376,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_a_connection_failure() -> Result<(), Box<dyn std::error::Error>> {
-        let sender = Sender::new(Duration::from_secs(5), Arc::new(DestinationPolicy::permissive()), 1024)?;
+        let sender = Sender::new(
+            Duration::from_secs(5),
+            Arc::new(DestinationPolicy::permissive()),
+            1024,
+            None,
+        )?;
         let (listener, url) = listener().await?;
         drop(listener);
         let report = sender.send(&mut delivery(&url), 0).await;

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use pagewire_core::endpoint::is_reserved_header;
 use pagewire_core::{
     DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret, EventId, InboundId,
-    PayloadFormat, TenantId, RESERVED_HEADERS,
+    PayloadFormat, TenantId,
 };
 use pagewire_delivery::DestinationPolicy;
 use pagewire_store::{Endpoint, EndpointUpdate, NewEndpoint, NewEvent, Replay};
@@ -205,14 +206,15 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> 
         )));
     }
     for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
         if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(ApiError::Validation(format!(
                 "`headers`: `{name}` is not a valid header name"
             )));
         }
-        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
-            return Err(ApiError::Validation(format!("`headers`: `{name}` is set by Pagewire")));
+        if is_reserved_header(name) {
+            return Err(ApiError::Validation(format!(
+                "`headers`: `{name}` is reserved (framing, signature, proxy, forwarding and metadata headers)"
+            )));
         }
         if value.len() > 1024 || axum::http::HeaderValue::from_str(value).is_err() {
             return Err(ApiError::Validation(format!(
@@ -490,4 +492,33 @@ pub(super) async fn send_test_event(
             event_type: wanted,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(name.to_owned(), String::from("x"))])
+    }
+
+    #[test]
+    fn refuses_proxy_forwarding_and_metadata_headers_in_any_case() {
+        for name in [
+            "Metadata-Flavor",
+            "proxy-authorization",
+            "Proxy-Anything",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "Forwarded",
+            "Webhook-Signature",
+            "content-type",
+        ] {
+            assert!(
+                matches!(validate_headers(&headers(name)), Err(ApiError::Validation(_))),
+                "{name} is refused"
+            );
+        }
+        assert!(validate_headers(&headers("X-Api-Key")).is_ok());
+    }
 }
