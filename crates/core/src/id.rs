@@ -1,6 +1,6 @@
 //! Prefixed ids. Each kind of record has its own newtype, so a delivery id can never be passed where
 //! an event id is wanted, and a log line tells what an id names: `ten_`, `key_`, `app_`, `pg_`, `ep_`,
-//! `evt_`, `dlv_`, `att_`, `inb_`.
+//! `evt_`, `dlv_`, `att_`, `inb_`, `rfs_`.
 //!
 //! The body after the prefix is a ULID: unique without coordination between nodes, and sorted by
 //! creation time, which keeps cursors and indexes cheap.
@@ -155,6 +155,21 @@ impl InboundId {
     }
 
     /// The least id of the time `ms`: every POST that arrived before `ms` has a smaller id.
+    pub fn first_at(ms: i64) -> Self {
+        Self(format!("{}{}", Self::PREFIX, first_ulid_at(ms)))
+    }
+}
+
+prefixed_id!(/// A webhook POST the ingress refused, kept as metadata (never its body).
+    RefusalId, "rfs_", "refusal");
+impl RefusalId {
+    /// The id of a POST refused at `ms` (Unix ms, by the gateway's clock): ids and times sort
+    /// alike, so retention finds old refusals by their ids.
+    pub fn at(ms: i64) -> Self {
+        Self(format!("{}{}", Self::PREFIX, ulid_at(ms)))
+    }
+
+    /// The least id of the time `ms`.
     pub fn first_at(ms: i64) -> Self {
         Self(format!("{}{}", Self::PREFIX, first_ulid_at(ms)))
     }

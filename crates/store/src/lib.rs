@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pagewire_core::{
     ApiKeyId, AppRecordId, DeliveryControls, DeliveryId, Ed25519Key, EndpointFilter, EndpointId, EndpointSecret,
-    EventId, HealthPolicy, InboundId, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform, Secret,
-    TenantId,
+    EventId, HealthPolicy, InboundId, NextStep, OperationalEvent, PageRecordId, PayloadFormat, Platform, RefusalId,
+    Secret, TenantId,
 };
 
 mod error;
@@ -136,6 +136,62 @@ pub struct NewMetaApp {
     pub verify_token: Secret,
 }
 
+/// What shows that a Page (Instagram account, WhatsApp Business Account) is its tenant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageProof {
+    /// An access token that the Graph API confirmed is for the Page (or sees the account).
+    AccessToken,
+    /// The operator assigned it.
+    Operator,
+    /// Onboarded before proof was asked for: routed, but listed to the operator as unproven.
+    Legacy,
+    /// Claimed without proof: receives nothing, and gives way to a proven claim.
+    Unproven,
+}
+
+impl PageProof {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AccessToken => "access_token",
+            Self::Operator => "operator",
+            Self::Legacy => "legacy",
+            Self::Unproven => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "access_token" => Some(Self::AccessToken),
+            "operator" => Some(Self::Operator),
+            "legacy" => Some(Self::Legacy),
+            "none" => Some(Self::Unproven),
+            _ => None,
+        }
+    }
+
+    /// Whether the Page's events are routed to its tenant.
+    pub const fn is_routed(self) -> bool {
+        !matches!(self, Self::Unproven)
+    }
+
+    /// Whether the claim is proven (and so cannot be taken by another tenant's proof).
+    pub const fn is_proven(self) -> bool {
+        matches!(self, Self::AccessToken | Self::Operator)
+    }
+}
+
+/// A Page changing tenants, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageMove {
+    pub page_id: String,
+    /// `None` when it had no tenant before.
+    pub from_tenant: Option<TenantId>,
+    pub to_tenant: TenantId,
+    /// `proven_claim` (a tenant proved it, taking it from an unproven claim) or `operator`.
+    pub reason: String,
+    pub moved_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     pub id: PageRecordId,
@@ -151,6 +207,7 @@ pub struct Page {
     pub subscribed_fields: Option<Vec<String>>,
     /// What the last subscription check found, and when.
     pub subscription: Option<SubscriptionCheck>,
+    pub proof: PageProof,
     pub created_at: i64,
 }
 
@@ -181,6 +238,7 @@ pub struct NewPage {
     pub access_token: Option<Secret>,
     pub phone_number_ids: Vec<String>,
     pub subscribed_fields: Option<Vec<String>>,
+    pub proof: PageProof,
 }
 
 #[derive(Debug, Clone)]
@@ -366,6 +424,34 @@ impl Leased {
 pub struct PruneReport {
     pub events: u64,
     pub inbound: u64,
+    pub refusals: u64,
+}
+
+/// A webhook POST the ingress refused: what the operator needs to say why, never the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub id: RefusalId,
+    pub received_at: i64,
+    /// `shared` (`/webhooks/meta`) or `app` (`/webhooks/meta/{app_id}`).
+    pub route: String,
+    /// The registered app the POST was for, when that is known.
+    pub app_id: Option<String>,
+    /// The body's size in bytes (as declared, when it was too large to read).
+    pub size: u64,
+    /// A stable code: `invalid_signature`, `invalid_json`, `duplicate_key`, `payload_too_large`,
+    /// `unknown_app`, `unknown_pages`.
+    pub reason: String,
+    /// What was wrong, in words; never a secret or the body.
+    pub detail: Option<String>,
+}
+
+/// Which refusals to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalQuery {
+    pub limit: u32,
+    pub before: Option<String>,
+    /// Only refusals of these apps; `None` for every refusal (the operator's view).
+    pub app_ids: Option<Vec<String>>,
 }
 
 /// Which deliveries to replay, for [`Store::replay`].
@@ -505,6 +591,16 @@ pub struct Inbound {
     pub unroutable: Option<String>,
 }
 
+/// An event a raw POST produced, for [`Store::events_of_inbound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundEvent {
+    pub id: EventId,
+    pub tenant_id: TenantId,
+    pub event_type: String,
+    /// The position in the POST's `entry[]` of the entry the event came from.
+    pub entry: Option<u32>,
+}
+
 /// Where a request with an `Idempotency-Key` stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotency {
@@ -551,6 +647,8 @@ pub struct DeliveryQuery {
 pub struct InboundQuery {
     pub limit: u32,
     pub before: Option<String>,
+    /// Only the POSTs that brought this tenant events, counted as the tenant sees them: `entries`
+    /// and `events` are its own, and no unroutable entries (they are other Pages').
     pub tenant_id: Option<TenantId>,
 }
 
@@ -587,8 +685,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every signing key that still signs or verifies, newest first.
     async fn signing_keys(&self) -> Result<Vec<SigningKey>>;
-    /// Adds a signing key that signs from now on, retires the one before it, and forgets keys
-    /// retired before `forget_before` (their tokens have expired).
+    /// Adds a signing key that signs from now on, retires the one before it at `now`, then forgets
+    /// keys retired before `forget_before` (their tokens have expired). A `forget_before` after
+    /// `now` forgets the key just retired too: the tokens it signed stop verifying at once.
     async fn rotate_signing_key(&self, kid: &str, secret: &Secret, now: i64, forget_before: i64) -> Result<()>;
 
     async fn create_app(&self, app: NewMetaApp, now: i64) -> Result<MetaApp>;
@@ -608,12 +707,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `Conflict` while Pages are onboarded under the app.
     async fn delete_app(&self, app_id: &str) -> Result<()>;
 
+    /// Onboards a Page; `Conflict` if anyone has it.
     async fn create_page(&self, page: NewPage, now: i64) -> Result<Page>;
+    /// Onboards a Page with a proven claim: a Page nobody has is created, an unproven or legacy
+    /// claim (the tenant's own or another's) is replaced, and a move to another tenant recorded;
+    /// `Conflict` when a proven claim has it. Answers the Page and the tenant it was taken from.
+    async fn take_over_page(&self, page: NewPage, now: i64) -> Result<(Page, Option<TenantId>)>;
+    /// The operator gives a Page to `tenant_id` under `app_id`, proven by the operator: its access
+    /// token and subscription state go (they were another tenant's), and a move is recorded when
+    /// the tenant changes. Answers the Page and the tenant it was taken from.
+    async fn assign_page(
+        &self,
+        page_id: &str,
+        tenant_id: &TenantId,
+        app_id: &str,
+        now: i64,
+    ) -> Result<(Page, Option<TenantId>)>;
+    /// Every tenant's Pages, for the operator.
+    async fn all_pages(&self) -> Result<Vec<Page>>;
+    /// Recorded moves of Pages between tenants (of one Page, or all), newest first.
+    async fn page_moves(&self, page_id: Option<&str>) -> Result<Vec<PageMove>>;
     async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>>;
     /// One of the tenant's Pages, by its Meta id.
     async fn get_page(&self, tenant_id: &TenantId, page_id: &str) -> Result<Page>;
-    /// The tenant that onboarded a Page, whoever asks.
-    async fn page_owner(&self, page_id: &str) -> Result<Option<TenantId>>;
+    /// The tenant that onboarded a Page, and its proof, whoever asks.
+    async fn page_owner(&self, page_id: &str) -> Result<Option<(TenantId, PageProof)>>;
     /// The Page with its access token and its app's secret, for Graph API calls.
     async fn page_credentials(&self, tenant_id: &TenantId, page_id: &str) -> Result<PageCredentials>;
     /// Every Page with an access token, for the subscription check.
@@ -656,10 +774,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes what retention no longer keeps, in bounded batches: events older than their tenant's
     /// retention (`retention_days`, else `default_retention_ms`) whose deliveries are all final,
-    /// with those deliveries and their attempts; and raw POSTs older than the default.
+    /// with those deliveries and their attempts; and raw POSTs and refusals older than the default.
     async fn prune(&self, now: i64, default_retention_ms: i64) -> Result<PruneReport>;
     /// Sets a tenant's retention; `None` returns it to the operator's default.
     async fn set_tenant_retention(&self, id: &TenantId, days: Option<u32>) -> Result<Tenant>;
+
+    /// Keeps refused POSTs' metadata (the caller bounds how many per app and hour).
+    async fn record_refusals(&self, refusals: &[Refusal]) -> Result<()>;
+    async fn query_refusals(&self, query: &RefusalQuery) -> Result<Vec<Refusal>>;
 
     /// Forgets the dedup keys of items timed before `before` (Unix ms, by [`NewEvent::timestamp_ms`]),
     /// so that the dedup index stays the size of the window; returns how many were released.
@@ -718,8 +840,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_delivery(&self, tenant_id: &TenantId, id: &DeliveryId) -> Result<Delivery>;
     async fn query_inbound(&self, query: &InboundQuery) -> Result<Vec<Inbound>>;
     async fn get_inbound(&self, id: &InboundId) -> Result<Inbound>;
-    /// The events a raw POST produced, with their tenants.
-    async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<(EventId, TenantId, String)>>;
+    /// The events a raw POST produced, with their tenants and entries.
+    async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<InboundEvent>>;
     /// Claims `(scope, key)` for a request, or says how it was answered before.
     async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str, now: i64) -> Result<Idempotency>;
     /// Records the answer to give again.

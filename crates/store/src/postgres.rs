@@ -36,7 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pagewire_core::{
     ApiKeyId, AppRecordId, DeliveryId, EndpointId, EndpointSecret, EventId, HealthPolicy, InboundId, MasterKey,
-    OperationalEvent, PageRecordId, Secret, TenantId,
+    OperationalEvent, PageRecordId, RefusalId, Secret, TenantId,
 };
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
@@ -45,19 +45,22 @@ use tokio::sync::Notify;
 use crate::rows::{
     self, api_key_from_row, app_from_row, attempt_from_row, count, created_api_key, created_app, created_endpoint,
     created_page, created_tenant, delivery_from_row, endpoint_from_row, events_from_rows, idempotency_from_row,
-    inbound_from_row, json_headers, json_list, leased_deliveries, millis, page_credentials, page_from_row, parse_id,
-    push_endpoint_changes, push_replay_scope, settled, shown_endpoint_from_row, signing_key_from_row, tally_health,
-    tenant_from_row, verify_token_hash, ApiKeyRow, AppRow, AttemptRow, DeliveryRow, EndpointRow, EventRow,
-    IdempotencyRow, InboundRow, LeasedRow, PageRow, PageSecretsRow, SigningKeyRow, TargetRow, TenantRow,
-    API_KEY_COLUMNS, APP_COLUMNS, APP_SECRET, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, ENDPOINT_ED25519,
-    ENDPOINT_SECRET, EVENT_COLUMNS, IDEMPOTENT_RESPONSE, INBOUND_COLUMNS, LEASED_COLUMNS, PAGE_COLUMNS, PAGE_TOKEN,
-    SIGNING_KEY, SIGNING_KEY_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS, VERIFY_TOKEN,
+    inbound_columns_for_tenant, inbound_event_from_row, inbound_from_row, json_headers, json_list, leased_deliveries,
+    millis, page_credentials, page_from_row, page_move_from_row, parse_id, push_endpoint_changes, push_replay_scope,
+    refusal_from_row, settled, shown_endpoint_from_row, signing_key_from_row, tally_health, tenant_from_row,
+    verify_token_hash, ApiKeyRow, AppRow, AttemptRow, DeliveryRow, EndpointRow, EventRow, IdempotencyRow,
+    InboundEventRow, InboundRow, LeasedRow, PageMoveRow, PageRow, PageSecretsRow, RefusalRow, SigningKeyRow, TargetRow,
+    TenantRow, API_KEY_COLUMNS, APP_COLUMNS, APP_SECRET, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS,
+    ENDPOINT_ED25519, ENDPOINT_SECRET, EVENT_COLUMNS, IDEMPOTENT_RESPONSE, INBOUND_COLUMNS, LEASED_COLUMNS,
+    PAGE_COLUMNS, PAGE_TOKEN, REFUSAL_COLUMNS, SIGNING_KEY, SIGNING_KEY_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
+    VERIFY_TOKEN,
 };
 use crate::{
     ApiKey, AppUpdate, Attempt, AttemptRecord, Delivery, DeliveryQuery, DeliveryStatus, Endpoint, EndpointUpdate,
-    EventQuery, HealthReport, Idempotency, Inbound, InboundQuery, IngestReceipt, IngestRequest, Lease, Leased,
-    LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewEvent, NewMetaApp, NewPage, Page, PageCredentials, PruneReport,
-    Replay, Result, RoutingData, SigningKey, Store, StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
+    EventQuery, HealthReport, Idempotency, Inbound, InboundEvent, InboundQuery, IngestReceipt, IngestRequest, Lease,
+    Leased, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewEvent, NewMetaApp, NewPage, Page, PageCredentials,
+    PageMove, PageProof, PruneReport, Refusal, RefusalQuery, Replay, Result, RoutingData, SigningKey, Store,
+    StoreError, StoredEvent, SubscriptionCheck, Tenant, TenantStats,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -706,6 +709,56 @@ async fn insert_deliveries(tx: &mut PgConnection, deliveries: &[NewDelivery<'_>]
     Ok(())
 }
 
+/// The statement that inserts a Page record.
+fn insert_page<'q>(
+    key: &MasterKey,
+    id: &'q PageRecordId,
+    page: &'q NewPage,
+    now: i64,
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    let sealed = page.access_token.as_ref().map(|t| key.seal(PAGE_TOKEN, t.expose()));
+    sqlx::query(
+        "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, \
+         phone_number_ids, subscribed_fields, created_at, proof) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(id.as_str())
+    .bind(&page.page_id)
+    .bind(page.tenant_id.as_str())
+    .bind(&page.app_id)
+    .bind(page.platform.as_str())
+    .bind(page.name.as_deref())
+    .bind(sealed)
+    .bind(
+        (!page.phone_number_ids.is_empty())
+            .then(|| json_list(Some(&page.phone_number_ids)))
+            .flatten(),
+    )
+    .bind(json_list(page.subscribed_fields.as_deref()))
+    .bind(now)
+    .bind(page.proof.as_str())
+}
+
+/// The statement that records a Page's move between tenants.
+fn record_move<'q>(
+    page_id: &'q str,
+    from: Option<&'q TenantId>,
+    to: &'q TenantId,
+    reason: &'static str,
+    now: i64,
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    sqlx::query(
+        "INSERT INTO page_moves (page_id, from_tenant, to_tenant, reason, moved_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(page_id)
+    .bind(from.map(TenantId::as_str))
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(now)
+}
+
+/// An event's entry in its POST, from its payload's `source`.
+const INBOUND_EVENT_ENTRY: &str = "(e.payload::jsonb #>> '{source,entry}')::bigint";
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_tenant(&self, name: &str, now: i64) -> Result<Tenant> {
@@ -807,12 +860,12 @@ impl Store for PgStore {
 
     async fn rotate_signing_key(&self, kid: &str, secret: &Secret, now: i64, forget_before: i64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
-            .bind(forget_before)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+            .bind(forget_before)
             .execute(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO signing_keys (kid, secret_sealed, created_at) VALUES ($1, $2, $3)")
@@ -941,32 +994,101 @@ impl Store for PgStore {
 
     async fn create_page(&self, page: NewPage, now: i64) -> Result<Page> {
         let id = PageRecordId::new();
-        let sealed = page
-            .access_token
-            .as_ref()
-            .map(|t| self.key.seal(PAGE_TOKEN, t.expose()));
-        sqlx::query(
-            "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, name, access_token_sealed, \
-             phone_number_ids, subscribed_fields, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(id.as_str())
-        .bind(&page.page_id)
-        .bind(page.tenant_id.as_str())
-        .bind(&page.app_id)
-        .bind(page.platform.as_str())
-        .bind(page.name.as_deref())
-        .bind(sealed)
-        .bind(
-            (!page.phone_number_ids.is_empty())
-                .then(|| json_list(Some(&page.phone_number_ids)))
-                .flatten(),
-        )
-        .bind(json_list(page.subscribed_fields.as_deref()))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        insert_page(&self.key, &id, &page, now).execute(&self.pool).await?;
         self.announce(ROUTING_CHANNEL).await;
         Ok(created_page(id, page, now))
+    }
+
+    async fn take_over_page(&self, page: NewPage, now: i64) -> Result<(Page, Option<TenantId>)> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<(String, String)> = sqlx::query_as("SELECT tenant_id, proof FROM pages WHERE page_id = $1")
+            .bind(&page.page_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let previous = match held {
+            None => None,
+            Some((_, proof)) if PageProof::parse(&proof).is_none_or(PageProof::is_proven) => {
+                return Err(StoreError::Conflict {
+                    constraint: String::from("pages_page_id_key"),
+                });
+            }
+            Some((tenant, _)) => {
+                sqlx::query("DELETE FROM pages WHERE page_id = $1")
+                    .bind(&page.page_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Some(parse_id::<TenantId>(&tenant)?)
+            }
+        };
+        let id = PageRecordId::new();
+        insert_page(&self.key, &id, &page, now).execute(&mut *tx).await?;
+        let moved = previous.filter(|from| *from != page.tenant_id);
+        if let Some(from) = &moved {
+            record_move(&page.page_id, Some(from), &page.tenant_id, "proven_claim", now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.announce(ROUTING_CHANNEL).await;
+        Ok((created_page(id, page, now), moved))
+    }
+
+    async fn assign_page(
+        &self,
+        page_id: &str,
+        tenant_id: &TenantId,
+        app_id: &str,
+        now: i64,
+    ) -> Result<(Page, Option<TenantId>)> {
+        let mut tx = self.pool.begin().await?;
+        let (from,): (String,) = sqlx::query_as("SELECT tenant_id FROM pages WHERE page_id = $1")
+            .bind(page_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let from: TenantId = parse_id(&from)?;
+        let moved = (from != *tenant_id).then_some(from);
+        // A token and subscription state are the tenant's that gave them: they do not move.
+        let clear = if moved.is_some() {
+            ", access_token_sealed = NULL, subscribed_fields = NULL, subscription_status = NULL, \
+             subscription_detail = NULL, subscription_checked_at = NULL"
+        } else {
+            ""
+        };
+        let row: PageRow = sqlx::query_as(&format!(
+            "UPDATE pages SET tenant_id = $1, app_id = $2, proof = 'operator'{clear} WHERE page_id = $3 \
+             RETURNING {PAGE_COLUMNS}"
+        ))
+        .bind(tenant_id.as_str())
+        .bind(app_id)
+        .bind(page_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(from) = &moved {
+            record_move(page_id, Some(from), tenant_id, "operator", now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.announce(ROUTING_CHANNEL).await;
+        Ok((page_from_row(row)?, moved))
+    }
+
+    async fn all_pages(&self) -> Result<Vec<Page>> {
+        let rows: Vec<PageRow> = sqlx::query_as(&format!("SELECT {PAGE_COLUMNS} FROM pages ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(page_from_row).collect()
+    }
+
+    async fn page_moves(&self, page_id: Option<&str>) -> Result<Vec<PageMove>> {
+        let rows: Vec<PageMoveRow> = sqlx::query_as(
+            "SELECT page_id, from_tenant, to_tenant, reason, moved_at FROM page_moves \
+             WHERE $1::text IS NULL OR page_id = $1 ORDER BY id DESC",
+        )
+        .bind(page_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(page_move_from_row).collect()
     }
 
     async fn list_pages(&self, tenant_id: &TenantId) -> Result<Vec<Page>> {
@@ -990,12 +1112,17 @@ impl Store for PgStore {
         page_from_row(row)
     }
 
-    async fn page_owner(&self, page_id: &str) -> Result<Option<TenantId>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM pages WHERE page_id = $1")
+    async fn page_owner(&self, page_id: &str) -> Result<Option<(TenantId, PageProof)>> {
+        let row: Option<(String, String)> = sqlx::query_as("SELECT tenant_id, proof FROM pages WHERE page_id = $1")
             .bind(page_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|(tenant,)| parse_id(&tenant)).transpose()
+        row.map(|(tenant, proof)| {
+            let proof =
+                PageProof::parse(&proof).ok_or_else(|| StoreError::Corrupt(format!("unknown page proof `{proof}`")))?;
+            Ok((parse_id(&tenant)?, proof))
+        })
+        .transpose()
     }
 
     async fn page_credentials(&self, tenant_id: &TenantId, page_id: &str) -> Result<PageCredentials> {
@@ -1424,7 +1551,48 @@ impl Store for PgStore {
             .bind(before.as_str())
         })
         .await?;
+        let before = RefusalId::first_at(now.saturating_sub(default_retention_ms));
+        report.refusals += in_steps(&self.pool, STEP, || {
+            sqlx::query(
+                "DELETE FROM refusals WHERE id IN (SELECT id FROM refusals WHERE id < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(before.as_str())
+        })
+        .await?;
         Ok(report)
+    }
+
+    async fn record_refusals(&self, refusals: &[Refusal]) -> Result<()> {
+        if refusals.is_empty() {
+            return Ok(());
+        }
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO refusals (id, received_at, route, app_id, size, reason, detail) ",
+        );
+        insert.push_values(refusals, |mut row, r| {
+            row.push_bind(r.id.as_str())
+                .push_bind(r.received_at)
+                .push_bind(&r.route)
+                .push_bind(r.app_id.as_deref())
+                .push_bind(i64::try_from(r.size).unwrap_or(i64::MAX))
+                .push_bind(&r.reason)
+                .push_bind(r.detail.as_deref());
+        });
+        insert.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn query_refusals(&self, query: &RefusalQuery) -> Result<Vec<Refusal>> {
+        let rows: Vec<RefusalRow> = sqlx::query_as(&format!(
+            "SELECT {REFUSAL_COLUMNS} FROM refusals WHERE ($1::text IS NULL OR id < $1) \
+             AND ($2::text[] IS NULL OR app_id = ANY($2)) ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(query.before.as_deref())
+        .bind(query.app_ids.as_deref())
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(refusal_from_row).collect()
     }
 
     async fn set_tenant_retention(&self, id: &TenantId, days: Option<u32>) -> Result<Tenant> {
@@ -1721,8 +1889,12 @@ impl Store for PgStore {
     }
 
     async fn query_inbound(&self, query: &InboundQuery) -> Result<Vec<Inbound>> {
+        let columns = match query.tenant_id {
+            Some(_) => inbound_columns_for_tenant("$2", INBOUND_EVENT_ENTRY),
+            None => INBOUND_COLUMNS.to_owned(),
+        };
         let rows: Vec<InboundRow> = sqlx::query_as(&format!(
-            "SELECT {INBOUND_COLUMNS} FROM inbound i WHERE ($1::text IS NULL OR i.id < $1) \
+            "SELECT {columns} FROM inbound i WHERE ($1::text IS NULL OR i.id < $1) \
              AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = i.id AND e.tenant_id = $2)) \
              ORDER BY i.id DESC LIMIT $3"
         ))
@@ -1742,15 +1914,14 @@ impl Store for PgStore {
         inbound_from_row(row)
     }
 
-    async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<(EventId, TenantId, String)>> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT id, tenant_id, type FROM events WHERE inbound_id = $1 ORDER BY id")
-                .bind(id.as_str())
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|(id, tenant, event_type)| Ok((parse_id(&id)?, parse_id(&tenant)?, event_type)))
-            .collect()
+    async fn events_of_inbound(&self, id: &InboundId) -> Result<Vec<InboundEvent>> {
+        let rows: Vec<InboundEventRow> = sqlx::query_as(&format!(
+            "SELECT e.id, e.tenant_id, e.type, {INBOUND_EVENT_ENTRY} FROM events e WHERE e.inbound_id = $1 ORDER BY e.id"
+        ))
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(inbound_event_from_row).collect()
     }
 
     async fn idempotency_begin(&self, scope: &str, key: &str, request_hash: &str, now: i64) -> Result<Idempotency> {

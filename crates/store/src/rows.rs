@@ -22,8 +22,9 @@ use sqlx::QueryBuilder;
 
 use crate::{
     ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, Endpoint, EndpointUpdate, Idempotency, Inbound,
-    IngestReceipt, KeyRole, Leased, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewEvent, NewMetaApp, NewPage,
-    Page, PageCredentials, Replay, Result, SigningKey, StoreError, StoredEvent, SubscriptionCheck, Tenant,
+    InboundEvent, IngestReceipt, KeyRole, Leased, LeasedDelivery, MetaApp, NewApiKey, NewEndpoint, NewEvent,
+    NewMetaApp, NewPage, Page, PageCredentials, PageMove, PageProof, Refusal, Replay, Result, SigningKey, StoreError,
+    StoredEvent, SubscriptionCheck, Tenant,
 };
 
 // The purposes secrets are sealed for: the same in both databases, so a sealed value means the
@@ -43,7 +44,7 @@ pub(crate) const APP_COLUMNS: &str = "id, app_id, tenant_id, name, app_secret_se
                                       previous_secret_expires_at, verify_token_sealed, created_at, updated_at";
 pub(crate) const PAGE_COLUMNS: &str = "id, page_id, tenant_id, app_id, platform, name, \
     access_token_sealed IS NOT NULL, phone_number_ids, subscribed_fields, subscription_status, \
-    subscription_detail, subscription_checked_at, created_at";
+    subscription_detail, subscription_checked_at, created_at, proof";
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, page_ids, include_standby, \
     include_echoes, max_concurrency, rate_limit, ordered, format, headers, previous_secret_expires_at, \
     ed25519_sealed, enabled, disabled_reason, consecutive_failures, probe_at, created_at, updated_at";
@@ -68,6 +69,30 @@ pub(crate) const ATTEMPT_COLUMNS: &str =
 /// Inbound requests as `i`.
 pub(crate) const INBOUND_COLUMNS: &str =
     "i.id, i.received_at, i.app_id, i.object, i.body, i.entries, i.events, i.unroutable_entries";
+
+/// [`INBOUND_COLUMNS`] as one tenant sees them (the tenant is the query's parameter `tenant`, and
+/// `entry` the backend's expression for an event's entry): its own entries and events, none of
+/// the POST's unroutable entries.
+pub(crate) fn inbound_columns_for_tenant(tenant: &str, entry: &str) -> String {
+    format!(
+        "i.id, i.received_at, i.app_id, i.object, i.body, \
+         (SELECT COUNT(DISTINCT {entry}) FROM events e WHERE e.inbound_id = i.id AND e.tenant_id = {tenant}), \
+         (SELECT COUNT(*) FROM events e WHERE e.inbound_id = i.id AND e.tenant_id = {tenant}), \
+         NULL"
+    )
+}
+
+/// An event of a raw POST: id, tenant, type and entry.
+pub(crate) type InboundEventRow = (String, String, String, Option<i64>);
+
+pub(crate) fn inbound_event_from_row((id, tenant, event_type, entry): InboundEventRow) -> Result<InboundEvent> {
+    Ok(InboundEvent {
+        id: parse_id(&id)?,
+        tenant_id: parse_id(&tenant)?,
+        event_type,
+        entry: entry.and_then(|e| u32::try_from(e).ok()),
+    })
+}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TenantRow {
@@ -217,6 +242,7 @@ pub(crate) type PageRow = (
     Option<String>,
     Option<i64>,
     i64,
+    String,
 );
 
 /// A Page as just inserted.
@@ -232,8 +258,22 @@ pub(crate) fn created_page(id: PageRecordId, page: NewPage, now: i64) -> Page {
         phone_number_ids: page.phone_number_ids,
         subscribed_fields: page.subscribed_fields,
         subscription: None,
+        proof: page.proof,
         created_at: now,
     }
+}
+
+/// A recorded move: page, from, to, reason, time.
+pub(crate) type PageMoveRow = (String, Option<String>, String, String, i64);
+
+pub(crate) fn page_move_from_row((page_id, from, to, reason, moved_at): PageMoveRow) -> Result<PageMove> {
+    Ok(PageMove {
+        page_id,
+        from_tenant: from.as_deref().map(parse_id).transpose()?,
+        to_tenant: parse_id(&to)?,
+        reason,
+        moved_at,
+    })
 }
 
 pub(crate) fn page_from_row(row: PageRow) -> Result<Page> {
@@ -251,6 +291,7 @@ pub(crate) fn page_from_row(row: PageRow) -> Result<Page> {
         detail,
         checked_at,
         created_at,
+        proof,
     ) = row;
     let subscription = match (status, checked_at) {
         (Some(status), Some(checked_at)) => Some(SubscriptionCheck {
@@ -272,6 +313,7 @@ pub(crate) fn page_from_row(row: PageRow) -> Result<Page> {
         phone_number_ids: parse_json_list(phone_number_ids)?.unwrap_or_default(),
         subscribed_fields: parse_json_list(fields)?,
         subscription,
+        proof: PageProof::parse(&proof).ok_or_else(|| StoreError::Corrupt(format!("unknown page proof `{proof}`")))?,
         created_at,
     })
 }
@@ -969,4 +1011,21 @@ pub(crate) const DEDUP_KEY_LEN: usize = 24;
 /// The time prefix of dedup keys: every key of an item timed before `ms` sorts below it.
 pub(crate) fn dedup_time(ms: i64) -> [u8; 8] {
     u64::try_from(ms).unwrap_or(0).to_be_bytes()
+}
+
+/// A refusal as read: id, time, route, app, size, reason, detail.
+pub(crate) type RefusalRow = (String, i64, String, Option<String>, i64, String, Option<String>);
+
+pub(crate) const REFUSAL_COLUMNS: &str = "id, received_at, route, app_id, size, reason, detail";
+
+pub(crate) fn refusal_from_row((id, received_at, route, app_id, size, reason, detail): RefusalRow) -> Result<Refusal> {
+    Ok(Refusal {
+        id: parse_id(&id)?,
+        received_at,
+        route,
+        app_id,
+        size: u64::try_from(size).unwrap_or(0),
+        reason,
+        detail,
+    })
 }

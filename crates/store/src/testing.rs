@@ -14,7 +14,8 @@ use pagewire_core::{
 };
 
 use crate::{
-    AttemptRecord, DeliveryStatus, IngestRequest, Lease, NewEndpoint, NewEvent, NewMetaApp, NewPage, Store, StoreError,
+    AttemptRecord, DeliveryStatus, IngestRequest, Lease, NewEndpoint, NewEvent, NewMetaApp, NewPage, PageProof, Store,
+    StoreError,
 };
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -48,6 +49,9 @@ macro_rules! contract_tests {
             prunes_posts_by_their_arrival_time,
             keeps_tenants_apart,
             refuses_a_page_onboarded_twice,
+            a_proven_claim_takes_a_page_from_an_unproven_one,
+            the_operator_moves_a_page_without_its_token,
+            keeps_refusals_and_prunes_them_with_the_posts,
             opens_secrets_it_sealed,
             keeps_a_rotated_app_secret_until_its_overlap_ends,
             refuses_a_verify_token_another_app_has,
@@ -109,6 +113,7 @@ pub async fn onboard_with(store: &dyn Store, page_id: &str, controls: DeliveryCo
                 access_token: Some(Secret::new(String::from("page-token"))),
                 phone_number_ids: Vec::new(),
                 subscribed_fields: None,
+                proof: PageProof::AccessToken,
             },
             NOW,
         )
@@ -619,6 +624,7 @@ pub async fn keeps_whatsapp_phone_number_ids(store: Arc<dyn Store>) -> Result {
                 access_token: None,
                 phone_number_ids: vec![String::from("106540352242922"), String::from("106540352242923")],
                 subscribed_fields: None,
+                proof: PageProof::AccessToken,
             },
             NOW,
         )
@@ -768,11 +774,171 @@ pub async fn refuses_a_page_onboarded_twice(store: Arc<dyn Store>) -> Result {
                 access_token: None,
                 phone_number_ids: Vec::new(),
                 subscribed_fields: None,
+                proof: PageProof::AccessToken,
             },
             NOW,
         )
         .await;
     assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    Ok(())
+}
+
+/// A claim of Page `page_id` by `tenant` under app `app_id`.
+fn claim(page_id: &str, tenant: &TenantId, app_id: &str, proof: PageProof) -> NewPage {
+    NewPage {
+        page_id: page_id.to_owned(),
+        tenant_id: tenant.clone(),
+        app_id: app_id.to_owned(),
+        platform: Platform::Messenger,
+        name: None,
+        access_token: proof.is_proven().then(|| Secret::new(String::from("page-token"))),
+        phone_number_ids: Vec::new(),
+        subscribed_fields: None,
+        proof,
+    }
+}
+
+pub async fn a_proven_claim_takes_a_page_from_an_unproven_one(store: Arc<dyn Store>) -> Result {
+    let owner = onboard(store.as_ref(), "130").await?;
+    let squatter = store.create_tenant("Squatter", NOW).await?.id;
+    // The squatter's unproven claim of a Page nobody has: kept, but not routed.
+    store
+        .create_page(claim("131", &squatter, "9130", PageProof::Unproven), NOW)
+        .await?;
+    let routing = store.load_routing().await?;
+    let page = routing
+        .pages
+        .iter()
+        .find(|p| p.page_id == "131")
+        .ok_or("claim missing")?;
+    assert!(!page.proof.is_routed());
+    assert_eq!(
+        store.page_owner("131").await?,
+        Some((squatter.clone(), PageProof::Unproven))
+    );
+
+    // The owner proves it: the claim is taken over, and the move recorded.
+    let (page, from) = store
+        .take_over_page(claim("131", &owner.tenant, "9130", PageProof::AccessToken), NOW + 1)
+        .await?;
+    assert_eq!(
+        (page.tenant_id.clone(), page.proof),
+        (owner.tenant.clone(), PageProof::AccessToken)
+    );
+    assert_eq!(from, Some(squatter.clone()));
+    assert!(store.list_pages(&squatter).await?.is_empty());
+    let moves = store.page_moves(Some("131")).await?;
+    assert_eq!(moves.len(), 1);
+    assert_eq!(
+        (
+            moves[0].from_tenant.as_ref(),
+            &moves[0].to_tenant,
+            moves[0].reason.as_str()
+        ),
+        (Some(&squatter), &owner.tenant, "proven_claim")
+    );
+
+    // A proven claim is not taken by another proof, nor by an unproven claim.
+    let err = store
+        .take_over_page(claim("131", &squatter, "9130", PageProof::AccessToken), NOW + 2)
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    let err = store
+        .create_page(claim("131", &squatter, "9130", PageProof::Unproven), NOW + 2)
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    // Proving one's own unproven claim is no move.
+    store
+        .create_page(claim("132", &owner.tenant, "9130", PageProof::Unproven), NOW)
+        .await?;
+    let (_, from) = store
+        .take_over_page(claim("132", &owner.tenant, "9130", PageProof::AccessToken), NOW + 3)
+        .await?;
+    assert_eq!(from, None);
+    assert!(store.page_moves(Some("132")).await?.is_empty());
+    Ok(())
+}
+
+pub async fn the_operator_moves_a_page_without_its_token(store: Arc<dyn Store>) -> Result {
+    let first = onboard(store.as_ref(), "133").await?;
+    let second = store.create_tenant("Second", NOW).await?.id;
+    let (page, from) = store.assign_page("133", &second, "9133", NOW + 5).await?;
+    assert_eq!(from, Some(first.tenant.clone()));
+    assert_eq!(
+        (page.tenant_id.clone(), page.proof),
+        (second.clone(), PageProof::Operator)
+    );
+    assert!(
+        !page.has_access_token,
+        "the first tenant's token does not move with the Page"
+    );
+    assert_eq!(store.page_moves(None).await?[0].reason, "operator");
+    // Approving the tenant's own Page is no move.
+    let (page, from) = store.assign_page("133", &second, "9133", NOW + 6).await?;
+    assert_eq!((page.proof, from), (PageProof::Operator, None));
+    assert_eq!(store.page_moves(Some("133")).await?.len(), 1);
+    assert!(matches!(
+        store.assign_page("404", &second, "9133", NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.all_pages().await?.len(), 1);
+    Ok(())
+}
+
+pub async fn keeps_refusals_and_prunes_them_with_the_posts(store: Arc<dyn Store>) -> Result {
+    const DAY: i64 = 86_400_000;
+    let refusal = |at: i64, app: Option<&str>, reason: &str| crate::Refusal {
+        id: pagewire_core::RefusalId::at(at),
+        received_at: at,
+        route: String::from("shared"),
+        app_id: app.map(str::to_owned),
+        size: 120,
+        reason: reason.to_owned(),
+        detail: Some(String::from("why")),
+    };
+    let kept = [
+        refusal(NOW, Some("9140"), "invalid_signature"),
+        refusal(NOW + 1, None, "unknown_pages"),
+        refusal(NOW + 10 * DAY, Some("9141"), "invalid_json"),
+    ];
+    store.record_refusals(&kept).await?;
+    let all = store
+        .query_refusals(&crate::RefusalQuery {
+            limit: 10,
+            ..crate::RefusalQuery::default()
+        })
+        .await?;
+    assert_eq!(
+        all.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
+        ["invalid_json", "unknown_pages", "invalid_signature"]
+    );
+    let one_app = store
+        .query_refusals(&crate::RefusalQuery {
+            limit: 10,
+            before: None,
+            app_ids: Some(vec![String::from("9140")]),
+        })
+        .await?;
+    assert_eq!(one_app, vec![kept[0].clone()]);
+    let none = store
+        .query_refusals(&crate::RefusalQuery {
+            limit: 10,
+            before: None,
+            app_ids: Some(Vec::new()),
+        })
+        .await?;
+    assert!(none.is_empty(), "no apps, no refusals");
+    assert_eq!(store.prune(NOW + 31 * DAY, 30 * DAY).await?.refusals, 2);
+    assert_eq!(
+        store
+            .query_refusals(&crate::RefusalQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await?
+            .len(),
+        1
+    );
     Ok(())
 }
 
@@ -846,6 +1012,12 @@ pub async fn rotates_signing_keys_and_forgets_expired_ones(store: Arc<dyn Store>
         .await?;
     let kids: Vec<String> = store.signing_keys().await?.into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, vec!["sk_c", "sk_b"]);
+    // Forgetting from after `now` takes the key just retired as well: retired at once.
+    store
+        .rotate_signing_key("sk_d", &Secret::new(String::from("d")), NOW + 30, NOW + 31)
+        .await?;
+    let kids: Vec<String> = store.signing_keys().await?.into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, vec!["sk_d"]);
     Ok(())
 }
 

@@ -61,6 +61,7 @@ async fn names_the_constraint_a_write_conflicts_with() -> Result {
         access_token: None,
         phone_number_ids: Vec::new(),
         subscribed_fields: None,
+        proof: pagewire_store::PageProof::AccessToken,
     };
     let err = store.create_page(page.clone(), NOW).await;
     assert!(

@@ -37,6 +37,36 @@ async fn opens_in_wal_mode_with_full_sync_and_8_kib_pages() -> Result {
     Ok(())
 }
 
+/// The database holds every tenant's messages: other local users must not read it, even where
+/// the data directory is open to them (mode 0777) or was made by an older release.
+#[cfg(unix)]
+#[tokio::test]
+async fn keeps_database_files_readable_by_their_owner_only() -> Result {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| -> Result<u32> { Ok(std::fs::metadata(path)?.permissions().mode() & 0o777) };
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    let db = dir.path().join("pagewire.db");
+    let first = store(&dir, MasterKey::generate()).await?;
+    testing::onboard(first.as_ref(), "210").await?;
+    for file in ["pagewire.db", "pagewire.db-wal", "pagewire.db-shm"] {
+        assert_eq!(mode(&dir.path().join(file))?, 0o600, "{file}");
+    }
+    drop(first);
+
+    // Files an older release left readable to all are closed up when the node opens them.
+    for file in ["pagewire.db", "pagewire.db-wal", "pagewire.db-shm"] {
+        let path = dir.path().join(file);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    let reopened = store(&dir, MasterKey::generate()).await?;
+    assert_eq!(mode(&db)?, 0o600);
+    drop(reopened);
+    Ok(())
+}
+
 #[tokio::test]
 async fn refuses_to_open_secrets_with_another_master_key() -> Result {
     let dir = tempfile::tempdir()?;
@@ -73,6 +103,40 @@ async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
     // A database made before keeps the page size it was made with, and works as well.
     let pragmas = store.pragmas().await?;
     assert_eq!((pragmas.journal_mode.as_str(), pragmas.page_size), ("wal", 4096));
+    Ok(())
+}
+
+/// Pages onboarded before proof was asked for stay routed after the upgrade, and are listed as
+/// unproven (`legacy`): the operator approves or moves them.
+#[tokio::test]
+async fn pages_from_before_proof_stay_routed_as_legacy() -> Result {
+    use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("pagewire.db");
+    let older = testing::migrations_before("sqlite", "0022")?;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .connect()
+        .await?;
+    sqlx::migrate::Migrator::new(older.path()).await?.run(&mut conn).await?;
+    for statement in [
+        "INSERT INTO tenants (id, name, created_at) VALUES ('ten_01HZY3J5Q8X9W7V6T5R4P3N2M1', 'Old', 1)",
+        "INSERT INTO meta_apps (id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, verify_token_hash, \
+         created_at, updated_at) VALUES ('app_01HZY3J5Q8X9W7V6T5R4P3N2M1', '9300', NULL, 'x', 'y', 'h', 1, 1)",
+        "INSERT INTO pages (id, page_id, tenant_id, app_id, platform, created_at) \
+         VALUES ('pg_01HZY3J5Q8X9W7V6T5R4P3N2M1', '300', 'ten_01HZY3J5Q8X9W7V6T5R4P3N2M1', '9300', 'messenger', 1)",
+    ] {
+        conn.execute(statement).await?;
+    }
+    conn.close().await?;
+
+    let store = SqliteStore::open(&path, MasterKey::generate(), SqliteStoreOptions::default()).await?;
+    let pages = store.all_pages().await?;
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].proof, pagewire_store::PageProof::Legacy);
+    assert!(pages[0].proof.is_routed() && !pages[0].proof.is_proven());
     Ok(())
 }
 
