@@ -1,7 +1,7 @@
 //! Verify + parse + normalize, the ingress hot path before the database: a 1-item body and a
 //! 1000-item body of mixed Messenger items, and a 1000-item WhatsApp body, encoded as Meta encodes
-//! them. Reproduce with `cargo bench -p pagewire-meta --bench normalize` (figures in
-//! `docs/benchmarks.md`).
+//! them; and the envelope parse alone (with its duplicate-key check) over the same bodies. Reproduce
+//! with `cargo bench -p pagewire-meta --bench normalize` (figures in `docs/benchmarks.md`).
 
 use std::hint::black_box;
 
@@ -10,7 +10,7 @@ use std::hint::black_box;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pagewire_meta::{sign, SignatureHeader, VerifiedEnvelope};
+use pagewire_meta::{sign, Envelope, SignatureHeader, VerifiedEnvelope};
 use serde_json::{json, Value};
 
 const SECRET: &[u8] = b"0f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -88,13 +88,23 @@ fn verify_and_normalize(body: &[u8], header: &SignatureHeader) -> usize {
     envelope.normalize().len()
 }
 
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("verify_normalize");
-    for (name, body, items) in [
+fn bodies() -> [(&'static str, Vec<u8>, usize); 3] {
+    [
         ("messenger_1", messenger_body(1), 1),
         ("messenger_1000", messenger_body(1000), 1000),
         ("whatsapp_1000", whatsapp_body(1000), 1000),
-    ] {
+    ]
+}
+
+/// The envelope parse alone, as the shared route does it before verifying: the one-pass read of
+/// `object` and `entry[]` and the walk that refuses duplicate keys anywhere in the body.
+fn parse(body: &[u8]) -> usize {
+    Envelope::parse(body).map_or(0, |envelope| envelope.entries().len())
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("verify_normalize");
+    for (name, body, items) in bodies() {
         let signature = sign(SECRET, &body);
         let Ok(header) = SignatureHeader::parse(Some(signature.as_bytes()), false) else {
             panic!("the signature header does not parse");
@@ -102,6 +112,14 @@ fn bench(c: &mut Criterion) {
         assert_eq!(verify_and_normalize(&body, &header), items, "{name}");
         group.throughput(Throughput::Elements(items as u64));
         group.bench_function(name, |b| b.iter(|| verify_and_normalize(black_box(&body), &header)));
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("parse");
+    for (name, body, _) in bodies() {
+        assert!(parse(&body) > 0, "{name}");
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| b.iter(|| parse(black_box(&body))));
     }
     group.finish();
 }

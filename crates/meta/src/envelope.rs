@@ -5,6 +5,9 @@
 //! Pages (or accounts) whose app secret verifies the body. After it, a [`VerifiedEnvelope`] (only
 //! obtainable with a [`Verified`] proof over the very same bytes) is what normalization accepts.
 //! Nothing is re-serialized: entries and items stay slices of the body.
+//!
+//! A body that repeats a key within any one object is refused (see [`crate::duplicate_key`]):
+//! parsers disagree on which of the values counts, and the entry id routes the body to a tenant.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,6 +17,7 @@ use serde::Deserialize;
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 
+use crate::duplicate_key;
 use crate::signature::Verified;
 use crate::wire::{self, RawList};
 
@@ -26,7 +30,16 @@ pub enum EnvelopeError {
     NotJson(#[source] serde_json::Error),
     #[error("the body is JSON but not an object")]
     NotAnObject,
-    /// Only duplicate keys in the envelope object get here.
+    /// An object of the body (the envelope, an entry, an item at any depth) has a key twice, `"a"`
+    /// and `"\u0061"` counting as the same key. `key` is cut to its first 64 bytes; `at` is the path
+    /// to the object (`$` for the envelope, `$.entry[0]` for the first entry), cut likewise.
+    #[error("the body repeats the key {key:?} in the object at {at}")]
+    DuplicateKey { key: String, at: String },
+    /// Objects and arrays nested deeper than serde_json reads (128 levels); Meta nests a few.
+    #[error("the body nests objects and arrays deeper than 128 levels")]
+    TooDeep,
+    /// Not expected: the envelope's fields take any JSON value, and a repeated field is refused as
+    /// [`EnvelopeError::DuplicateKey`]. Kept so that the parse stays total.
     #[error("the body is not a valid webhook envelope")]
     Invalid(#[source] serde_json::Error),
     #[error("the envelope's `object` is missing or not a string")]
@@ -35,6 +48,15 @@ pub enum EnvelopeError {
     MissingEntry,
     #[error("the envelope's `entry` is not an array")]
     EntryNotArray,
+}
+
+impl From<duplicate_key::Refusal> for EnvelopeError {
+    fn from(refusal: duplicate_key::Refusal) -> Self {
+        match refusal {
+            duplicate_key::Refusal::DuplicateKey { key, at } => Self::DuplicateKey { key, at },
+            duplicate_key::Refusal::TooDeep => Self::TooDeep,
+        }
+    }
 }
 
 /// A verification proof that covers other bytes than the envelope was parsed from.
@@ -107,7 +129,7 @@ const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 impl<'a> Envelope<'a> {
     /// Parses the raw body. `object` must be a string and `entry` an array (`[]` is fine); an entry
     /// that is not an object, or whose item fields are not arrays, is kept with those fields absent
-    /// rather than failing the whole POST.
+    /// rather than failing the whole POST. No object anywhere in the body may repeat a key.
     pub fn parse(body: &'a [u8]) -> Result<Self, EnvelopeError> {
         let text = std::str::from_utf8(body).map_err(EnvelopeError::NotUtf8)?;
         if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
@@ -117,11 +139,25 @@ impl<'a> Envelope<'a> {
                 Err(err) => EnvelopeError::NotJson(err),
             });
         }
-        if let Some(envelope) = Self::parse_in_one_pass(body, text) {
-            return Ok(envelope);
-        }
+        let envelope = match Self::parse_in_one_pass(body, text) {
+            Some(envelope) => envelope,
+            None => Self::parse_tolerantly(body, text)?,
+        };
+        // Either parse has read the whole body as JSON; one more pass refuses it if an object
+        // repeats a key, which the parses would read as its first value or its last, or (serde's
+        // derive refuses a repeated field) as an entry without fields.
+        duplicate_key::check(text)?;
+        Ok(envelope)
+    }
+
+    /// The parse of bodies the one-pass parse does not take: odd entries are kept whole.
+    fn parse_tolerantly(body: &'a [u8], text: &'a str) -> Result<Self, EnvelopeError> {
         let wire: EnvelopeWire<'a> = serde_json::from_str(text).map_err(|err| match err.classify() {
-            Category::Data => EnvelopeError::Invalid(err),
+            // The envelope repeats a field: refused mid-parse, before the rest was read.
+            Category::Data => match serde_json::from_str::<IgnoredAny>(text) {
+                Err(not_json) => EnvelopeError::NotJson(not_json),
+                Ok(_) => duplicate_key::check(text).map_or_else(EnvelopeError::from, |()| EnvelopeError::Invalid(err)),
+            },
             Category::Io | Category::Syntax | Category::Eof => EnvelopeError::NotJson(err),
         })?;
         let object = wire::string(wire.object).ok_or(EnvelopeError::MissingObject)?;
@@ -359,6 +395,8 @@ mod tests {
             EnvelopeError::NotUtf8(_) => "NotUtf8",
             EnvelopeError::NotJson(_) => "NotJson",
             EnvelopeError::NotAnObject => "NotAnObject",
+            EnvelopeError::DuplicateKey { .. } => "DuplicateKey",
+            EnvelopeError::TooDeep => "TooDeep",
             EnvelopeError::Invalid(_) => "Invalid",
             EnvelopeError::MissingObject => "MissingObject",
             EnvelopeError::MissingEntry => "MissingEntry",
@@ -368,13 +406,17 @@ mod tests {
 
     #[test]
     fn rejects_bodies_that_are_not_envelopes() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 13] = [
             (b"\xff\xfe", "NotUtf8"),
             (b"", "NotJson"),
             (br#"{"object":"#, "NotJson"),
             (b"{} trailing", "NotJson"),
             (b"[1,2]", "NotAnObject"),
-            (br#"{"object":"page","object":"page","entry":[]}"#, "Invalid"),
+            (br#"{"object":"page","object":"page","entry":[]}"#, "DuplicateKey"),
+            (br#"[{"object":"page","object":"page"}]"#, "NotAnObject"),
+            // A repeat before a syntax error is not JSON; one after it, neither.
+            (br#"{"object":"page","object":"page","entry":[}"#, "NotJson"),
+            (br#"{"object":"page","entry":[{"id":"1","id":"2"}],"x":}"#, "NotJson"),
             (br#"{"entry":[]}"#, "MissingObject"),
             (br#"{"object":1,"entry":[]}"#, "MissingObject"),
             (br#"{"object":"page"}"#, "MissingEntry"),
@@ -384,6 +426,90 @@ mod tests {
             let err = Envelope::parse(body).expect_err("not an envelope");
             assert_eq!(variant(&err), expected, "{:?}", String::from_utf8_lossy(body));
         }
+        let deep = format!(
+            r#"{{"object":"page","entry":[],"x":{}{}}}"#,
+            "[".repeat(129),
+            "]".repeat(129)
+        );
+        assert_eq!(
+            variant(&Envelope::parse(deep.as_bytes()).expect_err("too deep")),
+            "TooDeep"
+        );
+        let deep_enough = format!(
+            r#"{{"object":"page","entry":[],"x":{}{}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        assert!(Envelope::parse(deep_enough.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn refuses_an_entry_that_names_two_page_ids() {
+        // First another tenant's Page, last the sender's own: whichever a reader keeps, the body is
+        // not taken in.
+        let body = br#"{"object":"page","entry":[{"id":"208765432109876","time":1,"id":"104872345678901",
+            "messaging":[{"sender":{"id":"1"},"recipient":{"id":"208765432109876"},"message":{"mid":"m","text":"x"}}]}]}"#;
+        let err = Envelope::parse(body).expect_err("a repeated entry id");
+        let EnvelopeError::DuplicateKey { key, at } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!((key.as_str(), at.as_str()), ("id", "$.entry[0]"));
+        assert_eq!(
+            err.to_string(),
+            r#"the body repeats the key "id" in the object at $.entry[0]"#
+        );
+        let proof = verified(body);
+        assert!(matches!(
+            VerifiedEnvelope::parse(proof),
+            Err(EnvelopeError::DuplicateKey { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_a_repeated_key_at_any_depth() {
+        let cases: [(&[u8], &str, &str); 6] = [
+            (br#"{"object":"page","entry":[],"entry":[]}"#, "entry", "$"),
+            (
+                br#"{"object":"page","entry":[{"id":"1","messaging":[],"messaging":[]}]}"#,
+                "messaging",
+                "$.entry[0]",
+            ),
+            (
+                br#"{"object":"page","entry":[{"id":"1","messaging":[{"a":1},{"sender":{},"sender":{}}]}]}"#,
+                "sender",
+                "$.entry[0].messaging[1]",
+            ),
+            (
+                br#"{"object":"page","entry":[{"id":"1","changes":[{"field":"feed","value":{"from":{"id":"1","id":"2"}}}]}]}"#,
+                "id",
+                "$.entry[0].changes[0].value.from",
+            ),
+            // Odd entries, read whole by the tolerant parse, are checked as well.
+            (br#"{"object":"page","entry":[{"id":"1","id":"2"}]}"#, "id", "$.entry[0]"),
+            (br#"{"object":"page","entry":[{"id":"1","\u0069d":"2","messaging":[]}]}"#, "id", "$.entry[0]"),
+        ];
+        for (body, key, at) in cases {
+            match Envelope::parse(body) {
+                Err(EnvelopeError::DuplicateKey {
+                    key: found,
+                    at: found_at,
+                }) => {
+                    assert_eq!((found.as_str(), found_at.as_str()), (key, at));
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+
+    #[test]
+    fn accepts_an_item_of_100_000_distinct_keys() {
+        let keys: Vec<String> = (0..100_000).map(|n| format!("\"k{n}\":{n}")).collect();
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"1","messaging":[{{{}}}]}}]}}"#,
+            keys.join(",")
+        );
+        let envelope = Envelope::parse(body.as_bytes()).expect("distinct keys");
+        assert_eq!(envelope.item_count(), 1);
     }
 
     #[test]

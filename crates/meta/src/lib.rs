@@ -9,8 +9,9 @@
 //!
 //! The ingress holds the raw body and the signature headers:
 //!
-//! 1. [`Envelope::parse`] reads `object` and `entry[]` without copying (a malformed body answers
-//!    400); [`Envelope::entry_ids`] names the Pages whose app secret should verify it.
+//! 1. [`Envelope::parse`] reads `object` and `entry[]` without copying (a malformed body, or one
+//!    that repeats a key within an object, answers 400); [`Envelope::entry_ids`] names the Pages
+//!    whose app secret should verify it.
 //! 2. [`SignatureHeader::parse`] and [`SignatureHeader::verify`] check the signature over the raw
 //!    bytes and return a [`Verified`] proof (401 otherwise).
 //! 3. [`Envelope::into_verified`] joins the two into a [`VerifiedEnvelope`]; when the app secret is
@@ -109,6 +110,7 @@
 //! `{type}:{sender}:{watermark}` for reads and deliveries, else a hash of `raw`; `standby:` in
 //! front for standby items.
 
+mod duplicate_key;
 mod envelope;
 mod instagram;
 mod messenger;
