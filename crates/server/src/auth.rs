@@ -7,7 +7,8 @@
 //! credential gets 403 on every method but GET and HEAD. Handlers take [`Credential`], [`Caller`],
 //! [`Operator`] or [`TenantContext`] as extractors and never read headers.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -64,6 +65,8 @@ pub struct AuthState {
     admin_token: AdminToken,
     clock: Arc<dyn Clock>,
     tokens: TokenService,
+    /// Whether each API key that tokens were presented for is unrevoked, and when that was read.
+    key_status: Arc<Mutex<HashMap<ApiKeyId, (bool, i64)>>>,
 }
 
 impl AuthState {
@@ -73,6 +76,7 @@ impl AuthState {
             admin_token,
             clock,
             tokens,
+            key_status: Arc::default(),
         }
     }
 
@@ -115,9 +119,54 @@ impl AuthState {
                 tracing::info!(reason = %e, "token refused");
                 ApiError::Unauthorized
             })?;
-            return Credential::from_claims(&claims).ok_or(ApiError::Unauthorized);
+            let credential = Credential::from_claims(&claims).ok_or(ApiError::Unauthorized)?;
+            if let (Caller::Tenant(tenant_id), Some(key_id)) = (&credential.caller, &credential.key_id) {
+                if !self.key_is_live(tenant_id, key_id).await? {
+                    tracing::info!(%key_id, "token refused: its API key is revoked");
+                    return Err(ApiError::Unauthorized);
+                }
+            }
+            return Ok(credential);
         }
         Err(ApiError::Unauthorized)
+    }
+
+    /// Whether the API key a token was exchanged for is still unrevoked: read from the store, then
+    /// trusted for [`KEY_STATUS_TTL_MS`], so a revocation made on another node reaches this one
+    /// within a minute without a database read per request.
+    async fn key_is_live(&self, tenant_id: &TenantId, key_id: &ApiKeyId) -> Result<bool, ApiError> {
+        let now = self.clock.now_ms();
+        if let Some(&(live, checked_at)) = self
+            .key_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+        {
+            if now.saturating_sub(checked_at) < KEY_STATUS_TTL_MS {
+                return Ok(live);
+            }
+        }
+        let live = self
+            .store
+            .list_api_keys(tenant_id)
+            .await?
+            .iter()
+            .any(|key| key.id == *key_id && key.revoked_at.is_none());
+        let mut cache = self.key_status.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= KEY_STATUS_CAPACITY {
+            cache.retain(|_, (_, checked_at)| now.saturating_sub(*checked_at) < KEY_STATUS_TTL_MS);
+        }
+        cache.insert(key_id.clone(), (live, now));
+        Ok(live)
+    }
+
+    /// Refuses a revoked key's tokens on this node at once.
+    pub fn forget_key(&self, key_id: &ApiKeyId) {
+        let now = self.clock.now_ms();
+        self.key_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_id.clone(), (false, now));
     }
 
     /// Records `last_used_at`, at most once a minute per key and off the request's path.
@@ -141,6 +190,11 @@ impl AuthState {
 
 /// How precisely `last_used_at` is kept.
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+/// How long a key's standing, read for its tokens, is trusted: a revocation made on another node
+/// refuses the key's tokens here within this (well within the minute that is promised).
+const KEY_STATUS_TTL_MS: i64 = 30_000;
+/// Beyond this many keys remembered, stale entries are dropped.
+const KEY_STATUS_CAPACITY: usize = 10_000;
 
 fn sha256(value: &str) -> [u8; 32] {
     Sha256::digest(value.as_bytes()).into()

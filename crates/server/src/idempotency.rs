@@ -1,8 +1,11 @@
 //! `Idempotency-Key` on POSTs: a client that retries a create (after a timeout, a dropped
 //! connection) with the same key gets the first answer again instead of a second object.
 //!
-//! Keys belong to the caller (the operator, or one tenant whatever key or token it presents) and
-//! live 24 hours. The same key with a different request answers 422 `idempotency_key_reused`; while
+//! Keys belong to the credential that presented them (the operator, or one API key, directly or
+//! through a token exchanged for it) and live 24 hours: a key another credential used is a new
+//! key, so a read-only key can never be handed an admin's kept answer (a new key in plain text,
+//! say). Read-only credentials are not kept at all, and neither are refusals (401, 403): the
+//! handler authorizes every request a kept answer does not answer. The same key with a different request answers 422 `idempotency_key_reused`; while
 //! the first request runs, 409 `idempotency_key_in_progress`. Answers that are worth retrying
 //! (5xx, 429) are not kept. Kept answers are sealed: a create can show a secret once.
 
@@ -15,7 +18,7 @@ use pagewire_store::Idempotency;
 use sha2::{Digest, Sha256};
 
 use crate::admin::AdminState;
-use crate::auth::{Caller, Credential};
+use crate::auth::{Caller, Credential, Scope};
 use crate::error::ApiError;
 
 pub const HEADER: &str = "idempotency-key";
@@ -48,12 +51,14 @@ pub async fn guard(State(state): State<AdminState>, request: Request, next: Next
     };
     let (mut parts, body) = request.into_parts();
     // The handler finds the credential resolved here in the request's extensions.
-    let scope = match Credential::from_request_parts(&mut parts, &state).await {
-        Ok(credential) => match credential.caller {
-            Caller::Operator => String::from("operator"),
-            Caller::Tenant(id) => id.to_string(),
-        },
+    let credential = match Credential::from_request_parts(&mut parts, &state).await {
+        Ok(credential) => credential,
         Err(e) => return e.into_response(),
+    };
+    let Some(scope) = scope_of(&credential) else {
+        // Nothing a read-only credential may POST creates anything worth keeping; the handler
+        // refuses the rest.
+        return next.run(Request::from_parts(parts, body)).await;
     };
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
         return ApiError::PayloadTooLarge.into_response();
@@ -91,8 +96,13 @@ pub async fn guard(State(state): State<AdminState>, request: Request, next: Next
                 return ApiError::internal(std::io::Error::other("an answer too large to keep")).into_response();
             };
             let status = parts.status;
-            let worth_retrying = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-            let kept = if worth_retrying {
+            // A refusal is not an answer to keep: the same credential may be allowed later, and
+            // a kept 401 or 403 would stand in for the authorization that must run each time.
+            let not_kept = status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::UNAUTHORIZED
+                || status == StatusCode::FORBIDDEN;
+            let kept = if not_kept {
                 store.idempotency_abandon(&scope, &key).await
             } else {
                 store.idempotency_finish(&scope, &key, status.as_u16(), &bytes).await
@@ -103,6 +113,17 @@ pub async fn guard(State(state): State<AdminState>, request: Request, next: Next
             }
             Response::from_parts(parts, Body::from(bytes))
         }
+    }
+}
+
+/// Whose kept answers a request may be given: the operator's, or one API key's (a token exchanged
+/// for a key is that key). `None` for read-only credentials, whose requests are never kept.
+fn scope_of(credential: &Credential) -> Option<String> {
+    match (&credential.caller, credential.scope, &credential.key_id) {
+        (_, Scope::TenantReadOnly, _) => None,
+        (Caller::Operator, ..) => Some(String::from("operator")),
+        (Caller::Tenant(tenant), _, Some(key)) => Some(format!("{tenant}/{key}")),
+        (Caller::Tenant(_), _, None) => None,
     }
 }
 

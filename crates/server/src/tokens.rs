@@ -126,7 +126,7 @@ impl TokenService {
             Some(key) => key,
             None => {
                 // The first token ever: make the first key.
-                self.rotate().await?;
+                self.rotate(false).await?;
                 self.signing_key().await?.ok_or(TokenError::UnknownKey)?
             }
         };
@@ -190,23 +190,25 @@ impl TokenService {
         Ok(claims)
     }
 
-    /// Starts signing with a new key; the previous one verifies until its tokens expire.
-    pub async fn rotate(&self) -> Result<String, TokenError> {
+    /// Starts signing with a new key. The previous one verifies until its tokens expire, or, with
+    /// `retire_at_once`, no more: every token signed before is refused (on other nodes once they
+    /// re-read the keys, within a minute).
+    pub async fn rotate(&self, retire_at_once: bool) -> Result<String, TokenError> {
         let mut bytes = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut bytes);
         let kid = format!("sk_{}", ulid::Ulid::new().to_string().to_lowercase());
         let now = self.inner.clock.now_ms();
+        let forget_before = if retire_at_once {
+            now.saturating_add(1)
+        } else {
+            now.saturating_sub(self.ttl_ms())
+        };
         self.inner
             .store
-            .rotate_signing_key(
-                &kid,
-                &Secret::new(hex::encode(bytes)),
-                now,
-                now.saturating_sub(self.ttl_ms()),
-            )
+            .rotate_signing_key(&kid, &Secret::new(hex::encode(bytes)), now, forget_before)
             .await?;
         self.reload().await?;
-        tracing::info!(kid, "token signing key rotated");
+        tracing::info!(kid, retire_at_once, "token signing key rotated");
         Ok(kid)
     }
 
@@ -276,7 +278,7 @@ mod tests {
         let a = TokenService::with_refresh(Arc::clone(&store), Arc::clone(&clock), ttl, Duration::ZERO);
         let b = TokenService::with_refresh(Arc::clone(&store), Arc::clone(&clock), ttl, Duration::ZERO);
         let before = b.issue("key_x", Some("ten_x"), "tenant:admin").await?;
-        let kid = a.rotate().await?;
+        let kid = a.rotate(false).await?;
         let after = b.issue("key_x", Some("ten_x"), "tenant:admin").await?;
         let header = jsonwebtoken::decode_header(after.token.expose())?;
         assert_eq!(

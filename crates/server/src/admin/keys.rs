@@ -115,6 +115,8 @@ async fn revoke_key(state: &AdminState, tenant_id: &TenantId, key_id: &str) -> R
         .revoke_api_key(tenant_id, &key_id, state.clock.now_ms())
         .await
         .map_err(not_found("API key"))?;
+    // This node refuses the key's tokens at once; the others when their view of it is a minute old.
+    state.auth.forget_key(&key_id);
     tracing::info!(%tenant_id, %key_id, "API key revoked");
     Ok(ApiJson(key.into()))
 }
@@ -239,9 +241,32 @@ pub struct RotatedKey {
     kid: String,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSigningKey {
+    /// Refuse every token signed before, at once (a leaked signing key or token), instead of letting
+    /// them run out.
+    #[serde(default)]
+    retire_previous: bool,
+}
+
 /// Starts signing tokens with a new key; tokens signed with the previous key stay valid until they
-/// expire.
-pub async fn rotate_signing_key(State(state): State<AdminState>, _: Operator) -> Result<ApiJson<RotatedKey>, ApiError> {
-    let kid = state.auth.tokens().rotate().await.map_err(ApiError::internal)?;
+/// expire, or, with `retire_previous`, are refused from now on.
+pub async fn rotate_signing_key(
+    State(state): State<AdminState>,
+    _: Operator,
+    body: Bytes,
+) -> Result<ApiJson<RotatedKey>, ApiError> {
+    let body: RotateSigningKey = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSigningKey::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
+    };
+    let kid = state
+        .auth
+        .tokens()
+        .rotate(body.retire_previous)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(ApiJson(RotatedKey { kid }))
 }
