@@ -180,10 +180,24 @@ impl Gateway {
     /// POSTs to the admin API; a 429 (the API's rate limit, met when setting up many tenants) is
     /// sent again after its `Retry-After`.
     async fn call(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::POST, path, token, body).await
+    }
+
+    /// Onboards a Page for the tenant: claimed with its key, approved by the operator (the harness
+    /// has no Page access tokens to prove it with).
+    async fn onboard_page(&self, tenant_id: &str, key: &str, page_id: &str, app_id: &str) -> anyhow::Result<()> {
+        self.call("/v1/pages", key, json!({"page_id": page_id, "app_id": app_id}))
+            .await?;
+        let path = format!("/v1/tenants/{tenant_id}/pages/{page_id}");
+        self.send(reqwest::Method::PUT, &path, ADMIN_TOKEN, json!({})).await?;
+        Ok(())
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
         loop {
             let response = self
                 .client
-                .post(self.url(path))
+                .request(method.clone(), self.url(path))
                 .bearer_auth(token)
                 .json(&body)
                 .send()
@@ -201,7 +215,7 @@ impl Gateway {
             }
             let answer: Value = response.json().await?;
             if !status.is_success() {
-                bail!("POST {path} answered {status}: {answer}");
+                bail!("{method} {path} answered {status}: {answer}");
             }
             return Ok(answer);
         }
@@ -221,8 +235,7 @@ impl Gateway {
             json!({"app_id": app_id, "app_secret": app_secret, "verify_token": "bench-harness-verify-token"}),
         )
         .await?;
-        self.call("/v1/pages", &key, json!({"page_id": page_id, "app_id": app_id}))
-            .await?;
+        self.onboard_page(tenant_id, &key, page_id, app_id).await?;
         Ok(key)
     }
 
@@ -246,8 +259,7 @@ impl Gateway {
             .await?;
         let key = key["key"].as_str().context("no key")?.to_owned();
         for page in pages {
-            self.call("/v1/pages", &key, json!({"page_id": page, "app_id": app_id}))
-                .await?;
+            self.onboard_page(tenant_id, &key, page, app_id).await?;
         }
         Ok(key)
     }

@@ -224,6 +224,15 @@ async fn delivers_everything_acknowledged_before_a_crash() -> TestResult {
         Some(json!({"page_id": "1001", "app_id": "42"})),
     )
     .await?;
+    // Claimed without an access token, the Page is the tenant's once the operator approves it.
+    call(
+        &client,
+        reqwest::Method::PUT,
+        &ingress.url(&format!("/v1/tenants/{tenant_id}/pages/1001")),
+        ADMIN,
+        None,
+    )
+    .await?;
     let receiver = Receiver::start().await?;
     let endpoint = call(
         &client,

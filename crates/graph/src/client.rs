@@ -108,6 +108,18 @@ impl GraphClient {
         self.call(&call, access_token, app_secret).await
     }
 
+    /// `GET /me?fields=id,name`: what a token is for. A Page access token is the Page's own, so this
+    /// is what proves that a token (and whoever holds it) speaks for a Page; reading the Page's
+    /// node proves nothing, as public Pages can be read with tokens of others.
+    pub async fn me(&self, access_token: &str, app_secret: &str) -> Result<PageInfo, GraphError> {
+        let call = Call {
+            method: Method::GET,
+            path: &["me"],
+            params: &[("fields", "id,name")],
+        };
+        self.call(&call, access_token, app_secret).await
+    }
+
     /// `GET /{page-id}/subscribed_apps` with the Page's token: every app subscribed to the Page's
     /// webhooks (other apps included) and the fields each receives.
     pub async fn page_subscribed_apps(

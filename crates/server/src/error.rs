@@ -24,6 +24,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request body is not valid JSON: {0}")]
     InvalidJson(String),
+    /// A webhook body with a key twice in one object: parsers disagree on which value counts, so
+    /// none is taken. The detail names the key and the object (both cut short).
+    #[error("{0}")]
+    DuplicateKey(String),
     #[error("the request body is larger than the limit")]
     PayloadTooLarge,
     #[error("the webhook signature is missing or invalid: {0}")]
@@ -70,7 +74,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidJson(_) | Self::DuplicateKey(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -97,6 +101,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::Conflict(_) => "conflict",
             Self::InvalidJson(_) => "invalid_json",
+            Self::DuplicateKey(_) => "duplicate_key",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Signature(_) => "invalid_signature",
             Self::Unavailable => "unavailable",
@@ -118,6 +123,7 @@ impl ApiError {
             Self::Validation(_) => "Validation failed",
             Self::Conflict(_) => "Conflict",
             Self::InvalidJson(_) => "Invalid JSON",
+            Self::DuplicateKey(_) => "Duplicate key",
             Self::PayloadTooLarge => "Payload too large",
             Self::Signature(_) => "Invalid signature",
             Self::Unavailable | Self::Overloaded => "Service unavailable",
@@ -195,8 +201,11 @@ impl From<StoreError> for ApiError {
 /// Says which value is taken, in the API's words rather than the schema's.
 fn conflict_message(constraint: &str) -> String {
     match constraint {
-        c if c.contains("meta_apps") && c.contains("app_id") => String::from("this Meta app is already registered"),
-        c if c.contains("pages") && c.contains("page_id") => String::from("this Page is already onboarded"),
+        // Whoever registered it, the caller or another tenant: the words never tell which.
+        c if c.contains("meta_apps") && c.contains("app_id") => String::from(
+            "this Meta app is registered already; if it is yours and you did not register it, ask the operator",
+        ),
+        c if c.contains("pages") && c.contains("page_id") => String::from("this Page is onboarded already"),
         // SQLite says `FOREIGN KEY constraint failed`; PostgreSQL names the reference (`…_fkey`).
         c if c.contains("FOREIGN KEY") || c.ends_with("_fkey") => String::from("a referenced resource does not exist"),
         _ => String::from("the resource already exists"),

@@ -15,13 +15,14 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use pagewire_core::{Clock, EventFacts, EventId, InboundId};
-use pagewire_meta::{Envelope, SignatureError, SignatureHeader, VerifiedEnvelope};
+use pagewire_meta::{Envelope, EnvelopeError, SignatureError, SignatureHeader, VerifiedEnvelope};
 use pagewire_store::{IngestRequest, NewEvent, RawSpan, UnroutableEntry};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 use crate::ingest::{IngestError, IngestWriter};
+use crate::refusals::{self, RefusalLog, Route};
 use crate::routing::{AppRoute, Routing, RoutingCache};
 
 /// Meta sends up to about 3 MB; anything beyond this is refused with 413.
@@ -40,6 +41,8 @@ pub struct IngressState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Requests refused to shed load.
     pub shed: Arc<Throttled>,
+    /// Refused POSTs, kept as metadata.
+    pub refusals: Arc<RefusalLog>,
 }
 
 /// Something that can happen many times a second, counted and logged at most once per interval so
@@ -162,15 +165,83 @@ fn reject_signature(err: SignatureError) -> ApiError {
     ApiError::Signature(err)
 }
 
+/// 400 for a body that is not a webhook envelope. A body that repeats a key within an object gets
+/// its own code: it is well-formed JSON that parsers read differently (first value or last), which
+/// is how a body could be routed to one tenant and read as another's, so nothing of it is taken.
+fn reject_envelope(err: EnvelopeError) -> ApiError {
+    match err {
+        EnvelopeError::DuplicateKey { .. } => {
+            // The key and path in the message are cut short by the parser.
+            tracing::warn!(reason = %err, "rejected a webhook: a key repeats within an object");
+            ApiError::DuplicateKey(err.to_string())
+        }
+        other => ApiError::InvalidJson(other.to_string()),
+    }
+}
+
+/// A POST refused, with the registered app it was for when that is known.
+struct Refused {
+    error: ApiError,
+    app_id: Option<String>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self { error, app_id: None }
+    }
+}
+
+/// The size of a POST's body: as read, or as declared when it was too large to read.
+fn body_size(headers: &HeaderMap, body: &Result<Bytes, BytesRejection>) -> u64 {
+    match body {
+        Ok(body) => body.len() as u64,
+        Err(_) => headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// Answers a refusal, keeping its record when it says something about the POST.
+async fn answer(
+    state: &IngressState,
+    route: Route,
+    size: u64,
+    result: Result<&'static str, Refused>,
+) -> Result<&'static str, ApiError> {
+    let Refused { error, app_id } = match result {
+        Ok(answer) => return Ok(answer),
+        Err(refused) => refused,
+    };
+    if let Some(reason) = refusals::reason(&error) {
+        state
+            .refusals
+            .record(route, app_id.as_deref(), size, reason, error.to_string())
+            .await;
+    }
+    Err(error)
+}
+
 /// `POST /webhooks/meta`: the app is found through the Pages the entries name.
 async fn receive(
     State(state): State<Arc<IngressState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<&'static str, ApiError> {
-    let body = body?;
-    let signature = signature_header(&headers)?;
-    let envelope = Envelope::parse(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let size = body_size(&headers, &body);
+    let result = receive_shared(&state, &headers, body).await;
+    answer(&state, Route::Shared, size, result).await
+}
+
+async fn receive_shared(
+    state: &IngressState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<&'static str, Refused> {
+    let body = body.map_err(ApiError::from)?;
+    let signature = signature_header(headers)?;
+    let envelope = Envelope::parse(&body).map_err(reject_envelope)?;
     let routing = state.routing.snapshot();
 
     // The apps the named Pages are onboarded under, in order of appearance. A POST comes from one
@@ -198,20 +269,32 @@ async fn receive(
                 "acknowledged a webhook for Pages no tenant has onboarded; nothing was stored"
             );
         }
+        let detail = format!(
+            "`{}` POST of {} entries, none for a Page a tenant has proven; answered 200 and not stored",
+            envelope.object().chars().take(64).collect::<String>(),
+            envelope.entries().len()
+        );
+        state
+            .refusals
+            .record(Route::Shared, None, body.len() as u64, "unknown_pages", detail)
+            .await;
         return Ok("EVENT_RECEIVED");
     }
     let now = state.clock.now_ms();
+    let first_app = candidates.first().map(|app| app.app_id.clone());
+    let mismatch = || Refused {
+        error: reject_signature(SignatureError::Mismatch),
+        app_id: first_app.clone(),
+    };
     let verified = candidates.into_iter().find_map(|app| {
         signature
             .verify_any(app.app_secrets(now), &body)
             .ok()
             .map(|proof| (app, proof))
     });
-    let (app, proof) = verified.ok_or_else(|| reject_signature(SignatureError::Mismatch))?;
-    let envelope = envelope
-        .into_verified(proof)
-        .map_err(|_| reject_signature(SignatureError::Mismatch))?;
-    accept(&state, &routing, app, envelope, body.clone()).await
+    let (app, proof) = verified.ok_or_else(mismatch)?;
+    let envelope = envelope.into_verified(proof).map_err(|_| mismatch())?;
+    Ok(accept(state, &routing, app, envelope, body.clone()).await?)
 }
 
 /// `POST /webhooks/meta/{app_id}`: the app is named by the URL, so the body is verified before it is
@@ -222,15 +305,33 @@ async fn receive_for_app(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<&'static str, ApiError> {
-    let body = body?;
-    let signature = signature_header(&headers)?;
+    let size = body_size(&headers, &body);
+    let result = receive_app(&state, &app_id, &headers, body).await;
+    answer(&state, Route::App, size, result).await
+}
+
+async fn receive_app(
+    state: &IngressState,
+    app_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<&'static str, Refused> {
     let routing = state.routing.snapshot();
-    let app = routing.app(&app_id).ok_or(ApiError::NotFound("Meta app"))?;
+    // The app id in the URL is anyone's to choose: only a registered app's is kept with a refusal.
+    let app = routing.app(app_id).ok_or(ApiError::NotFound("Meta app"))?;
+    let refused = |error: ApiError| Refused {
+        error,
+        app_id: Some(app.app_id.clone()),
+    };
+    let body = body.map_err(|e| refused(e.into()))?;
+    let signature = signature_header(headers).map_err(refused)?;
     let proof = signature
         .verify_any(app.app_secrets(state.clock.now_ms()), &body)
-        .map_err(reject_signature)?;
-    let envelope = VerifiedEnvelope::parse(proof).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    accept(&state, &routing, app, envelope, body.clone()).await
+        .map_err(|e| refused(reject_signature(e)))?;
+    let envelope = VerifiedEnvelope::parse(proof).map_err(|e| refused(reject_envelope(e)))?;
+    accept(state, &routing, app, envelope, body.clone())
+        .await
+        .map_err(refused)
 }
 
 /// Normalizes a verified POST, routes each event to its tenant, and waits for the commit.

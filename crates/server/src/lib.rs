@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod ingress;
 pub mod listener;
 pub mod ratelimit;
+pub mod refusals;
 pub mod routing;
 pub mod subscriptions;
 pub mod tokens;
@@ -209,6 +210,7 @@ impl Gateway {
                 unverifiable: Arc::default(),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config.ingest.max_in_flight.max(1))),
                 shed: Arc::default(),
+                refusals: Arc::new(refusals::RefusalLog::new(Arc::clone(&store), Arc::clone(&clock))),
             };
             let admin = admin::AdminState {
                 store: Arc::clone(&store),

@@ -78,9 +78,11 @@ impl Routing {
                 (app.app_id, Arc::new(route))
             })
             .collect();
+        // An unproven claim receives nothing: its entries are as unknown as any other Page's.
         let pages = data
             .pages
             .into_iter()
+            .filter(|p| p.proof.is_routed())
             .map(|p| {
                 (
                     p.page_id,

@@ -266,6 +266,103 @@ async fn routes_a_shared_app_post_to_each_tenant_only() -> TestResult {
     Ok(())
 }
 
+/// `body` with `"id":"<first>",` put before its first `"id":"<last>"`: an entry that names two
+/// Pages, which a reader keeping the first value routes to one and a reader keeping the last to the
+/// other. `spelling` is how the first of the two keys is written (`id`, or escaped as `\u0069d`).
+fn with_first_id(
+    body: &[u8],
+    spelling: &str,
+    first: &str,
+    last: &str,
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    let text = std::str::from_utf8(body)?;
+    let honest = format!(r#"{{"id":"{last}""#);
+    let at = text.find(&honest).ok_or("the body has no entry id")?;
+    let forged = format!(r#"{}{{"{spelling}":"{first}","id":"{last}""#, &text[..at]);
+    Ok(format!("{forged}{}", &text[at + honest.len()..]).into_bytes())
+}
+
+/// Parsers disagree on a repeated key (first wins, last wins): a signed body whose entry names
+/// another tenant's Page first and the sender's own last is refused whole, on both routes, and
+/// nothing of it reaches either tenant.
+#[tokio::test]
+async fn refuses_a_body_with_duplicate_keys() -> TestResult {
+    let app = TestApp::spawn().await?;
+    let shared_secret = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+    app.create_app(None, APP_ID, shared_secret).await?;
+    let acme = app.create_tenant("Acme").await?;
+    let globex = app.create_tenant("Globex").await?;
+    app.create_page(&acme, PAGE_A, APP_ID).await?;
+    app.create_page(&globex, PAGE_B, APP_ID).await?;
+    let acme_hook = Receiver::start().await?;
+    let globex_hook = Receiver::start().await?;
+    app.create_endpoint(&acme, json!({"url": acme_hook.url()})).await?;
+    app.create_endpoint(&globex, json!({"url": globex_hook.url()})).await?;
+
+    // Acme's own message, in an entry that names Globex's Page first and Acme's last.
+    let honest = MetaBody::page()
+        .messaging(PAGE_A, 1, vec![Kind::Message.item(PAGE_A, PSID, 1, "for whom?", 1)])
+        .to_bytes();
+    let forged = with_first_id(&honest, "id", PAGE_B, PAGE_A)?;
+    let response = app
+        .client
+        .post(app.url("/webhooks/meta"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature(shared_secret, &forged))
+        .body(forged.clone())
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await?;
+    assert_eq!(problem["code"], "duplicate_key");
+    assert_eq!(problem["status"], 400);
+    assert_eq!(
+        problem["detail"],
+        r#"the body repeats the key "id" in the object at $.entry[0]"#
+    );
+
+    // The same with the key's second spelling escaped, and with the app named in the URL (the
+    // body verified before it is parsed); and a repeat deep inside an item.
+    let escaped = with_first_id(&honest, r"\u0069d", PAGE_B, PAGE_A)?;
+    let per_app = format!("/webhooks/meta/{APP_ID}");
+    let in_an_item =
+        String::from_utf8(honest.clone())?.replacen(r#""sender":{"#, &format!(r#""sender":{{"id":"{PSID}","#), 1);
+    for (path, body) in [
+        ("/webhooks/meta", escaped.clone()),
+        (per_app.as_str(), forged),
+        (per_app.as_str(), escaped),
+        ("/webhooks/meta", in_an_item.into_bytes()),
+    ] {
+        let (status, answer) = app
+            .post_webhook(path, body.clone(), Some(&signature(shared_secret, &body)))
+            .await?;
+        let problem: Value = serde_json::from_str(&answer)?;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (400, Some("duplicate_key")),
+            "{path}: {answer}"
+        );
+    }
+
+    // Nothing was stored, for either tenant.
+    assert!(app.store.list_inbound(10).await?.is_empty(), "nothing stored");
+    assert_eq!(app.deliver_due().await?, 0, "nothing to deliver");
+    for tenant in [&acme, &globex] {
+        let (_, events) = app.api("GET", "/v1/events", &tenant.api_key, None).await?;
+        assert_eq!(events["data"], json!([]), "{}", tenant.id);
+    }
+    assert!(acme_hook.received().is_empty() && globex_hook.received().is_empty());
+
+    // The honest body, the same but for the repeat, is taken in, and reaches Acme only.
+    assert_eq!(app.send_signed(shared_secret, honest).await?.0, 200);
+    let (_, events) = app.api("GET", "/v1/events", &acme.api_key, None).await?;
+    assert_eq!(events["data"].as_array().map(Vec::len), Some(1));
+    let (_, events) = app.api("GET", "/v1/events", &globex.api_key, None).await?;
+    assert_eq!(events["data"], json!([]));
+    Ok(())
+}
+
 #[tokio::test]
 async fn delivers_a_redelivered_body_only_once() -> TestResult {
     let app = TestApp::spawn().await?;
@@ -869,6 +966,9 @@ async fn delivers_whatsapp_messages_and_statuses_routed_by_the_business_account(
     let (status, account) = app.api("POST", "/v1/pages", &tenant.api_key, Some(page)).await?;
     assert_eq!(status, 201, "{account}");
     assert_eq!(account["phone_number_ids"], json!([PHONE]));
+    // Onboarded without a token, the account is the tenant's once the operator approves it.
+    assert_eq!(account["receives_events"], false);
+    app.approve_page(&tenant, WABA).await?;
     let by_phone = Receiver::start().await?;
     let other_phone = Receiver::start().await?;
     app.create_endpoint(&tenant, json!({"url": by_phone.url(), "page_ids": [PHONE]}))
@@ -916,6 +1016,7 @@ async fn delivers_instagram_messages_of_an_onboarded_account() -> TestResult {
     let ig_account = "17841400008460056";
     let page = json!({"page_id": ig_account, "app_id": APP_ID, "platform": "instagram"});
     assert_eq!(app.api("POST", "/v1/pages", &tenant.api_key, Some(page)).await?.0, 201);
+    app.approve_page(&tenant, ig_account).await?;
     let receiver = Receiver::start().await?;
     app.create_endpoint(&tenant, json!({"url": receiver.url(), "event_types": ["instagram.*"]}))
         .await?;

@@ -58,7 +58,7 @@ async fn onboarding_checks_the_token_reads_the_name_and_subscribes() -> TestResu
     assert_eq!(sub["drift"], false);
     assert_eq!(sub["missing"], json!([]));
 
-    // The Page is this tenant's: another tenant is told so, and cannot see it.
+    // The Page is this tenant's: another tenant is told it is taken (not by whom), and cannot see it.
     let other = app.create_tenant("Other").await?;
     let (status, problem) = onboard(&app, &other.api_key, TOKEN).await?;
     assert_eq!(status, 404, "another tenant's app: {problem}");
@@ -74,7 +74,9 @@ async fn onboarding_checks_the_token_reads_the_name_and_subscribes() -> TestResu
     assert_eq!(status, 409, "{problem}");
     assert_eq!(problem["code"], "page_taken");
     assert!(
-        problem["detail"].as_str().is_some_and(|d| d.contains("another tenant")),
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("onboarded already") && !d.contains("another tenant")),
         "{problem}"
     );
     let (status, _) = app

@@ -208,7 +208,10 @@ async fn a_shared_app_s_post_shows_each_tenant_only_its_own() -> TestResult {
     let (_, detail) = app
         .api("GET", &format!("/v1/inbound/{post}"), &acme.api_key, None)
         .await?;
-    assert!(detail["body"].is_null(), "the body carries Globex's entry too");
+    // The body carries Globex's entry too: Acme sees only its own.
+    assert_eq!(detail["body"]["entry"].as_array().map(Vec::len), Some(1));
+    assert_eq!(detail["body"]["entry"][0]["id"], PAGE_A);
+    assert!(!detail.to_string().contains(PAGE_B), "{detail}");
     assert_eq!(detail["produced"].as_array().map(Vec::len), Some(1));
     let (_, detail) = app
         .api("GET", &format!("/v1/inbound/{post}"), ADMIN_TOKEN, None)

@@ -313,6 +313,12 @@ impl TestApp {
         self.api_ok("POST", "/v1/pages", &tenant.api_key, Some(body)).await
     }
 
+    /// The operator assigns a Page to `tenant`, proven (approves a claim made without a token).
+    pub async fn approve_page(&self, tenant: &Tenant, page_id: &str) -> Result<Value, BoxError> {
+        let path = format!("/v1/tenants/{}/pages/{page_id}", tenant.id);
+        self.api_ok("PUT", &path, ADMIN_TOKEN, None).await
+    }
+
     /// Registers an endpoint and returns its id and `whsec_` secret.
     pub async fn create_endpoint(&self, tenant: &Tenant, body: Value) -> Result<(String, String), BoxError> {
         let endpoint = self

@@ -561,6 +561,14 @@ impl World {
         let caller = self.caller(params)?;
 
         match segments.as_slice() {
+            // `me` is the token's own node: a Page token's Page, an app token's app.
+            ["me"] if method == Method::GET => {
+                let me = match &caller {
+                    Caller::Page { page_id, .. } => page_id.clone(),
+                    Caller::App { app_id } => app_id.clone(),
+                };
+                self.read_node(method, &me, &caller, params)
+            }
             [node] if method == Method::GET => self.read_node(method, node, &caller, params),
             [page_id, "subscribed_apps"] => self.page_subscribed_apps(method, page_id, &caller, params),
             [app_id, "subscriptions"] => self.app_subscriptions(method, app_id, &caller, params),

@@ -83,10 +83,18 @@ fn check_verify_token(token: &Secret) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A chosen verify token must be unique (the shared handshake route finds the app by it). The
+/// answer says only that it cannot be used, never whose it is.
+fn verify_token_unusable() -> ApiError {
+    ApiError::Conflict(String::from(
+        "this verify token cannot be used; leave `verify_token` out to have a unique one generated",
+    ))
+}
+
 fn verify_token_taken(e: pagewire_store::StoreError) -> ApiError {
     match e {
         pagewire_store::StoreError::Conflict { constraint } if constraint.contains("verify_token_hash") => {
-            ApiError::Conflict(String::from("this verify token is another app's; choose another"))
+            verify_token_unusable()
         }
         other => not_found("Meta app")(other),
     }
@@ -147,7 +155,7 @@ pub async fn create_app(
         .await
         .map_err(|e| match e {
             pagewire_store::StoreError::Conflict { constraint } if constraint.contains("verify_token_hash") => {
-                ApiError::Conflict(String::from("this verify token is another app's; choose another"))
+                verify_token_unusable()
             }
             other => other.into(),
         })?;

@@ -66,6 +66,8 @@ routes! {
     post "/v1/tenants/{tenant_id}/api-keys" => keys::create_tenant_key;
     get "/v1/tenants/{tenant_id}/api-keys" => keys::list_tenant_keys;
     delete "/v1/tenants/{tenant_id}/api-keys/{key_id}" => keys::revoke_tenant_key;
+    put "/v1/tenants/{tenant_id}/pages/{page_id}" => pages::assign_page;
+    get "/v1/page-moves" => pages::list_page_moves;
     post "/v1/api-keys" => keys::create_own_key;
     get "/v1/api-keys" => keys::list_own_keys;
     delete "/v1/api-keys/{key_id}" => keys::revoke_own_key;
@@ -103,6 +105,7 @@ routes! {
     post "/v1/deliveries/{delivery_id}/retry" => replay::retry_delivery;
     get "/v1/inbound" => traffic::list_inbound;
     get "/v1/inbound/{inbound_id}" => traffic::get_inbound;
+    get "/v1/refusals" => traffic::list_refusals;
     get "/v1/stats" => traffic::stats;
 }
 

@@ -4,11 +4,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pagewire_core::{Platform, Secret, TenantId};
-use pagewire_store::{NewPage, Page, StoreError};
+use pagewire_store::{NewPage, Page, PageProof, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List, Paging};
-use crate::auth::TenantContext;
+use crate::auth::{Caller, Operator, TenantContext};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::subscriptions::{self, SubscriptionError, SubscriptionState};
 
@@ -53,6 +53,12 @@ pub struct PageView {
     subscribed_fields: Option<Vec<String>>,
     /// What the last subscription check found.
     subscription_check: Option<SubscriptionCheckView>,
+    /// What shows the Page is this tenant's: `access_token` (confirmed by the Graph API),
+    /// `operator`, or `none` (a claim without proof).
+    proof: &'static str,
+    /// Whether the Page's events reach the tenant: not for a claim without proof (Pages onboarded
+    /// before proof was asked for still do, and are listed to the operator as unproven).
+    receives_events: bool,
     created_at: String,
 }
 
@@ -73,6 +79,11 @@ impl From<Page> for PageView {
             name: p.name,
             has_access_token: p.has_access_token,
             phone_number_ids: p.phone_number_ids,
+            proof: match p.proof {
+                PageProof::AccessToken | PageProof::Operator => p.proof.as_str(),
+                PageProof::Legacy | PageProof::Unproven => PageProof::Unproven.as_str(),
+            },
+            receives_events: p.proof.is_routed(),
             created_at: iso(p.created_at),
         }
     }
@@ -134,89 +145,235 @@ pub async fn create_page(
     if app.tenant_id.as_ref().is_some_and(|owner| *owner != tenant.tenant_id) {
         return Err(ApiError::NotFound("Meta app"));
     }
-    taken_check(&state, &tenant.tenant_id, &body.page_id).await?;
-    // With a token, the Graph API says whether it is valid, for this Page, and what the Page is called.
-    let mut name = body.name;
-    if let Some(token) = &body.access_token {
-        let info = state
-            .graph
-            .page(&body.page_id, token.expose(), app.app_secret.expose())
-            .await?;
-        if info.id != body.page_id {
-            return Err(ApiError::Validation(format!(
-                "the access token is for {} (`{}`), not for `{}`",
-                info.name.as_deref().unwrap_or("another object"),
-                info.id,
-                body.page_id
-            )));
+    // Anyone can name any Page id: only a proof makes the Page the tenant's. Without one, the claim
+    // is kept but receives nothing, and gives way to whoever proves the Page.
+    let held = state.store.page_owner(&body.page_id).await?;
+    if let Some((_, proof)) = held {
+        if proof.is_proven() || body.access_token.is_none() {
+            return Err(page_taken());
         }
-        if name.is_none() {
-            name = info.name;
-        }
-        // Subscribing now shows at once whether the token has the permissions it needs.
-        if platform == Platform::Messenger && body.subscribe != Some(false) {
-            let fields = body.subscribed_fields.clone().unwrap_or_else(|| {
-                subscriptions::MESSENGER_FIELDS
-                    .iter()
-                    .map(|f| (*f).to_owned())
-                    .collect()
-            });
-            state
-                .graph
-                .subscribe_page(&body.page_id, token.expose(), app.app_secret.expose(), &fields)
-                .await?;
-        }
-    } else if body.subscribe == Some(true) {
-        return Err(SubscriptionError::NoToken.into());
     }
-    let page = state
-        .store
-        .create_page(
-            NewPage {
-                page_id: body.page_id.clone(),
-                tenant_id: tenant.tenant_id.clone(),
-                app_id: body.app_id,
-                platform,
-                name,
-                access_token: body.access_token,
-                phone_number_ids,
-                subscribed_fields: body.subscribed_fields,
-            },
-            state.clock.now_ms(),
-        )
-        .await
-        .map_err(|e| match e {
-            // Onboarded by someone else between the check and the insert.
-            StoreError::Conflict { .. } => ApiError::PageTaken("this Page is already onboarded"),
-            other => other.into(),
-        })?;
+    let mut name = body.name;
+    let proof = match &body.access_token {
+        Some(token) => {
+            let info = prove(&state, platform, &body.page_id, token, app.app_secret.expose()).await?;
+            if name.is_none() {
+                name = info.name;
+            }
+            PageProof::AccessToken
+        }
+        None if body.subscribe == Some(true) => return Err(SubscriptionError::NoToken.into()),
+        None => PageProof::Unproven,
+    };
+    // Subscribing now shows at once whether the token has the permissions it needs.
+    if let (Some(token), Platform::Messenger, false) = (&body.access_token, platform, body.subscribe == Some(false)) {
+        let fields = body.subscribed_fields.clone().unwrap_or_else(|| {
+            subscriptions::MESSENGER_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect()
+        });
+        state
+            .graph
+            .subscribe_page(&body.page_id, token.expose(), app.app_secret.expose(), &fields)
+            .await?;
+    }
+    let new = NewPage {
+        page_id: body.page_id.clone(),
+        tenant_id: tenant.tenant_id.clone(),
+        app_id: body.app_id,
+        platform,
+        name,
+        access_token: body.access_token,
+        phone_number_ids,
+        subscribed_fields: body.subscribed_fields,
+        proof,
+    };
+    let now = state.clock.now_ms();
+    let (page, taken_from) = if proof.is_proven() {
+        state.store.take_over_page(new, now).await
+    } else {
+        state.store.create_page(new, now).await.map(|page| (page, None))
+    }
+    .map_err(|e| match e {
+        // Onboarded by someone else between the check and the write.
+        StoreError::Conflict { .. } => page_taken(),
+        other => other.into(),
+    })?;
     state.routing.reload().await?;
-    tracing::info!(tenant_id = %page.tenant_id, page_id = %page.page_id, app_id = %page.app_id, "Page onboarded");
+    match taken_from {
+        Some(from) => tracing::warn!(
+            tenant_id = %page.tenant_id,
+            from_tenant_id = %from,
+            page_id = %page.page_id,
+            "Page proven with its access token: taken from an unproven claim"
+        ),
+        None => tracing::info!(
+            tenant_id = %page.tenant_id,
+            page_id = %page.page_id,
+            app_id = %page.app_id,
+            proof = page.proof.as_str(),
+            "Page onboarded"
+        ),
+    }
     Ok((StatusCode::CREATED, ApiJson(page.into())))
 }
 
-/// A Page has one tenant: say clearly whether it is this tenant's already or another's.
-async fn taken_check(state: &AdminState, tenant_id: &TenantId, page_id: &str) -> Result<(), ApiError> {
-    match state.store.page_owner(page_id).await? {
-        None => Ok(()),
-        Some(owner) if owner == *tenant_id => Err(ApiError::PageTaken("you have already onboarded this Page")),
-        Some(_) => Err(ApiError::PageTaken(
-            "this Page is onboarded by another tenant; it must be removed there first",
-        )),
-    }
+/// The one answer to a Page someone already has, whoever it is: the words never tell whose.
+fn page_taken() -> ApiError {
+    ApiError::PageTaken(
+        "this Page is onboarded already. Onboarding it with its access token takes it from a claim \
+         without one; a proven Page is moved only by the operator",
+    )
 }
 
+/// Checks with the Graph API that `token` speaks for the Page (a Messenger Page's own access token)
+/// or sees the account (Instagram, WhatsApp), and reads its name.
+async fn prove(
+    state: &AdminState,
+    platform: Platform,
+    page_id: &str,
+    token: &Secret,
+    app_secret: &str,
+) -> Result<pagewire_graph::PageInfo, ApiError> {
+    let info = match platform {
+        Platform::Messenger => state.graph.me(token.expose(), app_secret).await?,
+        _ => state.graph.page(page_id, token.expose(), app_secret).await?,
+    };
+    if info.id != page_id {
+        return Err(ApiError::Validation(format!(
+            "the access token is not `{page_id}`'s: a Page is proven with its own Page access token"
+        )));
+    }
+    Ok(info)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PageListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    /// The operator's view: `true` lists only Pages without proof.
+    unproven: Option<bool>,
+}
+
+/// A tenant's Pages; with the operator's token, every tenant's (`?unproven=true`: those whose
+/// claim is not proven, to approve or move).
 pub async fn list_pages(
     State(state): State<AdminState>,
-    tenant: TenantContext,
-    ApiQuery(paging): ApiQuery<Paging>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<PageListQuery>,
 ) -> Result<ApiJson<List<PageView>>, ApiError> {
-    let pages = state.store.list_pages(&tenant.tenant_id).await?;
+    let paging = Paging::new(query.limit, query.cursor);
+    let mut pages = match &caller {
+        Caller::Tenant(tenant_id) => state.store.list_pages(tenant_id).await?,
+        Caller::Operator => state.store.all_pages().await?,
+    };
+    if query.unproven == Some(true) {
+        pages.retain(|p| !p.proof.is_proven());
+    }
     let page = paging.page_all(pages, |p| p.id.as_str())?;
     Ok(ApiJson(List {
         data: page.data.into_iter().map(PageView::from).collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignPage {
+    /// The app the Page's webhooks come from: a shared app or the tenant's own (default: the
+    /// Page's app, when that may serve the tenant).
+    app_id: Option<String>,
+}
+
+/// The operator gives a Page to a tenant, proven: it approves a tenant's own claim, or moves the
+/// Page from whoever had it (its access token stays behind). Every move is recorded.
+pub async fn assign_page(
+    State(state): State<AdminState>,
+    _: Operator,
+    Path((tenant_id, page_id)): Path<(String, String)>,
+    body: bytes::Bytes,
+) -> Result<ApiJson<PageView>, ApiError> {
+    let body: AssignPage = if body.iter().all(u8::is_ascii_whitespace) {
+        AssignPage::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
+    };
+    let tenant_id: TenantId = tenant_id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
+    state.store.get_tenant(&tenant_id).await.map_err(not_found("tenant"))?;
+    let (current, _) = state
+        .store
+        .page_owner(&page_id)
+        .await?
+        .ok_or(ApiError::NotFound("Page"))?;
+    let app_id = match body.app_id {
+        Some(app_id) => app_id,
+        None => {
+            state
+                .store
+                .get_page(&current, &page_id)
+                .await
+                .map_err(not_found("Page"))?
+                .app_id
+        }
+    };
+    let app = state.store.get_app(&app_id).await.map_err(not_found("Meta app"))?;
+    if app.tenant_id.as_ref().is_some_and(|owner| *owner != tenant_id) {
+        return Err(ApiError::Validation(format!(
+            "app `{app_id}` is another tenant's own; give the Page a shared app or one of the tenant's (`app_id`)"
+        )));
+    }
+    let (page, moved_from) = state
+        .store
+        .assign_page(&page_id, &tenant_id, &app_id, state.clock.now_ms())
+        .await
+        .map_err(not_found("Page"))?;
+    state.routing.reload().await?;
+    tracing::warn!(
+        tenant_id = %page.tenant_id,
+        from_tenant_id = moved_from.as_ref().map(tracing::field::display),
+        page_id = %page.page_id,
+        app_id = %page.app_id,
+        "the operator assigned a Page"
+    );
+    Ok(ApiJson(page.into()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct PageMoveView {
+    page_id: String,
+    from_tenant_id: Option<TenantId>,
+    to_tenant_id: TenantId,
+    /// `proven_claim` or `operator`.
+    reason: String,
+    moved_at: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PageMovesQuery {
+    page_id: Option<String>,
+}
+
+/// Every recorded move of a Page between tenants (of one Page with `?page_id=`), newest first.
+pub async fn list_page_moves(
+    State(state): State<AdminState>,
+    _: Operator,
+    ApiQuery(query): ApiQuery<PageMovesQuery>,
+) -> Result<ApiJson<List<PageMoveView>>, ApiError> {
+    let moves = state.store.page_moves(query.page_id.as_deref()).await?;
+    Ok(ApiJson(
+        moves
+            .into_iter()
+            .map(|m| PageMoveView {
+                page_id: m.page_id,
+                from_tenant_id: m.from_tenant,
+                to_tenant_id: m.to_tenant,
+                reason: m.reason,
+                moved_at: iso(m.moved_at),
+            })
+            .collect::<Vec<_>>()
+            .into(),
+    ))
 }
 
 pub async fn get_page(

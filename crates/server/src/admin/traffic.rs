@@ -1,9 +1,13 @@
 //! What a tenant's traffic looks like: events (filtered, one by one with its raw item), deliveries
 //! and their attempts, the raw POSTs Meta sent, and the tenant's numbers.
 
+use std::collections::BTreeSet;
+
 use axum::extract::{Path, State};
-use pagewire_core::{DeliveryId, EndpointId, EventId, InboundId, TenantId};
-use pagewire_store::{Attempt, Delivery, DeliveryQuery, DeliveryStatus, EventQuery, Inbound, InboundQuery};
+use pagewire_core::{DeliveryId, EndpointId, EventId, InboundId, RefusalId};
+use pagewire_store::{
+    Attempt, Delivery, DeliveryQuery, DeliveryStatus, EventQuery, Inbound, InboundQuery, Refusal, RefusalQuery,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -261,10 +265,11 @@ pub struct InboundView {
     object: String,
     /// Only POSTs whose `X-Hub-Signature-256` verified are stored; the others are refused with 401.
     signature: &'static str,
+    /// Entries of the POST: all of them for the operator, a tenant's own for a tenant.
     entries: u32,
-    /// Events the POST produced, for all tenants.
+    /// Events the POST produced: for all tenants for the operator, a tenant's own for a tenant.
     events: u32,
-    /// Entries of Pages no tenant has onboarded.
+    /// Entries of Pages no tenant has onboarded (the operator's view only).
     unroutable_entries: Option<Box<RawValue>>,
 }
 
@@ -316,8 +321,8 @@ pub struct InboundEvent {
 pub struct InboundDetail {
     #[serde(flatten)]
     inbound: InboundView,
-    /// The body as Meta sent it; null for a tenant when the POST also carried entries that are not
-    /// its own (a shared app's POST can carry several tenants' Pages).
+    /// The body as Meta sent it. A tenant sees `object` and only the entries that brought it
+    /// events, each as Meta sent it (a shared app's POST can carry several tenants' Pages).
     body: Option<Box<RawValue>>,
     /// The events it produced (a tenant sees its own).
     produced: Vec<InboundEvent>,
@@ -329,30 +334,121 @@ pub async fn get_inbound(
     Path(id): Path<String>,
 ) -> Result<ApiJson<InboundDetail>, ApiError> {
     let id: InboundId = id.parse().map_err(|_| ApiError::NotFound("inbound POST"))?;
-    let inbound = state.store.get_inbound(&id).await.map_err(not_found("inbound POST"))?;
-    let events = state.store.events_of_inbound(&id).await?;
-    let (produced, whole): (Vec<_>, bool) = match &caller {
-        Caller::Operator => (events, true),
+    let mut inbound = state.store.get_inbound(&id).await.map_err(not_found("inbound POST"))?;
+    let mut events = state.store.events_of_inbound(&id).await?;
+    let body = match &caller {
+        Caller::Operator => String::from_utf8(std::mem::take(&mut inbound.body))
+            .ok()
+            .and_then(|text| RawValue::from_string(text).ok()),
         Caller::Tenant(tenant) => {
-            let all_own = events.iter().all(|(_, owner, _)| owner == tenant) && inbound.unroutable.is_none();
-            let own: Vec<_> = events.into_iter().filter(|(_, owner, _)| owner == tenant).collect();
-            if own.is_empty() {
+            events.retain(|event| event.tenant_id == *tenant);
+            if events.is_empty() {
                 return Err(ApiError::NotFound("inbound POST"));
             }
-            (own, all_own)
+            // A shared app's POST can carry other tenants' entries: the tenant sees its own, and
+            // nothing of the others (not their ids, not how many there were).
+            let own: BTreeSet<u32> = events.iter().filter_map(|event| event.entry).collect();
+            let body = own_entries(&inbound.body, &own);
+            inbound.entries = u32::try_from(own.len()).unwrap_or(u32::MAX);
+            inbound.events = u32::try_from(events.len()).unwrap_or(u32::MAX);
+            inbound.unroutable = None;
+            body
         }
     };
-    let body = whole
-        .then(|| String::from_utf8(inbound.body.clone()).ok())
-        .flatten()
-        .and_then(|text| RawValue::from_string(text).ok());
     Ok(ApiJson(InboundDetail {
         inbound: inbound.into(),
         body,
-        produced: produced
+        produced: events
             .into_iter()
-            .map(|(id, _, event_type): (EventId, TenantId, String)| InboundEvent { id, event_type })
+            .map(|event| InboundEvent {
+                id: event.id,
+                event_type: event.event_type,
+            })
             .collect(),
+    }))
+}
+
+/// The stored POST with only the entries at `own`, each exactly as Meta sent it.
+fn own_entries(body: &[u8], own: &BTreeSet<u32>) -> Option<Box<RawValue>> {
+    #[derive(Deserialize)]
+    struct Stored<'a> {
+        #[serde(borrow)]
+        object: &'a RawValue,
+        #[serde(borrow)]
+        entry: Vec<&'a RawValue>,
+    }
+    let stored: Stored<'_> = serde_json::from_slice(body).ok()?;
+    let entries: Vec<&str> = stored
+        .entry
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| u32::try_from(*index).is_ok_and(|index| own.contains(&index)))
+        .map(|(_, entry)| entry.get())
+        .collect();
+    RawValue::from_string(format!(
+        "{{\"object\":{},\"entry\":[{}]}}",
+        stored.object.get(),
+        entries.join(",")
+    ))
+    .ok()
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefusalView {
+    id: RefusalId,
+    received_at: String,
+    /// `shared` (`/webhooks/meta`) or `app` (`/webhooks/meta/{app_id}`).
+    route: String,
+    app_id: Option<String>,
+    size: u64,
+    reason: String,
+    detail: Option<String>,
+}
+
+impl From<Refusal> for RefusalView {
+    fn from(r: Refusal) -> Self {
+        Self {
+            id: r.id,
+            received_at: iso(r.received_at),
+            route: r.route,
+            app_id: r.app_id,
+            size: r.size,
+            reason: r.reason,
+            detail: r.detail,
+        }
+    }
+}
+
+/// Webhook POSTs the ingress refused: the operator sees every one, a tenant those of its own apps
+/// (a shared app's refusals can be any tenant's, or nobody's).
+pub async fn list_refusals(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<ApiJson<List<RefusalView>>, ApiError> {
+    let app_ids = match &caller {
+        Caller::Operator => None,
+        Caller::Tenant(tenant) => Some(
+            state
+                .store
+                .list_apps(Some(tenant))
+                .await?
+                .into_iter()
+                .filter(|app| app.tenant_id.as_ref() == Some(tenant))
+                .map(|app| app.app_id)
+                .collect(),
+        ),
+    };
+    let query = RefusalQuery {
+        limit: paging.fetch(),
+        before: paging.before()?,
+        app_ids,
+    };
+    let refusals = state.store.query_refusals(&query).await?;
+    let page = paging.page(refusals, |r| r.id.as_str());
+    Ok(ApiJson(List {
+        data: page.data.into_iter().map(RefusalView::from).collect(),
+        next_cursor: page.next_cursor,
     }))
 }
 
