@@ -81,7 +81,11 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "x-hub-signature",
     "x-hub-signature-256",
     "forwarded",
+    // Cloud metadata services ask for these (GCP, Azure, AWS's token): a delivery must never carry
+    // them, should an address slip through.
     "metadata-flavor",
+    "metadata",
+    "x-aws-ec2-metadata-token",
 ];
 
 /// Prefixes of header names an endpoint may not set: Standard Webhooks' own (`webhook-`), those meant
@@ -307,6 +311,8 @@ mod tests {
             "X-Hub-Signature-256",
             "Metadata-Flavor",
             "metadata-flavor",
+            "Metadata",
+            "X-aws-ec2-metadata-token",
             "Proxy-Authorization",
             "proxy-connection",
             "PROXY-ANYTHING",
@@ -324,7 +330,6 @@ mod tests {
             "X-Forwarded",
             "Forwarded-By",
             "Proxy",
-            "Metadata",
             "X-Metadata-Flavor",
             "Webhook",
             "ünïcode-",
