@@ -329,13 +329,21 @@ pub async fn assign_page(
         .await
         .map_err(not_found("Page"))?;
     state.routing.reload().await?;
-    tracing::warn!(
-        tenant_id = %page.tenant_id,
-        from_tenant_id = moved_from.as_ref().map(tracing::field::display),
-        page_id = %page.page_id,
-        app_id = %page.app_id,
-        "the operator assigned a Page"
-    );
+    match moved_from {
+        Some(from) => tracing::warn!(
+            tenant_id = %page.tenant_id,
+            from_tenant_id = %from,
+            page_id = %page.page_id,
+            app_id = %page.app_id,
+            "the operator moved a Page to another tenant"
+        ),
+        None => tracing::info!(
+            tenant_id = %page.tenant_id,
+            page_id = %page.page_id,
+            app_id = %page.app_id,
+            "the operator approved a Page"
+        ),
+    }
     Ok(ApiJson(page.into()))
 }
 
