@@ -14,9 +14,10 @@
 //! [`LINEAR_UP_TO`] keys an object moves to a hash set, so that a hostile object of 100,000 keys
 //! costs linear time, not quadratic. Nesting is bounded as serde_json bounds it.
 //!
-//! A walk with serde's `Deserializer` and a visitor did the same in about twice the time of the
-//! whole envelope parse (it tokenizes every value again through `deserialize_any`); it is kept in
-//! the tests, as the oracle this scan is checked against.
+//! Cost: about three quarters of the envelope parse itself, +3 to 9 % on verify and normalize of a
+//! 1000-item body (`cargo bench -p pagewire-meta --bench normalize`). A walk with serde's
+//! `Deserializer` and a visitor cost about twice the envelope parse (it tokenizes every value again
+//! through `deserialize_any`); it is kept in the tests, as the oracle this scan is checked against.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -51,10 +52,11 @@ pub(crate) enum Refusal {
 /// `text` must be JSON that serde_json has read whole (the envelope's parse has): on other text the
 /// answer means nothing, though it is still an answer (no panic, linear time).
 pub(crate) fn check(text: &str) -> Result<(), Refusal> {
-    // The objects and arrays open around the scan, innermost last.
-    let mut frames: Vec<Frame<'_>> = Vec::new();
+    // The objects and arrays open around the scan, innermost last. Meta nests about six deep, with
+    // a few keys a level: sized so that a common body grows neither.
+    let mut frames: Vec<Frame<'_>> = Vec::with_capacity(16);
     // The keys of the open objects, each object's above its parent's.
-    let mut keys: Vec<Cow<'_, str>> = Vec::new();
+    let mut keys: Vec<Cow<'_, str>> = Vec::with_capacity(32);
     for token in Tokens::new(text) {
         match token {
             Token::Open { at, .. } => {
