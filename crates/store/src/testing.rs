@@ -48,6 +48,7 @@ macro_rules! contract_tests {
             reads_the_items_of_several_posts_each_whole,
             prunes_posts_by_their_arrival_time,
             keeps_tenants_apart,
+            a_tenant_sees_only_its_own_entries_of_a_shared_post,
             refuses_a_page_onboarded_twice,
             a_proven_claim_takes_a_page_from_an_unproven_one,
             the_operator_moves_a_page_without_its_token,
@@ -758,6 +759,43 @@ pub async fn keeps_tenants_apart(store: Arc<dyn Store>) -> Result {
         .await?
         .iter()
         .all(|p| p.page_id == "107"));
+    Ok(())
+}
+
+/// A POST of three entries: Acme's item in the first, two of Globex's in the second and third. Each
+/// tenant's view of it counts its own entries and events, and names no unroutable entry.
+pub async fn a_tenant_sees_only_its_own_entries_of_a_shared_post(store: Arc<dyn Store>) -> Result {
+    let acme = onboard(store.as_ref(), "150").await?;
+    let globex = onboard(store.as_ref(), "151").await?;
+    let mut post = request(&acme, "150", &["a"]);
+    let mut theirs = request(&globex, "151", &["b", "c"]).events;
+    for (n, event) in post.events.iter_mut().chain(theirs.iter_mut()).enumerate() {
+        event.payload = format!("{{\"n\":{n},\"source\":{{\"entry\":{n}}}}}");
+    }
+    post.events.append(&mut theirs);
+    post.entries = 4;
+    post.unroutable = vec![crate::UnroutableEntry {
+        entry: 3,
+        page_id: Some(String::from("999")),
+    }];
+    store.ingest(std::slice::from_ref(&post), NOW).await?;
+
+    let query = |tenant: Option<&TenantId>| crate::InboundQuery {
+        limit: 10,
+        before: None,
+        tenant_id: tenant.cloned(),
+    };
+    let whole = store.query_inbound(&query(None)).await?.remove(0);
+    assert_eq!((whole.entries, whole.events), (4, 3));
+    assert!(whole.unroutable.is_some());
+    let mine = store.query_inbound(&query(Some(&acme.tenant))).await?.remove(0);
+    assert_eq!((mine.entries, mine.events, mine.unroutable), (1, 1, None));
+    let theirs = store.query_inbound(&query(Some(&globex.tenant))).await?.remove(0);
+    assert_eq!((theirs.entries, theirs.events), (2, 2));
+
+    let events = store.events_of_inbound(&post.inbound_id).await?;
+    let entries: Vec<(bool, Option<u32>)> = events.iter().map(|e| (e.tenant_id == acme.tenant, e.entry)).collect();
+    assert_eq!(entries, [(true, Some(0)), (false, Some(1)), (false, Some(2))]);
     Ok(())
 }
 
