@@ -164,35 +164,73 @@ async fn run(
         }
 
         let started = std::time::Instant::now();
-        let result = store.ingest(&requests, clock.now_ms()).await;
-        match result {
-            Ok(receipts) => {
-                let deliveries: usize = receipts.iter().map(|r| r.deliveries).sum();
-                tracing::debug!(
-                    requests = requests.len(),
-                    events,
-                    deliveries,
-                    elapsed_ms = started.elapsed().as_millis(),
-                    "ingest batch committed"
-                );
-                for (reply, receipt) in replies.drain(..).zip(receipts) {
-                    // A waiter that went away (client disconnected) still had its data committed.
-                    let _ = reply.send(Ok(receipt));
-                }
-                if deliveries > 0 {
-                    wake.notify_one();
-                }
-                last_commit = Some(Instant::now());
-            }
-            Err(err) => {
-                tracing::error!(error = %err, requests = requests.len(), "ingest batch failed; nothing was acknowledged");
-                let err = Arc::new(err);
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(IngestError::Store(Arc::clone(&err))));
-                }
-            }
+        let mut waiting: Vec<Option<Reply>> = replies.drain(..).map(Some).collect();
+        let deliveries = write(store.as_ref(), clock.as_ref(), &requests, &mut waiting).await;
+        tracing::debug!(
+            requests = requests.len(),
+            events,
+            deliveries,
+            elapsed_ms = started.elapsed().as_millis(),
+            "ingest batch written"
+        );
+        if deliveries > 0 {
+            wake.notify_one();
         }
+        last_commit = Some(Instant::now());
         requests.clear();
     }
     tracing::debug!("ingest writer stopped");
+}
+
+/// Writes a batch and answers each of its requests; returns how many deliveries were created.
+///
+/// A batch holds many tenants' webhooks, so one request that the database refuses (a reference to
+/// an endpoint deleted meanwhile, a value it cannot store) must not fail the others: a batch that
+/// fails is written again in halves, down to single requests, and only the requests that fail on
+/// their own are refused. A store that is unavailable fails the whole batch at once, as another
+/// try would only add to its load. A failed write commits nothing, so nothing is written twice.
+async fn write(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    requests: &[IngestRequest],
+    replies: &mut [Option<Reply>],
+) -> usize {
+    let mut deliveries = 0;
+    // The ranges still to write, the next on top.
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+    ranges.push(0..requests.len());
+    while let Some(range) = ranges.pop() {
+        match store.ingest(&requests[range.clone()], clock.now_ms()).await {
+            Ok(receipts) => {
+                for (index, receipt) in range.zip(receipts) {
+                    deliveries += receipt.deliveries;
+                    // A waiter that went away (client disconnected) still had its data committed.
+                    if let Some(reply) = replies[index].take() {
+                        let _ = reply.send(Ok(receipt));
+                    }
+                }
+            }
+            Err(err) if range.len() > 1 && !matches!(err, StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %err, requests = range.len(), "ingest batch failed; writing it again in halves");
+                let middle = range.start + range.len() / 2;
+                ranges.push(middle..range.end);
+                ranges.push(range.start..middle);
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = %err,
+                    cause = std::error::Error::source(&err).map(tracing::field::display),
+                    requests = range.len(),
+                    "ingest failed; these webhooks were not acknowledged"
+                );
+                let err = Arc::new(err);
+                for index in range {
+                    if let Some(reply) = replies[index].take() {
+                        let _ = reply.send(Err(IngestError::Store(Arc::clone(&err))));
+                    }
+                }
+            }
+        }
+    }
+    deliveries
 }
