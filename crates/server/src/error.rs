@@ -262,3 +262,26 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+/// A JSON body that may be left out: an empty (or blank) body is `T::default()`. Malformed JSON or
+/// wrong fields are 422 `validation_failed`, as for [`ApiJson`].
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for OptionalJson<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = bytes::Bytes::from_request(request, state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(Self)
+            .map_err(|e| ApiError::Validation(e.to_string()))
+    }
+}

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List, Paging};
 use crate::auth::{generate_token, Caller};
-use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::error::{ApiError, ApiJson, ApiQuery, OptionalJson};
 
 /// The prefix of generated verify tokens.
 const VERIFY_TOKEN_PREFIX: &str = "pwv_";
@@ -353,13 +353,8 @@ pub async fn set_app_subscription(
     State(state): State<AdminState>,
     caller: Caller,
     Path(app_id): Path<String>,
-    body: bytes::Bytes,
+    OptionalJson(body): OptionalJson<SetAppSubscription>,
 ) -> Result<ApiJson<AppSubscriptionView>, ApiError> {
-    let body: SetAppSubscription = if body.iter().all(u8::is_ascii_whitespace) {
-        SetAppSubscription::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
     let object = body.object.as_deref().unwrap_or("page");
     let defaults = default_app_fields(object).ok_or_else(|| {
         ApiError::Validation(String::from(

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List};
 use crate::auth::TenantContext;
-use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::error::{ApiError, ApiJson, ApiQuery, OptionalJson};
 
 /// Most extra headers per endpoint.
 const MAX_HEADERS: usize = 20;
@@ -385,14 +385,9 @@ pub(super) async fn rotate_endpoint_secret(
     State(state): State<AdminState>,
     tenant: TenantContext,
     Path(id): Path<String>,
-    body: bytes::Bytes,
+    OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> Result<ApiJson<EndpointView>, ApiError> {
     let id = endpoint_id(&id)?;
-    let body: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSecret::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
     let overlap = match body.overlap_hours {
         None => DEFAULT_OVERLAP,
         Some(hours) if hours <= 168 => Duration::from_secs(u64::from(hours) * 3600),
@@ -443,7 +438,7 @@ pub(super) async fn send_test_event(
     State(state): State<AdminState>,
     tenant: TenantContext,
     Path(id): Path<String>,
-    body: bytes::Bytes,
+    OptionalJson(body): OptionalJson<TestSend>,
 ) -> Result<(StatusCode, ApiJson<TestSent>), ApiError> {
     let endpoint = endpoint_id(&id)?;
     state
@@ -451,11 +446,6 @@ pub(super) async fn send_test_event(
         .get_endpoint(&tenant.tenant_id, &endpoint)
         .await
         .map_err(not_found("endpoint"))?;
-    let body: TestSend = if body.iter().all(u8::is_ascii_whitespace) {
-        TestSend::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
     let wanted = body.event_type.unwrap_or_else(|| String::from("messenger.message"));
     let examples: Vec<serde_json::Value> = serde_json::from_str(EXAMPLES).map_err(ApiError::internal)?;
     let Some(mut event) = examples.into_iter().find(|e| e["type"] == wanted.as_str()) else {

@@ -3,14 +3,13 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bytes::Bytes;
 use pagewire_core::{ApiKeyId, TenantId};
 use pagewire_store::{ApiKey, KeyRole, NewApiKey};
 use serde::{Deserialize, Serialize};
 
 use super::{iso, not_found, required, AdminState, List, Paging};
 use crate::auth::{generate_token, hash_api_key, Caller, Credential, Operator, TenantContext, API_KEY_PREFIX};
-use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::error::{ApiError, ApiJson, ApiQuery, OptionalJson};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,14 +66,8 @@ fn key_path(key_id: &str) -> Result<ApiKeyId, ApiError> {
 async fn create_key(
     state: &AdminState,
     tenant_id: TenantId,
-    body: &Bytes,
+    body: CreateApiKey,
 ) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
-    // The body is optional: an empty one asks for an unnamed admin key.
-    let body: CreateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateApiKey::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
     if let Some(name) = &body.name {
         required("name", name, 200)?;
     }
@@ -138,9 +131,9 @@ pub async fn create_tenant_key(
     State(state): State<AdminState>,
     _: Operator,
     Path(tenant_id): Path<String>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<CreateApiKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
-    create_key(&state, tenant_path(&tenant_id)?, &body).await
+    create_key(&state, tenant_path(&tenant_id)?, body).await
 }
 
 pub async fn list_tenant_keys(
@@ -165,9 +158,9 @@ pub async fn revoke_tenant_key(
 pub async fn create_own_key(
     State(state): State<AdminState>,
     tenant: TenantContext,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<CreateApiKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
-    create_key(&state, tenant.tenant_id, &body).await
+    create_key(&state, tenant.tenant_id, body).await
 }
 
 pub async fn list_own_keys(
@@ -255,13 +248,8 @@ pub struct RotateSigningKey {
 pub async fn rotate_signing_key(
     State(state): State<AdminState>,
     _: Operator,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<RotateSigningKey>,
 ) -> Result<ApiJson<RotatedKey>, ApiError> {
-    let body: RotateSigningKey = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSigningKey::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
     let kid = state
         .auth
         .tokens()

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{iso, meta_id, not_found, required, AdminState, List, Paging};
 use crate::auth::{Caller, Operator, TenantContext};
-use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::error::{ApiError, ApiJson, ApiQuery, OptionalJson};
 use crate::subscriptions::{self, SubscriptionError, SubscriptionState};
 
 #[derive(Debug, Deserialize)]
@@ -292,13 +292,8 @@ pub async fn assign_page(
     State(state): State<AdminState>,
     _: Operator,
     Path((tenant_id, page_id)): Path<(String, String)>,
-    body: bytes::Bytes,
+    OptionalJson(body): OptionalJson<AssignPage>,
 ) -> Result<ApiJson<PageView>, ApiError> {
-    let body: AssignPage = if body.iter().all(u8::is_ascii_whitespace) {
-        AssignPage::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
     let tenant_id: TenantId = tenant_id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
     state.store.get_tenant(&tenant_id).await.map_err(not_found("tenant"))?;
     let (current, _) = state
@@ -460,13 +455,8 @@ pub async fn subscribe(
     State(state): State<AdminState>,
     tenant: TenantContext,
     Path(page_id): Path<String>,
-    body: bytes::Bytes,
+    OptionalJson(body): OptionalJson<Subscribe>,
 ) -> Result<ApiJson<SubscriptionState>, ApiError> {
-    let body: Subscribe = if body.iter().all(u8::is_ascii_whitespace) {
-        Subscribe::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::Validation(e.to_string()))?
-    };
     let mut creds = credentials(&state, &tenant, &page_id).await?;
     if let Some(fields) = body.subscribed_fields {
         if let Some(fields) = &fields {
