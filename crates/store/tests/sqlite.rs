@@ -79,19 +79,26 @@ async fn refuses_to_open_secrets_with_another_master_key() -> Result {
     Ok(())
 }
 
-#[tokio::test]
-async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
-    use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("pagewire.db");
-    let older = testing::migrations_before("sqlite", "0016")?;
+/// A database at `path` as a release before migration `version` left it, and a connection to it.
+async fn migrated_before(path: &std::path::Path, version: &str) -> Result<sqlx::SqliteConnection> {
+    use sqlx::ConnectOptions as _;
+    let older = testing::migrations_before("sqlite", version)?;
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
+        .filename(path)
         .create_if_missing(true)
         .foreign_keys(true)
         .connect()
         .await?;
     sqlx::migrate::Migrator::new(older.path()).await?.run(&mut conn).await?;
+    Ok(conn)
+}
+
+#[tokio::test]
+async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
+    use sqlx::{Connection as _, Executor as _};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("pagewire.db");
+    let mut conn = migrated_before(&path, "0016").await?;
     let legacy = testing::LegacyEvent::default();
     for statement in legacy.statements() {
         conn.execute(statement.as_str()).await?;
@@ -110,17 +117,10 @@ async fn upgrading_moves_dedup_keys_without_losing_deliveries() -> Result {
 /// unproven (`legacy`): the operator approves or moves them.
 #[tokio::test]
 async fn pages_from_before_proof_stay_routed_as_legacy() -> Result {
-    use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
+    use sqlx::{Connection as _, Executor as _};
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("pagewire.db");
-    let older = testing::migrations_before("sqlite", "0022")?;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .foreign_keys(true)
-        .connect()
-        .await?;
-    sqlx::migrate::Migrator::new(older.path()).await?.run(&mut conn).await?;
+    let mut conn = migrated_before(&path, "0022").await?;
     for statement in [
         "INSERT INTO tenants (id, name, created_at) VALUES ('ten_01HZY3J5Q8X9W7V6T5R4P3N2M1', 'Old', 1)",
         "INSERT INTO meta_apps (id, app_id, tenant_id, app_secret_sealed, verify_token_sealed, verify_token_hash, \
